@@ -1,0 +1,114 @@
+"""Per-variable Grad Mult state shared by the RepOpt optimizers.
+
+The mults live in the optimizer as non-trainable variables created in
+`build()`, index-aligned with the trainable variables (the pattern of
+`keras/src/optimizers/muon.py`), so they are read by index inside
+`update_step` (where, under `tf.distribute`, variables have no `.path`) and
+are checkpointed with the optimizer. `get_config` stores them compactly so
+that `from_config` and `.keras` files restore them exactly.
+"""
+
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+from keras import ops
+
+from repopt_tf.optimizers.grad_mult import decode_grad_mult
+from repopt_tf.optimizers.grad_mult import encode_grad_mult
+
+
+def normalize_grad_mults(grad_mults):
+    """Returns `{path: float32 array}` from user input (paths or variables)."""
+    if grad_mults is None:
+        return {}
+    if not isinstance(grad_mults, Mapping):
+        raise ValueError(
+            "`grad_mults` must be a dict {variable.path: array}, got "
+            f"{type(grad_mults).__name__}."
+        )
+    normalized = {}
+    for key, value in grad_mults.items():
+        path = key.path if isinstance(key, keras.Variable) else key
+        if not isinstance(path, str):
+            raise ValueError(
+                "`grad_mults` keys must be variable paths (str) or "
+                f"keras.Variable objects, got {key!r}."
+            )
+        if isinstance(value, Mapping):
+            value = decode_grad_mult(value)
+        array = np.asarray(value, dtype=np.float32)
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"Grad mult for {path!r} contains NaN or inf.")
+        normalized[path] = array
+    return normalized
+
+
+class GradMultMixin:
+    """Adds `grad_mults` to a Keras optimizer.
+
+    Subclasses call `_init_grad_mults` in `__init__` and `_build_grad_mults`
+    in `build`, and read `self._grad_mult(variable)` in `update_step`.
+    Weight decay (coupled or decoupled, per subclass) applies only to
+    kernels: variables with `ndim >= 2` not excluded by
+    `exclude_from_weight_decay`.
+    """
+
+    def _init_grad_mults(self, grad_mults, learning_rate, weight_decay):
+        self.grad_mults = normalize_grad_mults(grad_mults)
+        if isinstance(learning_rate, (int, float)) and learning_rate < 0:
+            raise ValueError(
+                f"`learning_rate` must be >= 0, got {learning_rate}."
+            )
+        if weight_decay is not None and weight_decay < 0:
+            raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay}.")
+        for arg in ("clipnorm", "clipvalue"):
+            if getattr(self, arg) is not None:
+                raise ValueError(
+                    f"`{arg}` clips each gradient on its own, which breaks "
+                    "the CSLA equivalence of a RepOptimizer (Ding et al., "
+                    "§3.2). Leave it None"
+                    + self._clip_advice
+                )
+
+    _clip_advice = "."
+
+    def _build_grad_mults(self, variables):
+        by_path = {variable.path: variable for variable in variables}
+        unknown = sorted(set(self.grad_mults) - set(by_path))
+        if unknown:
+            raise ValueError(
+                f"`grad_mults` names {len(unknown)} variable(s) that are not "
+                f"trainable variables of this model: {unknown[:5]}. Known "
+                f"paths include: {sorted(by_path)[:5]}."
+            )
+        self._grad_mult_variables = [None] * len(variables)
+        self._decays_weight = [False] * len(variables)
+        for index, variable in enumerate(variables):
+            self._decays_weight[index] = self._use_weight_decay(variable)
+            mult = self.grad_mults.get(variable.path)
+            if mult is None:
+                continue
+            if tuple(mult.shape) != tuple(variable.shape):
+                raise ValueError(
+                    f"Grad mult for {variable.path!r} has shape "
+                    f"{tuple(mult.shape)}, the variable has shape "
+                    f"{tuple(variable.shape)}."
+                )
+            self._grad_mult_variables[index] = self.add_variable_from_reference(
+                variable,
+                name="grad_mult",
+                initializer=lambda shape, dtype, m=mult: ops.cast(m, dtype),
+            )
+
+    def _grad_mult(self, variable):
+        """The mult variable of `variable`, or None (mult 1)."""
+        return self._grad_mult_variables[self._get_variable_index(variable)]
+
+    def _use_weight_decay(self, variable):
+        return len(variable.shape) >= 2 and super()._use_weight_decay(variable)
+
+    def _grad_mults_config(self):
+        return {
+            path: encode_grad_mult(mult) for path, mult in self.grad_mults.items()
+        }

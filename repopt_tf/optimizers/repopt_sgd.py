@@ -1,0 +1,134 @@
+"""RepOptSGD: SGD with Grad Mults (Ding et al., ICLR 2023, §3.2, App. A)."""
+
+import keras
+from keras import ops
+
+from repopt_tf.optimizers.mult_state import GradMultMixin
+
+
+@keras.saving.register_keras_serializable(package="repopt_tf")
+class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
+    """SGD whose gradients are multiplied by constant Grad Mults.
+
+    Update of a variable `w` with gradient `g` and mult `M` (`M = 1` for
+    variables without one), with PyTorch momentum semantics::
+
+        d = g * M
+        d = d + weight_decay * w      # coupled L2, kernels (ndim >= 2) only
+        buf = momentum * buf + d      # buf starts at 0, so buf_1 = d_1
+        d = d + momentum * buf if nesterov else buf
+        w = w - learning_rate * d
+
+    With `M = grad_mult(s, t, has_identity, Cin, power=2)`, training one 3x3
+    kernel this way is exactly training the CSLA block
+    `s*conv3x3(x) + t*conv1x1(x) (+ x)` with the same rule, from
+    `W'(0) = s*W3 + t*pad(W1) (+ I)` (Ding et al., App. A).
+
+    Weight decay here is *coupled* L2 that passes through momentum, as in the
+    paper's code, not Keras's decoupled decay.
+
+    Clipping: `clipnorm` and `clipvalue` raise `ValueError` (they break the
+    equivalence). `global_clipnorm=c` is supported and equivalence-preserving:
+    the norm is the CSLA model's, `sqrt(sum over variables of sum(M * g**2))`,
+    and every gradient is scaled by `c / max(norm, c)`.
+
+    Args:
+        learning_rate: float >= 0 or a `LearningRateSchedule`.
+        momentum: float in [0, 1].
+        nesterov: whether to use Nesterov momentum.
+        weight_decay: coupled L2 coefficient for kernels, or None.
+        grad_mults: dict `{variable.path or keras.Variable: array}` of arrays
+            shaped like their variable, e.g. from `grad_mult` or
+            `grad_mults_for_model`.
+        **kwargs: the other `keras.optimizers.Optimizer` arguments.
+
+    Example:
+
+    ```python
+    M = grad_mult(s, t, has_identity=True, in_channels=64)
+    opt = RepOptSGD(0.1, momentum=0.9, nesterov=True, weight_decay=4e-5,
+                    grad_mults={"block1_conv/kernel": M})
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    ```
+    """
+
+    _clip_advice = (
+        "; `global_clipnorm` is supported and clips by the CSLA norm."
+    )
+
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum=0.0,
+        nesterov=False,
+        weight_decay=None,
+        grad_mults=None,
+        name="repopt_sgd",
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            momentum=float(momentum),
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            name=name,
+            **kwargs,
+        )
+        self._init_grad_mults(grad_mults, learning_rate, weight_decay)
+        if self.global_clipnorm and self.gradient_accumulation_steps:
+            raise ValueError(
+                "`global_clipnorm` with `gradient_accumulation_steps` is not "
+                "supported by RepOptSGD; use one of them."
+            )
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._build_grad_mults(variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        step = ops.cast(gradient, variable.dtype)
+        mult = self._grad_mult_variables[index]
+        if mult is not None:
+            step = step * mult
+        if self.weight_decay and self._decays_weight[index]:
+            step = step + ops.cast(self.weight_decay, variable.dtype) * variable
+        if self.momentum != 0:
+            momentum = ops.cast(self.momentum, variable.dtype)
+            buf = self.momentums[index]
+            new_buf = momentum * buf + step
+            self.assign(buf, new_buf)
+            step = step + momentum * new_buf if self.nesterov else new_buf
+        self.assign_sub(variable, learning_rate * step)
+
+    def _apply_weight_decay(self, variables):
+        """No decoupled decay: the L2 term is coupled in `update_step`."""
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        if self.global_clipnorm:
+            grads = self._clip_by_csla_global_norm(grads, trainable_variables)
+        super()._backend_apply_gradients(grads, trainable_variables)
+
+    def _clip_gradients(self, grads):
+        """Clipping already happened, by the CSLA norm, before this point."""
+        return grads
+
+    def _clip_by_csla_global_norm(self, grads, variables):
+        squares = []
+        for grad, variable in zip(grads, variables):
+            square = ops.square(ops.cast(grad, "float32"))
+            mult = self._grad_mult(variable)
+            if mult is not None:
+                square = square * ops.cast(mult, "float32")
+            squares.append(ops.sum(square))
+        norm = ops.sqrt(ops.sum(ops.stack(squares)))
+        scale = self.global_clipnorm / ops.maximum(norm, self.global_clipnorm)
+        return [grad * ops.cast(scale, grad.dtype) for grad in grads]
+
+    def get_config(self):
+        config = super().get_config()
+        config["grad_mults"] = self._grad_mults_config()
+        return config
