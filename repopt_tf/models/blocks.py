@@ -1,0 +1,112 @@
+"""The four forms of one RepOpt-VGG block, with aligned layer names.
+
+Every block maps `x` to `ReLU(BN(...))` (RepVGG: `ReLU(sum of BN branches)`)
+with a symmetric `ZeroPadding2D(1)` + `valid` 3x3 conv of stride 1 or 2, so
+that the 1x1 branch lands exactly on the 3x3 centre tap. Names for a block
+called `name` (e.g. `stage3_block7`):
+
+- `plain`   : `{name}_conv` (3x3, no bias) -> `{name}_bn` -> `{name}_relu`
+- `hs`      : `s*{name}_conv(x) + t*{name}_conv1x1(x) (+ gamma*x)` with
+              trainable scales `{name}_scale_conv`, `{name}_scale_1x1`,
+              `{name}_scale_identity`, then `{name}_bn` -> `{name}_relu`
+- `repvgg`  : `{name}_bn(conv) + {name}_bn1x1(conv1x1) (+ {name}_bn_identity(x))`
+              -> `{name}_relu`
+- `deploy`  : `{name}_conv` (3x3 with bias) -> `{name}_relu` (fused RepVGG)
+"""
+
+import keras
+
+BLOCK_KINDS = ("plain", "hs", "repvgg", "deploy")
+
+
+def batch_norm(name):
+    """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1)."""
+    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
+
+
+@keras.saving.register_keras_serializable(package="repopt_tf")
+class ChannelScale(keras.layers.Layer):
+    """Multiplies the last axis by a trainable per-channel vector.
+
+    With `kernel_like=True` the weight is stored as `(1, 1, 1, C)` so that
+    optimizers that decay only kernels (ndim >= 2) decay it, as the official
+    hyper-search does for the identity scale; otherwise it has shape `(C,)`.
+    """
+
+    def __init__(self, initial_value=1.0, kernel_like=False, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_value = float(initial_value)
+        self.kernel_like = kernel_like
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        shape = (1, 1, 1, channels) if self.kernel_like else (channels,)
+        self.scale = self.add_weight(
+            name="scale",
+            shape=shape,
+            initializer=keras.initializers.Constant(self.initial_value),
+        )
+
+    def call(self, inputs):
+        return inputs * keras.ops.reshape(self.scale, (-1,))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"initial_value": self.initial_value, "kernel_like": self.kernel_like}
+        )
+        return config
+
+
+def has_identity(in_channels, out_channels, stride):
+    return in_channels == out_channels and stride == 1
+
+
+def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0):
+    """Applies one block of the given kind (see the module docstring)."""
+    if kind not in BLOCK_KINDS:
+        raise ValueError(f"kind must be one of {BLOCK_KINDS}, got {kind!r}.")
+    identity = has_identity(x.shape[-1], filters, stride)
+    padded = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+    conv = keras.layers.Conv2D(
+        filters, 3, strides=stride, padding="valid",
+        use_bias=kind == "deploy", name=f"{name}_conv",
+    )(padded)
+    if kind in ("plain", "deploy"):
+        out = conv if kind == "deploy" else batch_norm(f"{name}_bn")(conv)
+        return keras.layers.ReLU(name=f"{name}_relu")(out)
+
+    conv1x1 = keras.layers.Conv2D(
+        filters, 1, strides=stride, padding="valid", use_bias=False,
+        name=f"{name}_conv1x1",
+    )(x)
+    if kind == "hs":
+        branches = [
+            ChannelScale(hs_scale_init, name=f"{name}_scale_conv")(conv),
+            ChannelScale(hs_scale_init, name=f"{name}_scale_1x1")(conv1x1),
+        ]
+        if identity:
+            branches.append(
+                ChannelScale(1.0, kernel_like=True,
+                             name=f"{name}_scale_identity")(x)
+            )
+        out = keras.layers.Add(name=f"{name}_add")(branches)
+        out = batch_norm(f"{name}_bn")(out)
+    else:  # repvgg
+        branches = [batch_norm(f"{name}_bn")(conv),
+                    batch_norm(f"{name}_bn1x1")(conv1x1)]
+        if identity:
+            branches.append(batch_norm(f"{name}_bn_identity")(x))
+        out = keras.layers.Add(name=f"{name}_add")(branches)
+    return keras.layers.ReLU(name=f"{name}_relu")(out)
+
+
+def squeeze_excite(x, name, reduction=4):
+    """SE after the block's ReLU (RepOpt-VGG-L2 with SE), internal C/4."""
+    channels = x.shape[-1]
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(x)
+    s = keras.layers.Conv2D(channels // reduction, 1, activation="relu",
+                            name=f"{name}_se_reduce")(s)
+    s = keras.layers.Conv2D(channels, 1, activation="sigmoid",
+                            name=f"{name}_se_expand")(s)
+    return keras.layers.Multiply(name=f"{name}_se")([x, s])

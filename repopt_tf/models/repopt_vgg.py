@@ -1,0 +1,147 @@
+"""RepOpt-VGG family: one functional builder over a variant table.
+
+Topology (Ding et al., ICLR 2023, Table 1): a stride-2 stem block
+`stage0_block0`, then four stages whose first block has stride 2, every block
+a 3x3 conv (see `blocks.py` for the forms), then global average pooling and a
+dense classifier `classifier` (logits). Input preprocessing (rescale from raw
+0-255 pixels and per-channel normalisation) is the first layer, so exported
+int8 models take raw pixels.
+"""
+
+import keras
+import numpy as np
+
+from repopt_tf.models.blocks import block
+from repopt_tf.models.blocks import squeeze_excite
+
+# blocks: 3x3 layers per stage 1-4; widths: channels per stage 1-4; stem: the
+# stage-0 width, min(64, 64 * a) in the paper.
+VARIANTS = {
+    "repopt_vgg_b1": dict(
+        blocks=(4, 6, 16, 1), widths=(128, 256, 512, 2048), stem=64,
+        description="Paper's B1 (51.8M params at 1000 classes); GPU training.",
+    ),
+    "repopt_vgg_b2": dict(
+        blocks=(4, 6, 16, 1), widths=(160, 320, 640, 2560), stem=64,
+        description="Paper's B2 (80.3M); GPU training.",
+    ),
+    "repopt_vgg_l1": dict(
+        blocks=(8, 14, 24, 1), widths=(128, 256, 512, 2048), stem=64,
+        description="Paper's L1 (76.0M); GPU training.",
+    ),
+    "repopt_vgg_l2": dict(
+        blocks=(8, 14, 24, 1), widths=(160, 320, 640, 2560), stem=64,
+        description="Paper's L2 (118.1M); GPU training.",
+    ),
+    "repopt_vgg_l2_se": dict(
+        blocks=(8, 14, 24, 1), widths=(160, 320, 640, 2560), stem=64, se=True,
+        description="L2 with an SE block after each ReLU (internal C/4).",
+    ),
+    "repopt_vgg_a0": dict(
+        blocks=(2, 4, 14, 1), widths=(48, 96, 192, 1280), stem=48,
+        description="RepVGG-A0 shape (8.3M): phones and edge NPUs.",
+    ),
+    "repopt_vgg_s": dict(
+        blocks=(1, 2, 4, 1), widths=(32, 64, 128, 256), stem=32,
+        description="Small (1.1M): trains on 2 CPU cores; microcontroller-"
+        "class CPUs. The CPU default for Fashion-MNIST.",
+    ),
+    "repopt_vgg_tiny": dict(
+        blocks=(1, 2, 1, 1), widths=(8, 16, 16, 32), stem=8,
+        description="Tiny (44K): unit tests and smoke runs.",
+    ),
+}
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+
+
+def list_models():
+    """Names accepted by `build_model`."""
+    return sorted(VARIANTS)
+
+
+def block_names(name):
+    """Block names of a variant in model order: `stage0_block0`, ..."""
+    spec = _spec(name)
+    names = ["stage0_block0"]
+    for stage, depth in enumerate(spec["blocks"], start=1):
+        names += [f"stage{stage}_block{i}" for i in range(depth)]
+    return names
+
+
+def hs_scale_init(block_index):
+    """Hyper-search init of s and t: 1 for a stage's first block, else sqrt(2/l)."""
+    return 1.0 if block_index == 0 else float(np.sqrt(2.0 / block_index))
+
+
+def build_model(
+    name,
+    num_classes=1000,
+    input_shape=(224, 224, 3),
+    kind="plain",
+    include_preprocessing=True,
+    mean=None,
+    std=None,
+):
+    """Builds a RepOpt-VGG variant.
+
+    Args:
+        name: one of `list_models()`.
+        num_classes: classifier width (logits, no softmax).
+        input_shape: `(H, W, C)` of raw 0-255 pixels.
+        kind: `"plain"` (RepOpt-VGG target / plain VGG), `"hs"` (hyper-search
+            CSLA model), `"repvgg"` (RepVGG training form), `"deploy"` (fused
+            RepVGG: conv with bias, no BN).
+        include_preprocessing: put `x / 255` and `(x - mean) / std` inside
+            the model.
+        mean, std: per-channel statistics in [0, 1] pixel units; default
+            ImageNet's for 3 channels, Fashion-MNIST's for 1 channel.
+    """
+    spec = _spec(name)
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    if include_preprocessing:
+        x = _preprocessing(input_shape[-1], mean, std)(x)
+    x = block(x, spec["stem"], 2, "stage0_block0", kind)
+    for stage, (depth, width) in enumerate(
+        zip(spec["blocks"], spec["widths"]), start=1
+    ):
+        for index in range(depth):
+            block_name = f"stage{stage}_block{index}"
+            x = block(x, width, 2 if index == 0 else 1, block_name, kind,
+                      hs_scale_init=hs_scale_init(index))
+            if spec.get("se"):
+                x = squeeze_excite(x, block_name)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = keras.layers.Dense(num_classes, name="classifier")(x)
+    return keras.Model(inputs, outputs, name=f"{name}_{kind}")
+
+
+def _spec(name):
+    if name not in VARIANTS:
+        raise ValueError(
+            f"Unknown model {name!r}. Available: {', '.join(list_models())}."
+        )
+    return VARIANTS[name]
+
+
+def _preprocessing(channels, mean, std):
+    if mean is None or std is None:
+        if channels == 3:
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        else:
+            mean = FASHION_MNIST_MEAN * channels
+            std = FASHION_MNIST_STD * channels
+    mean = np.asarray(mean, np.float32)
+    std = np.asarray(std, np.float32)
+    if mean.shape != (channels,) or std.shape != (channels,):
+        raise ValueError(
+            f"mean and std need {channels} values, got {mean.tolist()} and "
+            f"{std.tolist()}."
+        )
+    return keras.layers.Rescaling(
+        scale=(1.0 / (255.0 * std)).tolist(),
+        offset=(-mean / std).tolist(),
+        name="preprocessing",
+    )
