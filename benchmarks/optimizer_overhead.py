@@ -1,6 +1,6 @@
 """Step time of RepOptSGD vs Keras SGD on the same model, side by side.
 
-Both optimizers train identical copies of a small plain VGG in one process;
+Both optimizers train identical copies of a RepOpt-VGG (default: S) in one process;
 timed windows alternate between them after a warm-up, and the script prints
 the median step time of each and the ratio RepOptSGD / SGD (target <= 1.03).
 
@@ -17,57 +17,33 @@ from absl import flags
 
 from repopt_tf import RepOptSGD
 from repopt_tf import grad_mults_for_model
+from repopt_tf.models import build_model
+from repopt_tf.models import extract_scales
 
 flags.DEFINE_integer("batch", 128, "Batch size.")
 flags.DEFINE_integer("image_size", 32, "Input height and width.")
-flags.DEFINE_integer("width", 32, "Channels of the first stage.")
+flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("steps", 10, "Training steps per timed window.")
 flags.DEFINE_integer("windows", 5, "Timed windows per optimizer.")
 flags.DEFINE_integer("warmup", 3, "Untimed steps per optimizer.")
 FLAGS = flags.FLAGS
 
 
-def plain_vgg(image_size, width, blocks=(1, 2, 2), num_classes=10):
-    inputs = keras.Input((image_size, image_size, 3))
-    x = inputs
-    for stage, depth in enumerate(blocks):
-        for block in range(depth):
-            out = width * 2**stage
-            x = keras.layers.ZeroPadding2D(1)(x)
-            x = keras.layers.Conv2D(
-                out, 3, strides=2 if block == 0 else 1, use_bias=False,
-                name=f"stage{stage}_block{block}_conv",
-            )(x)
-            x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)(x)
-            x = keras.layers.ReLU()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
-
-
-def constant_blocks(model):
-    blocks = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            cin, cout = layer.kernel.shape[2:]
-            identity = cin == cout and tuple(layer.strides) == (1, 1)
-            blocks.append({"conv": np.full(cout, 0.8), "1x1": np.full(cout, 0.6),
-                           "identity": np.ones(cout) if identity else None})
-    return blocks
-
-
 def main(argv):
     del argv
     keras.utils.set_random_seed(0)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    shape = (FLAGS.image_size, FLAGS.image_size, 3)
+    scales = extract_scales(build_model(FLAGS.model, 10, shape, kind="hs"))
     models = {}
     for name in ("SGD", "RepOptSGD"):
-        model = plain_vgg(FLAGS.image_size, FLAGS.width)
+        model = build_model(FLAGS.model, 10, shape)
         if name == "SGD":
             optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
         else:
             optimizer = RepOptSGD(
                 0.01, momentum=0.9, nesterov=True, weight_decay=4e-5,
-                grad_mults=grad_mults_for_model(model, constant_blocks(model)),
+                grad_mults=grad_mults_for_model(model, scales),
             )
         model.compile(optimizer=optimizer, loss=loss)
         models[name] = model

@@ -1,0 +1,121 @@
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from repopt_tf import grad_mult
+from repopt_tf import grad_mults_for_model
+from repopt_tf.models import build_model
+from repopt_tf.scales import list_presets
+from repopt_tf.scales import load_scales
+from repopt_tf.scales import load_scales_metadata
+from repopt_tf.scales import save_scales
+
+OFFICIAL = Path(__file__).resolve().parents[2] / "shared/data/official_scales"
+needs_official = pytest.mark.skipif(
+    not OFFICIAL.exists(), reason="official scale files not beside the repo"
+)
+
+
+@needs_official
+@pytest.mark.parametrize(
+    "variant,blocks,identities,negatives",
+    [("B1", 28, 23, 156), ("B2", 28, 23, 158),
+     ("L1", 48, 43, 1538), ("L2", 48, 43, 814)],
+)
+def test_official_files_load_and_match_presets(variant, blocks, identities,
+                                               negatives):
+    scales = load_scales(OFFICIAL / f"RepOpt-VGG-{variant}-scales.pth")
+    assert len(scales) == blocks
+    assert sum(b["identity"] is not None for b in scales) == identities
+    values = [b[k] for b in scales for k in ("conv", "1x1", "identity")
+              if b[k] is not None]
+    assert sum(int((v < 0).sum()) for v in values) == negatives
+    preset = load_scales(f"repopt_vgg_{variant.lower()}")
+    for ours, theirs in zip(preset, scales):
+        for key in ("conv", "1x1", "identity"):
+            if theirs[key] is None:
+                assert ours[key] is None
+            else:
+                np.testing.assert_array_equal(ours[key], theirs[key])
+
+
+def test_presets_are_shipped_with_metadata():
+    assert list_presets() == ["repopt_vgg_b1", "repopt_vgg_b2",
+                              "repopt_vgg_l1", "repopt_vgg_l2"]
+    metadata = load_scales_metadata("repopt_vgg_l2")
+    assert metadata["variant"] == "repopt_vgg_l2"
+    assert metadata["dataset"] == "cifar100"
+
+
+def test_b1_scales_fit_b1_and_give_eq3_mults():
+    model = build_model("repopt_vgg_b1", 1000, (64, 64, 3))
+    scales = load_scales("repopt_vgg_b1")
+    mults = grad_mults_for_model(model, scales)
+    assert len(mults) == 28
+    block = scales[10]  # stage2_block5: 256 channels, identity
+    mult = mults["stage2_block5_conv/kernel"]
+    np.testing.assert_array_equal(
+        mult, grad_mult(block["conv"], block["1x1"], True, 256))
+    c = 17
+    assert mult[0, 2, 3, c] == pytest.approx(block["conv"][c] ** 2)
+    assert mult[1, 1, 3, c] == pytest.approx(
+        block["conv"][c] ** 2 + block["1x1"][c] ** 2)
+    assert mult[1, 1, c, c] == pytest.approx(
+        1 + block["conv"][c] ** 2 + block["1x1"][c] ** 2)
+    with pytest.raises(ValueError, match="Block 1 .*'conv' has 128 channels.* 160"):
+        grad_mults_for_model(build_model("repopt_vgg_b2", 1000, (64, 64, 3)),
+                             scales)
+
+
+def test_npz_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    blocks = [
+        {"conv": rng.random(4), "1x1": rng.random(4), "identity": None},
+        {"conv": rng.random(4), "1x1": rng.random(4),
+         "identity": rng.random(4)},
+    ]
+    path = save_scales(tmp_path / "s.npz", blocks, variant="x", epochs=3)
+    loaded = load_scales(path)
+    assert load_scales_metadata(path) == {"variant": "x", "epochs": 3}
+    assert loaded[0]["identity"] is None
+    for ours, theirs in zip(loaded, blocks):
+        for key in ("conv", "1x1"):
+            np.testing.assert_array_equal(ours[key],
+                                          theirs[key].astype(np.float32))
+    np.testing.assert_array_equal(loaded[1]["identity"],
+                                  blocks[1]["identity"].astype(np.float32))
+
+
+def _torch_like_zip(path, payload):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+
+
+def test_bad_files_give_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a preset"):
+        load_scales(tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a PyTorch zip"):
+        load_scales(tmp_path / "junk.pth")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    _torch_like_zip(tmp_path / "evil.pth", pickle.dumps({"x": Evil()}))
+    with pytest.raises(ValueError, match="Refusing to load builtins.print"):
+        load_scales(tmp_path / "evil.pth")
+
+    _torch_like_zip(tmp_path / "empty.pth", pickle.dumps({"linear.weight": 1}))
+    with pytest.raises(ValueError, match="no 'stageN.i.scale_"):
+        load_scales(tmp_path / "empty.pth")
+
+    buffer = io.BytesIO()
+    np.savez(buffer, something=np.zeros(3))
+    (tmp_path / "other.npz").write_bytes(buffer.getvalue())
+    with pytest.raises(ValueError, match="not a repopt_tf scales file"):
+        load_scales(tmp_path / "other.npz")
