@@ -1,5 +1,15 @@
-"""Data pipelines: the embedded Fashion-MNIST set."""
+"""Data pipelines: embedded Fashion-MNIST, tensorflow-datasets, image folders."""
 
 from repopt_tf.data.fashion_mnist import load_fashion_mnist
+from repopt_tf.data.pipeline import Source
+from repopt_tf.data.pipeline import load_source
+from repopt_tf.data.pipeline import make_dataset
+from repopt_tf.data.pipeline import representative_images
 
-__all__ = ["load_fashion_mnist"]
+__all__ = [
+    "Source",
+    "load_fashion_mnist",
+    "load_source",
+    "make_dataset",
+    "representative_images",
+]

@@ -1,0 +1,201 @@
+"""tf.data input pipelines for training and evaluation.
+
+A *source* is one split of a data set: `Source(dataset, num_examples,
+num_classes, channels)` where `dataset` yields `(image uint8 HxWxC, label)`.
+Sources:
+
+- `"fashion_mnist"`: the embedded set (Debian IDX files), no network.
+- `"folder:/path/root"`: an image folder with one subfolder per class under
+  `root/<split>/` (e.g. `root/train/cat/001.jpg`).
+- any other name: a tensorflow-datasets name (`cifar100`, `imagenet2012`
+  with `manual_dir`, ...), prepared in `data_dir`.
+
+`make_dataset` turns a source into batches of `(float32 raw pixels 0..255 at
+the model's input size, one-hot label)`; normalisation is inside the model.
+Training batches are shuffled, augmented and drop the remainder. Augmentation
+`"crop_flip"` is the paper's hyper-search recipe (pad 4, random crop, flip);
+`"inception"` is random-resized-crop + flip for ImageNet-like data.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from repopt_tf.data.fashion_mnist import load_fashion_mnist
+
+AUGMENTATIONS = ("none", "crop_flip", "inception")
+
+
+@dataclasses.dataclass
+class Source:
+    dataset: tf.data.Dataset
+    num_examples: int
+    num_classes: int
+    channels: int
+
+
+def load_source(name, split, data_dir=None, manual_dir=None, limit=None,
+                download=True):
+    """Loads one split of a data set as a `Source` (see module docstring).
+
+    `download` lets tensorflow-datasets fetch and prepare a missing set.
+    """
+    if name == "fashion_mnist":
+        images, labels = load_fashion_mnist(split, data_dir)
+        if limit:
+            images, labels = images[:limit], labels[:limit]
+        dataset = tf.data.Dataset.from_tensor_slices((images[..., None], labels))
+        return Source(dataset, len(labels), 10, 1)
+    if name.startswith("folder:"):
+        source = _folder_source(Path(name[len("folder:"):]) / split)
+    else:
+        source = _tfds_source(name, split, data_dir, manual_dir, download)
+    if limit:
+        source.dataset = source.dataset.take(limit)
+        source.num_examples = min(source.num_examples, limit)
+    return source
+
+
+def make_dataset(source, image_size, batch_size, training, augment="crop_flip",
+                 channels=None, seed=None, shuffle_buffer=20000):
+    """Batches of `(float32 pixels (B, S, S, C), one-hot labels (B, K))`."""
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}.")
+    channels = channels or source.channels
+    dataset = source.dataset
+    if training:
+        dataset = dataset.shuffle(min(shuffle_buffer, source.num_examples),
+                                  seed=seed, reshuffle_each_iteration=True)
+
+    def prepare(image, label):
+        image = _to_channels(tf.cast(image, tf.float32), channels)
+        if training and augment == "crop_flip":
+            image = _fit(image, image_size)
+            image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+            image = tf.image.random_crop(image, (image_size, image_size, channels))
+            image = tf.image.random_flip_left_right(image)
+        elif training and augment == "inception":
+            image = _random_resized_crop(image, image_size)
+            image = tf.image.random_flip_left_right(image)
+        else:
+            image = _fit(image, image_size)
+        image = tf.ensure_shape(image, (image_size, image_size, channels))
+        return image, tf.one_hot(label, source.num_classes)
+
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=training)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def representative_images(source, image_size, count, channels=None):
+    """`count` evaluation-preprocessed images (float32) as one numpy array."""
+    dataset = make_dataset(source, image_size, count, training=False,
+                           channels=channels)
+    return next(iter(dataset))[0].numpy()
+
+
+def _to_channels(image, channels):
+    have = image.shape[-1]
+    if have == channels:
+        return image
+    if have == 1 and channels == 3:
+        return tf.image.grayscale_to_rgb(image)
+    if have == 3 and channels == 1:
+        return tf.image.rgb_to_grayscale(image)
+    raise ValueError(f"Cannot convert {have}-channel images to {channels}.")
+
+
+def _fit(image, size):
+    """Pads small images, resizes the shorter side of large ones and crops."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    short = tf.minimum(height, width)
+
+    def resize():
+        scale = tf.cast(size, tf.float32) / tf.cast(short, tf.float32)
+        new = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32)
+                               * scale), tf.int32)
+        return tf.image.resize(image, new)
+
+    image = tf.cond(short > size, resize, lambda: image)
+    return tf.image.resize_with_crop_or_pad(image, size, size)
+
+
+def _random_resized_crop(image, size):
+    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.zeros((1, 0, 4)),
+        min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        use_image_if_no_bounding_boxes=True,
+    )
+    image = tf.slice(image, begin, crop_size)
+    return tf.image.resize(image, (size, size))
+
+
+def _folder_source(directory):
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"Image folder {directory} not found. Expected "
+            "<root>/<split>/<class>/<image> (e.g. root/train/cat/1.jpg)."
+        )
+    class_names = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    if not class_names:
+        raise ValueError(f"{directory} has no class subfolders.")
+    paths, labels = [], []
+    for label, name in enumerate(class_names):
+        for path in sorted((directory / name).iterdir()):
+            if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".gif"):
+                paths.append(str(path))
+                labels.append(label)
+    if not paths:
+        raise ValueError(f"{directory} holds no .jpg/.png/.bmp/.gif images.")
+    first = tf.io.decode_image(tf.io.read_file(paths[0]), expand_animations=False)
+    channels = int(first.shape[-1])
+
+    def decode(path, label):
+        raw = tf.io.read_file(path)
+        image = tf.io.decode_image(raw, channels=channels, expand_animations=False)
+        return image, label
+
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (paths, np.asarray(labels, np.int32))
+    ).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return Source(dataset, len(paths), len(class_names), channels)
+
+
+def _tfds_source(name, split, data_dir, manual_dir, download):
+    import tensorflow_datasets as tfds
+
+    kwargs = {}
+    if manual_dir:
+        kwargs["download_and_prepare_kwargs"] = {
+            "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)
+        }
+    try:
+        dataset, info = tfds.load(
+            name, split=split, data_dir=data_dir, as_supervised=True,
+            with_info=True, download=download, **kwargs,
+        )
+    except Exception as error:  # tfds raises many types; all mean "not here"
+        raise FileNotFoundError(
+            f"Could not load tensorflow-datasets '{name}' split '{split}' "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+            "On a machine with internet run `tfds build "
+            f"{name}` and copy its data_dir here (pass --config.data.data_dir); "
+            "for imagenet2012 put the tar files in a folder and pass "
+            "--config.data.manual_dir. Offline, use the embedded "
+            "'fashion_mnist' or an image folder 'folder:/path'."
+        ) from error
+    features = info.features
+    num_classes = features["label"].num_classes
+    channels = features["image"].shape[-1] or 3
+    try:
+        num_examples = info.splits[split].num_examples
+    except KeyError:  # e.g. under tfds.testing.mock_data
+        num_examples = int(dataset.cardinality())
+        if num_examples < 0:
+            num_examples = int(dataset.reduce(0, lambda count, _: count + 1))
+    return Source(dataset, num_examples, num_classes, channels)

@@ -1,0 +1,19 @@
+"""Training pieces shared by train.py: strategy, callbacks, recipe, runner."""
+
+from repopt_tf.training.callbacks import TrainingDiverged
+from repopt_tf.training.runner import MODES
+from repopt_tf.training.runner import Experiment
+from repopt_tf.training.runner import results_table
+from repopt_tf.training.strategy import STRATEGIES
+from repopt_tf.training.strategy import get_strategy
+from repopt_tf.training.strategy import split_cpu
+
+__all__ = [
+    "MODES",
+    "STRATEGIES",
+    "Experiment",
+    "TrainingDiverged",
+    "get_strategy",
+    "results_table",
+    "split_cpu",
+]

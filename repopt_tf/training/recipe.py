@@ -1,0 +1,76 @@
+"""Learning-rate schedule, optimizer and Grad Mult summary from a config.
+
+Batch scaling is explicit: with global batch B (per-replica batch x
+replicas) and the recipe's reference batch B0,
+
+    lr = base_lr * B / B0                      (linear scaling rule)
+    wd = weight_decay * (B / B0 if scale_weight_decay else 1)
+
+The schedule is a linear warm-up from 0 over `warmup_epochs`, then cosine
+decay to 0 at the end of training, stepped per iteration (as timm's
+CosineLRScheduler in the paper's code).
+"""
+
+import re
+
+import keras
+import numpy as np
+
+from repopt_tf.optimizers import RepOptAdamW
+from repopt_tf.optimizers import RepOptSGD
+
+
+def scaled_hyperparameters(train, global_batch):
+    """Returns `(lr, weight_decay)` after batch scaling (see module doc)."""
+    ratio = global_batch / train.reference_batch
+    lr = train.base_lr * ratio
+    weight_decay = train.weight_decay * (ratio if train.scale_weight_decay else 1)
+    return lr, weight_decay
+
+
+def learning_rate_schedule(peak_lr, epochs, warmup_epochs, steps_per_epoch):
+    total = max(1, epochs * steps_per_epoch)
+    warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(peak_lr, total)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, total - warmup, warmup_target=peak_lr, warmup_steps=warmup
+    )
+
+
+def build_optimizer(train, schedule, weight_decay, grad_mults=None,
+                    clip_global_norm=0.0):
+    """RepOptSGD / RepOptAdamW; without mults they are the plain baselines.
+
+    `train.optimizer` is "sgd" (PyTorch-semantics SGD, coupled L2) or
+    "adamw"; `clip_global_norm > 0` clips by the (CSLA) global norm.
+    """
+    clip = clip_global_norm or None
+    if train.optimizer == "sgd":
+        return RepOptSGD(
+            schedule, momentum=train.momentum, nesterov=train.nesterov,
+            weight_decay=weight_decay or None, grad_mults=grad_mults,
+            global_clipnorm=clip,
+        )
+    if train.optimizer == "adamw":
+        return RepOptAdamW(schedule, weight_decay=weight_decay,
+                           grad_mults=grad_mults, global_clipnorm=clip)
+    raise ValueError(
+        f"train.optimizer must be 'sgd' or 'adamw', got {train.optimizer!r}."
+    )
+
+
+def grad_mult_summary(grad_mults):
+    """One line per stage: count and min / mean / max of its Grad Mults."""
+    stages = {}
+    for path, mult in grad_mults.items():
+        match = re.match(r"(stage\d+)_", path)
+        stages.setdefault(match.group(1) if match else "other", []).append(mult)
+    lines = []
+    for stage in sorted(stages):
+        values = np.concatenate([m.reshape(-1) for m in stages[stage]])
+        lines.append(
+            f"{stage}: {len(stages[stage])} kernels, grad mult min "
+            f"{values.min():.4f} mean {values.mean():.4f} max {values.max():.4f}"
+        )
+    return lines

@@ -1,0 +1,261 @@
+"""The training workflows behind train.py.
+
+Modes (config.mode):
+
+- `hs`: train the hyper-search CSLA model, write `scales.npz`.
+- `target`: train RepOpt-VGG with RepOptSGD / RepOptAdamW from a scales file
+  or preset (`config.scales`), after the Rule of Initialization unless
+  `config.reinit` is False (fine-tuning).
+- `baseline_sgd`: the same plain model with ordinary SGD (no mults, no reinit).
+- `baseline_repvgg`: RepVGG's multi-branch training form with ordinary SGD;
+  evaluated unfused and fused.
+- `quickstart`: hs -> scales -> target -> both baselines, one table.
+
+Each stage writes into `workdir/<stage>/`: `log.csv`, `tensorboard/`,
+`checkpoint.keras` (last epoch), `backup/` (while running) and
+`model.keras`; `workdir/results.json` collects the test accuracies.
+"""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from repopt_tf.data import load_source
+from repopt_tf.data import make_dataset
+from repopt_tf.models import build_model
+from repopt_tf.models import extract_scales
+from repopt_tf.models import fuse_repvgg
+from repopt_tf.models import reinitialize
+from repopt_tf.optimizers import grad_mults_for_model
+from repopt_tf.scales import load_scales
+from repopt_tf.scales import save_scales
+from repopt_tf.training.callbacks import StopOnNaN
+from repopt_tf.training.callbacks import TrainingDiverged
+from repopt_tf.training.callbacks import standard_callbacks
+from repopt_tf.training.recipe import build_optimizer
+from repopt_tf.training.recipe import grad_mult_summary
+from repopt_tf.training.recipe import learning_rate_schedule
+from repopt_tf.training.recipe import scaled_hyperparameters
+
+MODES = ("quickstart", "hs", "target", "baseline_sgd", "baseline_repvgg")
+
+
+@dataclasses.dataclass
+class StageResult:
+    stage: str
+    model: str
+    kind: str
+    optimizer: str
+    epochs: int
+    test_accuracy: float
+    workdir: str
+
+
+def log(message):
+    print(f"[repopt] {message}", flush=True)
+
+
+class Experiment:
+    """Loads the data once and runs the stages of one config."""
+
+    def __init__(self, config, workdir, strategy):
+        if config.mode not in MODES:
+            raise ValueError(f"config.mode must be one of {MODES}, got "
+                             f"{config.mode!r}.")
+        self.config = config
+        self.workdir = Path(workdir)
+        self.strategy = strategy
+        data = config.data
+        common = dict(data_dir=data.data_dir or None,
+                      manual_dir=data.manual_dir or None, download=data.download)
+        self.train_source = load_source(data.name, "train",
+                                        limit=data.train_limit or None, **common)
+        self.test_source = load_source(data.name, data.eval_split,
+                                       limit=data.eval_limit or None, **common)
+        channels = data.channels or self.train_source.channels
+        self.input_shape = (data.image_size, data.image_size, channels)
+        self.num_classes = self.train_source.num_classes
+        self.global_batch = config.train.batch_size * strategy.num_replicas_in_sync
+        self.steps_per_epoch = self.train_source.num_examples // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"{self.train_source.num_examples} training images are fewer "
+                f"than one global batch of {self.global_batch}."
+            )
+        dataset_args = dict(image_size=data.image_size,
+                            batch_size=self.global_batch, channels=channels)
+        self.train_data = make_dataset(self.train_source, training=True,
+                                       augment=data.augment, seed=config.seed,
+                                       **dataset_args)
+        self.test_data = make_dataset(self.test_source, training=False,
+                                      **dataset_args)
+        log(f"data {data.name}: {self.train_source.num_examples} train / "
+            f"{self.test_source.num_examples} {data.eval_split} images, "
+            f"{self.num_classes} classes, input {self.input_shape}")
+
+    def run(self):
+        mode = self.config.mode
+        if mode == "hs":
+            return [self.hyper_search()]
+        if mode == "target":
+            return [self.target(self._scales_from_config())]
+        if mode == "baseline_sgd":
+            return [self.baseline_sgd()]
+        if mode == "baseline_repvgg":
+            return self.baseline_repvgg()
+        results = [self.hyper_search()]
+        results.append(self.target(load_scales(self.workdir / "hs/scales.npz")))
+        if self.config.quickstart.baselines:
+            results.append(self.baseline_sgd())
+            results += self.baseline_repvgg()
+        return results
+
+    def hyper_search(self):
+        hs = self.config.hs
+        model, accuracy = self._train("hs", "hs", hs.epochs,
+                                      clip_global_norm=hs.clip_global_norm)
+        scales = extract_scales(model)
+        path = save_scales(
+            self.workdir / "hs/scales.npz", scales, variant=self.config.model,
+            dataset=self.config.data.name, epochs=hs.epochs,
+            test_accuracy=accuracy,
+        )
+        log(f"hs: wrote {len(scales)} blocks of scales to {path}")
+        return self._result("hs", "hs", hs.epochs, accuracy)
+
+    def target(self, scales):
+        epochs = self.config.train.epochs
+        _, accuracy = self._train("target", "plain", epochs, scales=scales)
+        return self._result("target", "plain", epochs, accuracy, repopt=True)
+
+    def baseline_sgd(self):
+        epochs = self.config.train.epochs
+        _, accuracy = self._train("baseline_sgd", "plain", epochs)
+        return self._result("baseline_sgd", "plain", epochs, accuracy)
+
+    def baseline_repvgg(self):
+        epochs = self.config.train.epochs
+        model, accuracy = self._train("baseline_repvgg", "repvgg", epochs)
+        deploy = fuse_repvgg(model)
+        deploy.compile(
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+        fused = self._evaluate(deploy)
+        deploy.save(self.workdir / "baseline_repvgg/model_fused.keras")
+        log(f"baseline_repvgg: fused deploy model accuracy {fused:.4f}")
+        return [
+            self._result("baseline_repvgg", "repvgg", epochs, accuracy),
+            self._result("baseline_repvgg_fused", "deploy", epochs, fused),
+        ]
+
+    def _scales_from_config(self):
+        if not self.config.scales:
+            raise ValueError(
+                "target mode needs --config.scales: a preset "
+                "(repopt_vgg_b1, ...) or the scales.npz of an hs run."
+            )
+        return load_scales(self.config.scales)
+
+    def _train(self, stage, kind, epochs, scales=None, clip_global_norm=0.0):
+        config, train = self.config, self.config.train
+        workdir = self.workdir / stage
+        finished = self._recorded().get(stage)
+        if finished and (finished["model"], finished["epochs"]) != (
+                config.model, epochs):
+            raise ValueError(
+                f"{workdir} holds a finished {finished['model']} run of "
+                f"{finished['epochs']} epochs, not {config.model} for {epochs}; "
+                "use a new --workdir."
+            )
+        if finished and (workdir / "model.keras").exists():
+            log(f"{stage}: already trained in {workdir}, reusing it (delete "
+                "that folder to retrain)")
+            with self.strategy.scope():
+                model = keras.models.load_model(workdir / "model.keras")
+            return model, finished["test_accuracy"]
+        keras.utils.set_random_seed(config.seed)
+        lr, weight_decay = scaled_hyperparameters(train, self.global_batch)
+        log(f"{stage}: {config.model} ({kind}), {epochs} epochs x "
+            f"{self.steps_per_epoch} steps, global batch {self.global_batch} "
+            f"({train.batch_size} x {self.strategy.num_replicas_in_sync} "
+            f"replicas), lr {train.base_lr} x {self.global_batch}/"
+            f"{train.reference_batch} = {lr:g}, weight decay {weight_decay:g}")
+        schedule = learning_rate_schedule(lr, epochs, train.warmup_epochs,
+                                          self.steps_per_epoch)
+        with self.strategy.scope():
+            model = build_model(config.model, self.num_classes, self.input_shape,
+                                kind=kind)
+            mults = None
+            if scales is not None:
+                mults = self._prepare_target(model, scales)
+            optimizer = build_optimizer(train, schedule, weight_decay, mults,
+                                        clip_global_norm)
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.CategoricalCrossentropy(
+                    from_logits=True, label_smoothing=train.label_smoothing),
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            )
+        callbacks = standard_callbacks(workdir)
+        model.fit(self.train_data, epochs=epochs, callbacks=callbacks, shuffle=False,
+                  verbose=1 if sys.stdout.isatty() else 2)
+        nan_guard = next(c for c in callbacks if isinstance(c, StopOnNaN))
+        if nan_guard.message:
+            raise TrainingDiverged(nan_guard.message)
+        accuracy = self._evaluate(model)
+        model.save(workdir / "model.keras")
+        log(f"{stage}: test accuracy {accuracy:.4f}")
+        return model, accuracy
+
+    def _prepare_target(self, model, scales):
+        config = self.config
+        if config.reinit:
+            reinitialize(model, scales, config.use_identity_scales,
+                         seed=config.seed)
+        else:
+            log("target: reinit skipped (fine-tuning)")
+        power = 2
+        if config.train.optimizer == "adamw":
+            power = 1
+            scales = [{k: None if v is None else np.abs(v)
+                       for k, v in block.items()} for block in scales]
+        mults = grad_mults_for_model(model, scales, power=power)
+        for line in grad_mult_summary(mults):
+            log(f"target: {line}")
+        return mults
+
+    def _evaluate(self, model):
+        metrics = model.evaluate(self.test_data, verbose=0, return_dict=True)
+        return float(metrics["accuracy"])
+
+    def _result(self, stage, kind, epochs, accuracy, repopt=False):
+        """Records a stage in `workdir/results.json` and returns it."""
+        optimizer = self.config.train.optimizer.upper()
+        result = StageResult(
+            stage, self.config.model, kind,
+            f"RepOpt{optimizer}" if repopt else optimizer, epochs, accuracy,
+            str(self.workdir / stage.removesuffix("_fused")),
+        )
+        recorded = self._recorded()
+        recorded[stage] = dataclasses.asdict(result)
+        (self.workdir / "results.json").write_text(json.dumps(recorded, indent=2))
+        return result
+
+    def _recorded(self):
+        path = self.workdir / "results.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def results_table(results):
+    """Markdown table of stage results."""
+    lines = ["| stage | model | form | optimizer | epochs | test accuracy |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        lines.append(f"| {r.stage} | {r.model} | {r.kind} | {r.optimizer} | "
+                     f"{r.epochs} | {r.test_accuracy:.4f} |")
+    return "\n".join(lines)
