@@ -1,0 +1,94 @@
+"""Keras model -> TFLite flatbuffers: float32, and full-integer int8 PTQ.
+
+Int8 post-training quantization: `optimizations=[DEFAULT]`, a representative
+data set of real training images preprocessed exactly as for evaluation
+(raw pixels; normalisation is inside the model),
+`supported_ops=[TFLITE_BUILTINS_INT8]` and int8 input and output. BatchNorm is
+folded into the convs by the converter; weights are quantized per channel.
+"""
+
+import contextlib
+import os
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+
+@contextlib.contextmanager
+def _quiet(verbose):
+    """Silences the converter's C++ and Python chatter unless `verbose`."""
+    if verbose:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _converter(model):
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+def convert_float32(model, verbose=False):
+    """Returns the float32 `.tflite` bytes of a Keras model."""
+    with _quiet(verbose):
+        return _converter(model).convert()
+
+
+def int8_converter(model, representative_images):
+    """A converter configured for full-integer int8 PTQ."""
+    images = np.asarray(representative_images, np.float32)
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(
+            "representative_images must be a non-empty (N, H, W, C) array, got "
+            f"shape {images.shape}."
+        )
+
+    def representative_dataset():
+        for image in images:
+            yield [image[None]]
+
+    converter = _converter(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter
+
+
+def convert_int8(model, representative_images, verbose=False):
+    """Returns full-integer int8 `.tflite` bytes (int8 input and output).
+
+    Raises:
+        ValueError: when an op has no int8 kernel (the converter's message
+            names it).
+    """
+    converter = int8_converter(model, representative_images)
+    try:
+        with _quiet(verbose), tempfile.TemporaryDirectory():
+            return converter.convert()
+    except Exception as error:  # the converter raises ConverterError & co.
+        raise ValueError(
+            "int8 conversion failed; an op likely has no int8 kernel. "
+            f"Converter said: {_first_lines(str(error))}"
+        ) from error
+
+
+def _first_lines(text, count=6):
+    lines = [line for line in text.splitlines() if line.strip()]
+    return " | ".join(lines[:count])

@@ -1,0 +1,124 @@
+"""Accuracy and latency of `.tflite` models with the LiteRT interpreter.
+
+Inputs are quantized with the interpreter's own `(scale, zero_point)`,
+`q = clip(round(x / scale + zero_point))`, and outputs dequantized,
+`y = (q - zero_point) * scale`, so int8 and float models are evaluated on the
+same raw-pixel inputs as the Keras model.
+"""
+
+import platform
+import statistics
+import time
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import OpResolverType
+
+
+def quantize(values, detail):
+    """Maps float inputs to the tensor's integer type with its own params."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return values.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    q = np.round(values / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(values, detail):
+    if np.dtype(detail["dtype"]).kind == "f":
+        return values.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+class TFLiteModel:
+    """Runs a `.tflite` model on float batches (batch size is resized)."""
+
+    def __init__(self, model_content, num_threads=None, xnnpack=True):
+        resolver = (OpResolverType.AUTO if xnnpack
+                    else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self.interpreter = Interpreter(
+            model_content=model_content, num_threads=num_threads,
+            experimental_op_resolver_type=resolver,
+        )
+        self.interpreter.allocate_tensors()
+        self._batch = None
+
+    @property
+    def input_detail(self):
+        return self.interpreter.get_input_details()[0]
+
+    @property
+    def output_detail(self):
+        return self.interpreter.get_output_details()[0]
+
+    def __call__(self, images):
+        images = np.asarray(images, np.float32)
+        if self._batch != len(images):
+            self.interpreter.resize_tensor_input(
+                self.input_detail["index"], list(images.shape))
+            self.interpreter.allocate_tensors()
+            self._batch = len(images)
+        self.interpreter.set_tensor(self.input_detail["index"],
+                                    quantize(images, self.input_detail))
+        self.interpreter.invoke()
+        raw = self.interpreter.get_tensor(self.output_detail["index"])
+        return dequantize(raw, self.output_detail)
+
+
+def tflite_accuracy(model_content, dataset):
+    """Top-1 accuracy over a dataset of `(images, one-hot labels)` batches."""
+    model = TFLiteModel(model_content)
+    correct = total = 0
+    for images, labels in dataset:
+        predictions = model(images.numpy()).argmax(-1)
+        correct += int((predictions == labels.numpy().argmax(-1)).sum())
+        total += len(predictions)
+    return correct / total
+
+
+def latency(model_content, sample, num_threads=1, xnnpack=True, warmup=10,
+            runs=100):
+    """Batch-1 latency in ms: median and p90 over `runs` timed invokes."""
+    model = TFLiteModel(model_content, num_threads=num_threads, xnnpack=xnnpack)
+    sample = np.asarray(sample, np.float32)[None]
+    model(sample)
+    interpreter = model.interpreter
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    return {
+        "median_ms": statistics.median(times),
+        "p90_ms": times[int(0.9 * (len(times) - 1))],
+        "runs": runs,
+        "threads": num_threads,
+        "xnnpack": xnnpack,
+    }
+
+
+def machine_info():
+    import ai_edge_litert
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+        cpu = f"{names[0]} x{len(names)}" if names else cpu
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown"),
+    }

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from repopt_tf.data import load_source
+from repopt_tf.data import make_dataset
+from repopt_tf.data import representative_images
+
+
+def test_fashion_mnist_batches_for_training_and_eval():
+    source = load_source("fashion_mnist", "train", limit=300)
+    assert (source.num_examples, source.num_classes, source.channels) == (300, 10, 1)
+    train = make_dataset(source, 32, 64, training=True, channels=3, seed=0)
+    batches = list(train)
+    assert len(batches) == 300 // 64  # remainder dropped
+    images, labels = batches[0]
+    assert images.shape == (64, 32, 32, 3) and images.dtype == tf.float32
+    assert labels.shape == (64, 10)
+    np.testing.assert_array_equal(tf.reduce_sum(labels, 1), 1.0)
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
+
+    evaluation = make_dataset(source, 28, 128, training=False)
+    first = [x.numpy() for x, _ in evaluation]
+    second = [x.numpy() for x, _ in evaluation]
+    assert [b.shape[0] for b in first] == [128, 128, 44]
+    np.testing.assert_array_equal(first[0], second[0])
+    raw = load_source("fashion_mnist", "train", limit=1).dataset
+    np.testing.assert_array_equal(first[0][0, ..., 0], next(iter(raw))[0][..., 0])
+
+
+def test_representative_images_are_eval_preprocessed():
+    source = load_source("fashion_mnist", "test", limit=50)
+    images = representative_images(source, 32, 20, channels=1)
+    assert images.shape == (20, 32, 32, 1)
+    # 28 -> 32 is a centred zero pad.
+    assert np.all(images[:, :2] == 0) and images[:, 2:30, 2:30].max() > 0
+
+
+def test_tfds_names_work_offline_with_mock_data():
+    with tfds.testing.mock_data(num_examples=24):
+        source = load_source("cifar100", "train")
+        assert (source.num_classes, source.channels) == (100, 3)
+        images, labels = next(iter(make_dataset(source, 32, 8, training=True)))
+    assert images.shape == (8, 32, 32, 3) and labels.shape == (8, 100)
+
+
+def test_missing_tfds_data_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tfds build cifar10"):
+        load_source("cifar10", "train", data_dir=str(tmp_path), download=False)
+
+
+def test_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        folder = tmp_path / "train" / label
+        folder.mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+            (folder / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    source = load_source(f"folder:{tmp_path}", "train")
+    assert (source.num_examples, source.num_classes, source.channels) == (6, 2, 3)
+    images, labels = next(iter(make_dataset(source, 16, 6, training=False)))
+    assert images.shape == (6, 16, 16, 3)
+    assert labels.numpy().argmax(1).tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(FileNotFoundError, match="<root>/<split>/<class>"):
+        load_source(f"folder:{tmp_path}", "test")
+
+
+def test_bad_augmentation_name():
+    source = load_source("fashion_mnist", "test", limit=4)
+    with pytest.raises(ValueError, match="augment must be one of"):
+        make_dataset(source, 28, 2, training=True, augment="mixup")

@@ -1,0 +1,228 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import base
+from repopt_tf.training import Experiment
+from repopt_tf.training import TrainingDiverged
+from repopt_tf.training import get_strategy
+from repopt_tf.training.recipe import grad_mult_summary
+from repopt_tf.training.recipe import learning_rate_schedule
+from repopt_tf.training.recipe import scaled_hyperparameters
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(mode="quickstart", **train):
+    config = base.get_config()
+    config.mode = mode
+    config.model = "repopt_vgg_tiny"
+    config.data.train_limit = 256
+    config.data.eval_limit = 128
+    config.train.batch_size = 32
+    config.train.epochs = 1
+    config.hs.epochs = 1
+    config.train.update(train)
+    return config
+
+
+def test_batch_scaling_is_linear_and_explicit():
+    train = base.get_config().train
+    train.base_lr, train.reference_batch, train.weight_decay = 0.1, 256, 4e-5
+    assert scaled_hyperparameters(train, 512) == pytest.approx((0.2, 4e-5))
+    train.scale_weight_decay = True
+    assert scaled_hyperparameters(train, 512) == pytest.approx((0.2, 8e-5))
+
+
+def test_warmup_cosine_schedule():
+    schedule = learning_rate_schedule(0.4, epochs=10, warmup_epochs=2,
+                                      steps_per_epoch=10)
+    values = [float(schedule(step)) for step in (0, 10, 20, 60, 100)]
+    assert values[0] == pytest.approx(0.0)
+    assert values[1] == pytest.approx(0.2)
+    assert values[2] == pytest.approx(0.4)
+    assert values[3] == pytest.approx(0.2)
+    assert values[4] == pytest.approx(0.0, abs=1e-7)
+    flat = learning_rate_schedule(0.4, epochs=1, warmup_epochs=0, steps_per_epoch=4)
+    assert float(flat(0)) == pytest.approx(0.4)
+
+
+def test_grad_mult_summary_per_stage():
+    lines = grad_mult_summary({
+        "stage1_block0_conv/kernel": np.full((3, 3, 1, 1), 2.0),
+        "stage1_block1_conv/kernel": np.full((3, 3, 1, 1), 4.0),
+        "stage2_block0_conv/kernel": np.full((3, 3, 1, 1), 1.0),
+    })
+    assert lines == [
+        "stage1: 2 kernels, grad mult min 2.0000 mean 3.0000 max 4.0000",
+        "stage2: 1 kernels, grad mult min 1.0000 mean 1.0000 max 1.0000",
+    ]
+
+
+def test_quickstart_workflow_end_to_end(tmp_path):
+    results = Experiment(tiny_config(), tmp_path, get_strategy()).run()
+    stages = [r.stage for r in results]
+    assert stages == ["hs", "target", "baseline_sgd", "baseline_repvgg",
+                      "baseline_repvgg_fused"]
+    for result in results:
+        assert 0.0 <= result.test_accuracy <= 1.0
+    # Fusion is exact, so the deploy model scores the same.
+    assert results[3].test_accuracy == pytest.approx(results[4].test_accuracy,
+                                                     abs=1 / 128 + 1e-6)
+    assert (tmp_path / "hs/scales.npz").exists()
+    recorded = json.loads((tmp_path / "results.json").read_text())
+    assert set(recorded) == set(stages)
+    for stage in ("hs", "target", "baseline_sgd", "baseline_repvgg"):
+        assert (tmp_path / stage / "model.keras").exists()
+        rows = list(csv.DictReader(open(tmp_path / stage / "log.csv")))
+        assert len(rows) == 1 and float(rows[0]["loss"]) > 0
+        assert not (tmp_path / stage / "backup").exists()
+
+    # A rerun reuses finished stages instead of retraining them.
+    again = Experiment(tiny_config(), tmp_path, get_strategy()).run()
+    assert [r.test_accuracy for r in again] == [r.test_accuracy for r in results]
+    with pytest.raises(ValueError, match="use a new --workdir"):
+        Experiment(tiny_config(mode="baseline_sgd", epochs=2), tmp_path,
+                   get_strategy()).run()
+
+
+def test_target_mode_uses_scales_and_logs_mults(tmp_path, capsys):
+    hs = Experiment(tiny_config("hs"), tmp_path / "hs_run", get_strategy())
+    hs.run()
+    config = tiny_config("target")
+    config.scales = str(tmp_path / "hs_run/hs/scales.npz")
+    Experiment(config, tmp_path / "target_run", get_strategy()).run()
+    out = capsys.readouterr().out
+    assert "target: stage0: 1 kernels, grad mult min" in out
+    config.scales = ""
+    with pytest.raises(ValueError, match="target mode needs --config.scales"):
+        Experiment(config, tmp_path / "t2", get_strategy()).run()
+    config.scales = "repopt_vgg_b1"
+    with pytest.raises(ValueError, match="describe 28 blocks but the model has 6"):
+        Experiment(config, tmp_path / "t3", get_strategy()).run()
+
+
+def test_mirrored_strategy_uses_global_batch(tmp_path):
+    strategy = get_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2  # conftest's logical CPUs
+    experiment = Experiment(tiny_config("baseline_sgd"), tmp_path, strategy)
+    assert experiment.global_batch == 64
+    assert experiment.steps_per_epoch == 4
+    (result,) = experiment.run()
+    assert 0.0 <= result.test_accuracy <= 1.0
+
+
+def test_divergence_stops_with_a_clear_message(tmp_path):
+    config = tiny_config("baseline_sgd", base_lr=1e12, epochs=3)
+    with pytest.raises(TrainingDiverged, match="lower learning rate"):
+        Experiment(config, tmp_path, get_strategy()).run()
+
+
+def _train_py(*args, **kwargs):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [(["--config.mode=nope"], "config.mode must be one of"),
+     (["--config.mode=target", "--config.scales=/no/such.npz"],
+      "Scales file '/no/such.npz' not found"),
+     (["--strategy=gpu_farm"], "value should be one of"),
+     (["--config.train.epochs=many"], "flag --config.train.epochs=many")],
+)
+def test_cli_bad_input_gives_message_not_traceback(tmp_path, args, message):
+    process = _train_py(f"--workdir={tmp_path}", *args)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert message.lower() in (out + err).lower()
+    assert "Traceback" not in err
+
+
+def test_killed_run_resumes_from_last_epoch(tmp_path):
+    args = [f"--workdir={tmp_path}", "--config.mode=baseline_sgd",
+            "--config.model=repopt_vgg_tiny", "--config.data.train_limit=2048",
+            "--config.data.eval_limit=64", "--config.train.epochs=12"]
+    log = tmp_path / "baseline_sgd/log.csv"
+    process = _train_py(*args)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(log.read_text().splitlines()) - 1
+    assert 2 <= done_before < 12
+
+    process = _train_py(*args)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-2000:]
+    epochs = [int(row["epoch"]) for row in csv.DictReader(open(log))]
+    # The rerun continues after the last backed-up epoch (the kill may fall
+    # between the backup and the CSV row) instead of starting over.
+    assert epochs[:done_before] == list(range(done_before))
+    assert epochs[done_before] in (done_before, done_before + 1)
+    assert epochs[-1] == 11
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
+    workers = [f"localhost:{_free_port()}" for _ in range(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers},
+                     "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config),
+                   TF_CPP_MIN_LOG_LEVEL="3")
+        processes.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), "--strategy=multi_worker",
+             f"--workdir={tmp_path / f'worker{index}'}",
+             "--config.mode=baseline_sgd", "--config.model=repopt_vgg_tiny",
+             "--config.data.train_limit=512", "--config.data.eval_limit=128",
+             "--config.train.batch_size=32", "--config.train.epochs=2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        ))
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+        assert "(2 replicas)" in out
+        assert "global batch 64 (32 x 2 replicas)" in out
+    accuracies = [
+        json.loads((tmp_path / f"worker{i}/results.json").read_text())
+        ["baseline_sgd"]["test_accuracy"] for i in range(2)
+    ]
+    assert accuracies[0] == accuracies[1]
+
+
+@pytest.mark.slow
+def test_default_quickstart_end_to_end(tmp_path):
+    """The README's main job: `python train.py` with no config overrides."""
+    process = _train_py(f"--workdir={tmp_path}")
+    out, err = process.communicate(timeout=1800)
+    assert process.returncode == 0, err[-3000:]
+    recorded = json.loads((tmp_path / "results.json").read_text())
+    assert recorded["target"]["test_accuracy"] > 0.85
+    assert recorded["baseline_sgd"]["test_accuracy"] > 0.8
+    assert "| target | repopt_vgg_s | plain | RepOptSGD |" in out
