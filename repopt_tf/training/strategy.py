@@ -17,6 +17,25 @@ def split_cpu(count):
     )
 
 
+class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy that Keras 3's `fit` can drive.
+
+    `fit` reduces a whole `(x, y)` batch in one `strategy.reduce` call and
+    reduces scalar logs along `axis=0`; the collective implementation rejects
+    both (keras-team/keras#20585). This `reduce` goes leaf by leaf and reduces
+    scalars across replicas only, as MirroredStrategy does.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        parent = super()
+
+        def reduce_leaf(leaf):
+            rank = self.experimental_local_results(leaf)[0].shape.rank
+            return parent.reduce(reduce_op, leaf, axis if rank else None)
+
+        return tf.nest.map_structure(reduce_leaf, value)
+
+
 def get_strategy(name="default", tpu=""):
     """Returns the strategy; build model, optimizer and compile in its scope.
 
@@ -32,7 +51,7 @@ def get_strategy(name="default", tpu=""):
         devices = gpus or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _MultiWorkerMirroredStrategy()
     if name == "tpu":
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
