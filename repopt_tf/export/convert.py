@@ -7,36 +7,12 @@ data set of real training images preprocessed exactly as for evaluation
 folded into the convs by the converter; weights are quantized per channel.
 """
 
-import contextlib
-import os
-import sys
 import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-
-@contextlib.contextmanager
-def _quiet(verbose):
-    """Silences the converter's C++ and Python chatter unless `verbose`."""
-    if verbose:
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "wb") as devnull:
-        os.dup2(devnull.fileno(), 1)
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
+from repopt_tf.export.quiet import quiet
 
 
 def _converter(model):
@@ -45,7 +21,7 @@ def _converter(model):
 
 def convert_float32(model, verbose=False):
     """Returns the float32 `.tflite` bytes of a Keras model."""
-    with _quiet(verbose):
+    with quiet(verbose):
         return _converter(model).convert()
 
 
@@ -80,7 +56,7 @@ def convert_int8(model, representative_images, verbose=False):
     """
     converter = int8_converter(model, representative_images)
     try:
-        with _quiet(verbose), tempfile.TemporaryDirectory():
+        with quiet(verbose), tempfile.TemporaryDirectory():
             return converter.convert()
     except Exception as error:  # the converter raises ConverterError & co.
         raise ValueError(

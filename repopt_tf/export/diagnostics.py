@@ -8,11 +8,15 @@
 - `kernel_histograms`: PNG histograms of one layer's kernel per model.
 """
 
+import csv
+import io
+import re
+
 import numpy as np
 import tensorflow as tf
 
-from repopt_tf.export.convert import _quiet
 from repopt_tf.export.convert import int8_converter
+from repopt_tf.export.quiet import quiet
 from repopt_tf.models.hyper_search import block_convs
 from repopt_tf.models.repvgg import fold_batch_norm
 
@@ -35,7 +39,7 @@ def deploy_kernels(model):
     for conv in block_convs(model):
         kernel = np.asarray(conv.kernel)
         bn_name = conv.name[: -len("_conv")] + "_bn"
-        if bn_name in names and not conv.name.endswith("1x1"):
+        if bn_name in names:
             kernel, _ = fold_batch_norm(kernel, model.get_layer(bn_name))
         kernels[conv.name] = kernel
     return kernels
@@ -58,9 +62,9 @@ def layer_quantization_error(model, representative_images, debug_images=None,
                              verbose=False):
     """Per-tensor int8 error rows, sorted by `rmse / scale` (worst first).
 
-    Each row has the tensor name, `rmse/scale` (RMS error in units of the
-    quantization step; ~0.29 is the ideal rounding error), `mean_error` and
-    `max_abs_error`.
+    Each row has the op, the tensor name, `rmse/scale` (RMS error in units
+    of the tensor's quantization step; uniform rounding alone gives ~0.29),
+    `mean_error` and `max_abs_error`.
     """
     images = np.asarray(representative_images, np.float32)
     debug = np.asarray(debug_images if debug_images is not None else images[:50],
@@ -74,23 +78,29 @@ def layer_quantization_error(model, representative_images, debug_images=None,
         for image in debug:
             yield [image[None]]
 
-    with _quiet(verbose):
+    with quiet(verbose):
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=debug_dataset)
         debugger.run()
+        dump = io.StringIO()
+        debugger.layer_statistics_dump(dump)
     rows = []
-    for name, stats in debugger.layer_statistics.items():
-        scale = debugger._get_quant_params(name) if False else None  # noqa
-        del scale
+    for row in csv.DictReader(io.StringIO(dump.getvalue())):
+        scale = float(row["scale"]) or 1.0
         rows.append({
-            "tensor": name,
-            "rmse/scale": float(np.sqrt(stats["mean_squared_error"])
-                                / stats.get("scale", 1.0))
-            if "scale" in stats else float(np.sqrt(stats["mean_squared_error"])),
-            "mean_error": float(stats["mean_error"]),
-            "max_abs_error": float(stats["max_abs_error"]),
+            "op": row["op_name"],
+            "layer": _layer_name(row["tensor_name"]),
+            "rmse/scale": float(np.sqrt(float(row["mean_squared_error"])) / scale),
+            "mean_error": float(row["mean_error"]),
+            "max_abs_error": float(row["max_abs_error"]),
         })
     return sorted(rows, key=lambda r: -r["rmse/scale"])
+
+
+def _layer_name(tensor_name):
+    """`model_1/stage2_block0_relu_1/Relu;...` -> `stage2_block0_relu`."""
+    parts = tensor_name.split(";")[0].split("/")
+    return re.sub(r"_\d+$", "", parts[1] if len(parts) > 1 else parts[0])
 
 
 def kernel_histograms(kernels_by_model, path, layer=None, bins=100, limit=None):

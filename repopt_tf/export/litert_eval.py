@@ -14,6 +14,8 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.interpreter import OpResolverType
 
+from repopt_tf.export.quiet import quiet
+
 
 def quantize(values, detail):
     """Maps float inputs to the tensor's integer type with its own params."""
@@ -39,11 +41,12 @@ class TFLiteModel:
     def __init__(self, model_content, num_threads=None, xnnpack=True):
         resolver = (OpResolverType.AUTO if xnnpack
                     else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        self.interpreter = Interpreter(
-            model_content=model_content, num_threads=num_threads,
-            experimental_op_resolver_type=resolver,
-        )
-        self.interpreter.allocate_tensors()
+        with quiet():  # LiteRT announces its XNNPACK delegate on stderr
+            self.interpreter = Interpreter(
+                model_content=model_content, num_threads=num_threads,
+                experimental_op_resolver_type=resolver,
+            )
+            self.interpreter.allocate_tensors()
         self._batch = None
 
     @property

@@ -1,0 +1,25 @@
+"""int8 TFLite export, full-integer verification, LiteRT evaluation, diagnostics."""
+
+from repopt_tf.export.convert import convert_float32
+from repopt_tf.export.convert import convert_int8
+from repopt_tf.export.diagnostics import kernel_statistics
+from repopt_tf.export.diagnostics import layer_quantization_error
+from repopt_tf.export.litert_eval import TFLiteModel
+from repopt_tf.export.litert_eval import latency
+from repopt_tf.export.litert_eval import tflite_accuracy
+from repopt_tf.export.report import export_model
+from repopt_tf.export.verify import NotFullyIntegerError
+from repopt_tf.export.verify import check_full_integer
+
+__all__ = [
+    "NotFullyIntegerError",
+    "TFLiteModel",
+    "check_full_integer",
+    "convert_float32",
+    "convert_int8",
+    "export_model",
+    "kernel_statistics",
+    "latency",
+    "layer_quantization_error",
+    "tflite_accuracy",
+]

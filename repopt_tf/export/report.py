@@ -1,0 +1,135 @@
+"""The whole export: convert, verify, evaluate, time and diagnose one model.
+
+`export_model` writes into `output_dir`:
+`model_fp32.tflite`, `model_int8.tflite`, `export_report.json`,
+`export_report.md` and `kernel_histogram.png`.
+"""
+
+import json
+from pathlib import Path
+
+import keras
+
+from repopt_tf.data import make_dataset
+from repopt_tf.data import representative_images
+from repopt_tf.export.convert import convert_float32
+from repopt_tf.export.convert import convert_int8
+from repopt_tf.export.diagnostics import deploy_kernels
+from repopt_tf.export.diagnostics import kernel_histograms
+from repopt_tf.export.diagnostics import kernel_statistics
+from repopt_tf.export.diagnostics import layer_quantization_error
+from repopt_tf.export.litert_eval import latency
+from repopt_tf.export.litert_eval import machine_info
+from repopt_tf.export.litert_eval import tflite_accuracy
+from repopt_tf.export.verify import check_full_integer
+
+
+def keras_accuracy(model, dataset):
+    model.compile(
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    return float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"])
+
+
+def export_model(model, train_source, test_source, output_dir,
+                 representative=300, latency_runs=100, threads=(1, 2),
+                 verbose=False, log=print):
+    """Exports `model` and returns the report dict (also written as JSON)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _, size, _, channels = model.input_shape
+    calibration = representative_images(train_source, size, representative,
+                                        channels=channels)
+    log(f"converting with {len(calibration)} representative training images")
+    fp32 = convert_float32(model, verbose)
+    int8 = convert_int8(model, calibration, verbose)
+    check_full_integer(int8)
+    (output_dir / "model_fp32.tflite").write_bytes(fp32)
+    (output_dir / "model_int8.tflite").write_bytes(int8)
+    log("int8 model verified fully integer (int8 I/O, int8/int32 tensors)")
+
+    test = make_dataset(test_source, size, 256, training=False, channels=channels)
+    accuracy = {
+        "keras_fp32": keras_accuracy(model, test),
+        "tflite_fp32": tflite_accuracy(fp32, test),
+        "tflite_int8": tflite_accuracy(int8, test),
+    }
+    accuracy["int8_minus_fp32"] = accuracy["tflite_int8"] - accuracy["keras_fp32"]
+    log("top-1: keras fp32 {keras_fp32:.4f}, tflite fp32 {tflite_fp32:.4f}, "
+        "tflite int8 {tflite_int8:.4f} (delta {int8_minus_fp32:+.4f})"
+        .format(**accuracy))
+
+    timings = []
+    for name, content in (("fp32", fp32), ("int8", int8)):
+        for count in threads:
+            for xnnpack in (True, False):
+                timing = latency(content, calibration[0], count, xnnpack,
+                                 runs=latency_runs)
+                timings.append({"model": name, **timing})
+    log(f"latency measured: {len(timings)} settings x {latency_runs} runs")
+
+    errors = layer_quantization_error(model, calibration, verbose=verbose)
+    kernels = kernel_statistics(model)
+    kernel_histograms({model.name: deploy_kernels(model)},
+                      output_dir / "kernel_histogram.png")
+    report = {
+        "model": model.name,
+        "input_shape": list(model.input_shape[1:]),
+        "representative_images": len(calibration),
+        "test_images": test_source.num_examples,
+        "full_integer": True,
+        "sizes_bytes": {"fp32": len(fp32), "int8": len(int8)},
+        "accuracy": accuracy,
+        "latency": timings,
+        "quantization_error": errors,
+        "kernel_statistics": kernels,
+        "machine": machine_info(),
+    }
+    (output_dir / "export_report.json").write_text(json.dumps(report, indent=2))
+    (output_dir / "export_report.md").write_text(markdown_report(report))
+    return report
+
+
+def markdown_report(report):
+    a = report["accuracy"]
+    lines = [
+        f"# Export report: {report['model']}",
+        "",
+        f"Input {report['input_shape']} (raw pixels), "
+        f"{report['representative_images']} representative images, "
+        f"{report['test_images']} test images. Machine: "
+        f"{report['machine']['cpu']}; TF {report['machine']['tensorflow']}, "
+        f"LiteRT {report['machine']['ai_edge_litert']}.",
+        "",
+        "| model | size (KB) | top-1 |",
+        "| --- | --- | --- |",
+        f"| Keras fp32 | - | {a['keras_fp32']:.4f} |",
+        f"| TFLite fp32 | {report['sizes_bytes']['fp32'] / 1024:.0f} | "
+        f"{a['tflite_fp32']:.4f} |",
+        f"| TFLite int8 | {report['sizes_bytes']['int8'] / 1024:.0f} | "
+        f"{a['tflite_int8']:.4f} ({100 * a['int8_minus_fp32']:+.2f} pts) |",
+        "",
+        "Batch-1 latency (ms):",
+        "",
+        "| model | threads | XNNPACK | median | p90 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for t in report["latency"]:
+        lines.append(f"| {t['model']} | {t['threads']} | "
+                     f"{'on' if t['xnnpack'] else 'off'} | "
+                     f"{t['median_ms']:.3f} | {t['p90_ms']:.3f} |")
+    lines += ["", "Worst per-layer int8 error (RMS error / quantization step):",
+              "", "| layer | op | rmse/scale | max abs error |",
+              "| --- | --- | --- | --- |"]
+    for row in report["quantization_error"][:10]:
+        lines.append(f"| {row['layer']} | {row['op']} | {row['rmse/scale']:.3f} "
+                     f"| {row['max_abs_error']:.4f} |")
+    lines += ["", "3x3 kernel std as quantized (BN folded): overall / centre / "
+              "surround:", "", "| layer | std | centre | surround |",
+              "| --- | --- | --- | --- |"]
+    for row in report["kernel_statistics"]:
+        lines.append(f"| {row['layer']} | {row['std']:.4f} | "
+                     f"{row['std_centre']:.4f} | {row['std_surround']:.4f} |")
+    lines += ["", "![kernel histogram](kernel_histogram.png)", ""]
+    return "\n".join(lines)

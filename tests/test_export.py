@@ -1,0 +1,145 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from repopt_tf.data import load_source
+from repopt_tf.data import make_dataset
+from repopt_tf.export import NotFullyIntegerError
+from repopt_tf.export import check_full_integer
+from repopt_tf.export import convert_float32
+from repopt_tf.export import convert_int8
+from repopt_tf.export import export_model
+from repopt_tf.export import kernel_statistics
+from repopt_tf.export.diagnostics import deploy_kernels
+from repopt_tf.export.litert_eval import dequantize
+from repopt_tf.export.litert_eval import quantize
+from repopt_tf.export.verify import integer_report
+from repopt_tf.models import build_model
+from repopt_tf.models.repvgg import fold_batch_norm
+from repopt_tf.optimizers import RepOptSGD
+
+ROOT = Path(__file__).resolve().parents[1]
+INT8_BOUND = 0.03  # stated bound: int8 within 3 points of fp32 on 1,000 images
+
+
+@pytest.fixture(scope="module")
+def trained():
+    keras.utils.set_random_seed(0)
+    train = load_source("fashion_mnist", "train", limit=4096)
+    test = load_source("fashion_mnist", "test", limit=1000)
+    model = build_model("repopt_vgg_tiny", 10, (28, 28, 1))
+    model.compile(
+        optimizer=RepOptSGD(0.05, momentum=0.9, nesterov=True),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    model.fit(make_dataset(train, 28, 64, training=True, augment="none"),
+              epochs=2, verbose=0)
+    return model, train, test
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    model, train, test = trained
+    out = tmp_path_factory.mktemp("export")
+    report = export_model(model, train, test, out, representative=100,
+                          latency_runs=5, log=lambda m: None)
+    return report, out
+
+
+def test_export_writes_full_integer_model_and_report(exported):
+    report, out = exported
+    for name in ("model_fp32.tflite", "model_int8.tflite", "export_report.json",
+                 "export_report.md", "kernel_histogram.png"):
+        assert (out / name).stat().st_size > 0
+    int8 = (out / "model_int8.tflite").read_bytes()
+    assert integer_report(int8) == []
+    on_disk = json.loads((out / "export_report.json").read_text())
+    assert set(on_disk) == {
+        "model", "input_shape", "representative_images", "test_images",
+        "full_integer", "sizes_bytes", "accuracy", "latency",
+        "quantization_error", "kernel_statistics", "machine"}
+    assert set(on_disk["accuracy"]) == {"keras_fp32", "tflite_fp32",
+                                        "tflite_int8", "int8_minus_fp32"}
+    assert len(on_disk["latency"]) == 8  # fp32/int8 x 1,2 threads x XNNPACK on/off
+    assert all(t["median_ms"] > 0 and t["p90_ms"] >= t["median_ms"]
+               for t in on_disk["latency"])
+    assert on_disk["sizes_bytes"]["int8"] < 0.5 * on_disk["sizes_bytes"]["fp32"]
+    assert {"tensorflow", "keras", "ai_edge_litert", "cpu"} <= set(on_disk["machine"])
+    assert len(on_disk["kernel_statistics"]) == 6
+    assert on_disk["quantization_error"][0]["rmse/scale"] > 0
+
+
+def test_int8_accuracy_is_within_bound_of_fp32(exported):
+    accuracy = exported[0]["accuracy"]
+    assert accuracy["keras_fp32"] > 0.6, "the tiny model did not train"
+    assert abs(accuracy["tflite_fp32"] - accuracy["keras_fp32"]) <= 1 / 1000
+    assert abs(accuracy["int8_minus_fp32"]) <= INT8_BOUND
+
+
+def _model_with(op):
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.Conv2D(2, 3)(inputs)
+    x = keras.layers.Lambda(op)(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(x))
+
+
+def test_ops_without_int8_kernels_give_clear_errors():
+    images = np.random.default_rng(0).random((8, 6, 6, 1)).astype(np.float32)
+    with pytest.raises(ValueError, match="no int8 kernel.*Erf"):
+        convert_int8(_model_with(keras.ops.erf), images)
+    # SIN converts, but only as a float op between (de)quantize ops.
+    content = convert_int8(_model_with(keras.ops.sin), images)
+    with pytest.raises(NotFullyIntegerError, match="op SIN"):
+        check_full_integer(content)
+    with pytest.raises(NotFullyIntegerError, match="I/O tensor .* is float32"):
+        check_full_integer(convert_float32(_model_with(keras.ops.relu)))
+    with pytest.raises(ValueError, match="non-empty"):
+        convert_int8(_model_with(keras.ops.relu), np.zeros((0, 6, 6, 1)))
+
+
+def test_input_quantization_round_trip():
+    detail = {"dtype": np.int8, "quantization": (0.5, -3)}
+    values = np.array([-60.0, -1.2, 0.0, 0.26, 61.9, 500.0], np.float32)
+    q = quantize(values, detail)
+    assert q.dtype == np.int8
+    assert q.tolist() == [-123, -5, -3, -2, 121, 127]  # 500 clips to 127
+    back = dequantize(q, detail)
+    assert np.all(np.abs(back[:-1] - values[:-1]) <= 0.25 + 1e-6)
+    assert back[-1] == pytest.approx(65.0)
+    float_detail = {"dtype": np.float32, "quantization": (0.0, 0)}
+    np.testing.assert_array_equal(quantize(values, float_detail), values)
+
+
+def test_kernel_statistics_fold_batch_norm():
+    model = build_model("repopt_vgg_tiny", 10, (16, 16, 1))
+    conv = model.get_layer("stage2_block1_conv")
+    kernel = np.zeros(conv.kernel.shape, np.float32)
+    kernel[1, 1] = np.random.default_rng(1).normal(size=kernel.shape[2:])
+    conv.kernel.assign(kernel)
+    bn = model.get_layer("stage2_block1_bn")
+    bn.gamma.assign(np.full(16, 2.0))
+    bn.moving_variance.assign(np.full(16, 4.0 - 1e-5))
+    folded = deploy_kernels(model)["stage2_block1_conv"]
+    np.testing.assert_allclose(folded, fold_batch_norm(kernel, bn)[0])
+    np.testing.assert_allclose(folded, kernel, rtol=1e-6)  # gamma/std = 1
+    row = next(r for r in kernel_statistics(model)
+               if r["layer"] == "stage2_block1_conv")
+    assert row["std_surround"] == 0.0
+    assert row["std_centre"] == pytest.approx(float(kernel[1, 1].std()), rel=1e-5)
+    assert row["raw_std"] == pytest.approx(float(kernel.std()), rel=1e-5)
+
+
+def test_cli_errors_are_messages(tmp_path):
+    process = subprocess.run(
+        [sys.executable, str(ROOT / "export_tflite.py"), f"--workdir={tmp_path}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert process.returncode == 1
+    assert "No model in" in process.stderr and "Traceback" not in process.stderr
