@@ -30,38 +30,6 @@ flags.DEFINE_list("threads", ["1", "2"], "Thread counts for latency.")
 flags.DEFINE_bool("verbose", False, "Show the converter's messages.")
 FLAGS = flags.FLAGS
 
-MODEL_CANDIDATES = ("model.keras", "target/model.keras")
-
-
-def find_model():
-    if FLAGS.model:
-        path = Path(FLAGS.model)
-        if not path.is_file():
-            raise FileNotFoundError(f"--model {path} does not exist.")
-        return path
-    if not FLAGS.workdir:
-        raise ValueError("Pass --workdir=DIR (a train.py workdir) or --model=PATH.")
-    for candidate in MODEL_CANDIDATES:
-        path = Path(FLAGS.workdir) / candidate
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"No model in {FLAGS.workdir}: looked for "
-        f"{', '.join(MODEL_CANDIDATES)}. Train one with train.py first."
-    )
-
-
-def run_data_config(model_path):
-    """The `data` section of the nearest config.json above the model."""
-    import json
-
-    for folder in list(model_path.resolve().parents)[:3]:
-        config = folder / "config.json"
-        if config.is_file():
-            return json.loads(config.read_text()).get("data", {})
-    return {}
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -73,19 +41,16 @@ def main(argv):
     import keras
 
     import repopt_tf.models  # noqa: F401  (registers custom layers)
-    from repopt_tf.data import load_source
     from repopt_tf.export import export_model
+    from repopt_tf.export.runs import load_run_data
+    from repopt_tf.export.runs import locate_model
 
     try:
-        model_path = find_model()
-        data = run_data_config(model_path)
-        name = FLAGS.data or data.get("name") or "fashion_mnist"
-        data_dir = FLAGS.data_dir or data.get("data_dir") or None
-        print(f"[export] model {model_path}, data {name}")
+        model_path = locate_model(FLAGS.workdir, FLAGS.model)
+        print(f"[export] model {model_path}")
         model = keras.models.load_model(model_path, compile=False)
-        train = load_source(name, "train", data_dir=data_dir, download=False)
-        test = load_source(name, data.get("eval_split", "test"), data_dir=data_dir,
-                           limit=FLAGS.eval_limit or None, download=False)
+        train, test = load_run_data(model_path, FLAGS.data, FLAGS.data_dir,
+                                    FLAGS.eval_limit)
         output_dir = Path(FLAGS.output_dir or model_path.parent)
         report = export_model(
             model, train, test, output_dir, representative=FLAGS.representative,

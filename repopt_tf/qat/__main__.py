@@ -1,0 +1,105 @@
+"""QAT fine-tuning and int8 export of a trained plain model (optional extra).
+
+    bash scripts/setup_qat.sh
+    .venv/bin/python -m repopt_tf.qat --workdir=runs/quickstart --epochs=2
+
+Builds the tf_keras twin of the model (weights copied by name and checked
+equal), fine-tunes it with TFMOT quantization-aware training, converts it to a
+full-integer int8 `.tflite` and writes `model_int8_qat.tflite` and
+`qat_report.json` beside the model (or into --output_dir).
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+flags.DEFINE_string("workdir", None, "A train.py workdir (uses target/model.keras).")
+flags.DEFINE_string("model", None, "Path of a .keras model (overrides --workdir).")
+flags.DEFINE_string("output_dir", None, "Where to write (default: the model's folder).")
+flags.DEFINE_string("data", None, "Data set (default: the run's config).")
+flags.DEFINE_integer("epochs", 2, "QAT fine-tuning epochs.", lower_bound=1)
+flags.DEFINE_float("learning_rate", 1e-3, "QAT SGD learning rate.", lower_bound=0)
+flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("train_limit", 0, "Fine-tune on the first N images (0: all).")
+flags.DEFINE_integer("eval_limit", 0, "Evaluate on the first N test images (0: all).")
+flags.DEFINE_integer("representative", 300, "Representative images.", lower_bound=1)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        import tensorflow_model_optimization  # noqa: F401
+    except ImportError:
+        print("error: QAT needs the optional extra; run `bash scripts/setup_qat.sh`.",
+              file=sys.stderr)
+        return 1
+    import keras
+
+    import repopt_tf.models  # noqa: F401  (registers custom layers)
+    from repopt_tf.data import make_dataset
+    from repopt_tf.data import representative_images
+    from repopt_tf.export import check_full_integer
+    from repopt_tf.export import tflite_accuracy
+    from repopt_tf.export.report import keras_accuracy
+    from repopt_tf.export.runs import load_run_data
+    from repopt_tf.export.runs import locate_model
+    from repopt_tf.qat import tf_keras_twin
+    from repopt_tf.qat import weights_equal
+    from repopt_tf.qat.finetune import convert_qat_int8
+    from repopt_tf.qat.finetune import quantize_aware_finetune
+
+    try:
+        model_path = locate_model(FLAGS.workdir, FLAGS.model)
+        model = keras.models.load_model(model_path, compile=False)
+        train, test = load_run_data(model_path, FLAGS.data, None, FLAGS.eval_limit)
+        twin = tf_keras_twin(model)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not weights_equal(model, twin):
+        print("error: the tf_keras twin's weights differ from the model's.",
+              file=sys.stderr)
+        return 1
+    _, size, _, channels = model.input_shape
+    if FLAGS.train_limit:
+        train.dataset = train.dataset.take(FLAGS.train_limit)
+        train.num_examples = min(train.num_examples, FLAGS.train_limit)
+    train_data = make_dataset(train, size, FLAGS.batch_size, training=True,
+                              channels=channels)
+    test_data = make_dataset(test, size, 256, training=False, channels=channels)
+    print(f"[qat] {model_path}: twin built, weights equal; fine-tuning "
+          f"{FLAGS.epochs} epochs", flush=True)
+    calibration = representative_images(train, size, FLAGS.representative,
+                                        channels=channels)
+    qat_model = quantize_aware_finetune(twin, train_data, FLAGS.epochs,
+                                        calibration, FLAGS.learning_rate)
+    content = convert_qat_int8(qat_model, calibration)
+    check_full_integer(content)
+    output_dir = Path(FLAGS.output_dir or model_path.parent)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "model_int8_qat.tflite").write_bytes(content)
+    report = {
+        "model": str(model_path),
+        "epochs": FLAGS.epochs,
+        "learning_rate": FLAGS.learning_rate,
+        "keras_fp32": keras_accuracy(model, test_data),
+        "tflite_int8_qat": tflite_accuracy(content, test_data),
+    }
+    report["qat_minus_fp32"] = report["tflite_int8_qat"] - report["keras_fp32"]
+    (output_dir / "qat_report.json").write_text(json.dumps(report, indent=2))
+    print(f"[qat] int8 QAT top-1 {report['tflite_int8_qat']:.4f} vs fp32 "
+          f"{report['keras_fp32']:.4f} ({100 * report['qat_minus_fp32']:+.2f} "
+          f"points); wrote {output_dir}/model_int8_qat.tflite")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

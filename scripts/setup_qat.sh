@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Optional QAT extra: tf_keras and tensorflow-model-optimization on top of
+# tensorflow-cpu. --no-deps because tf-keras declares the full `tensorflow`
+# package, which would install a second TF beside tensorflow-cpu.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || bash scripts/setup.sh
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+  tf-keras==2.21.0 tensorflow-model-optimization==0.8.1
+.venv/bin/python -m pip install -q --disable-pip-version-check dm-tree mock scipy
