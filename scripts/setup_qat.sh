@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash scripts/setup.sh
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
   tf-keras==2.21.0 tensorflow-model-optimization==0.8.1
-.venv/bin/python -m pip install -q --disable-pip-version-check dm-tree mock scipy
+.venv/bin/python -m pip install -q --disable-pip-version-check dm-tree==0.1.10 mock==5.2.0 scipy==1.17.1
