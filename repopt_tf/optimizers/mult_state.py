@@ -47,8 +47,9 @@ def normalize_grad_mults(grad_mults):
 class GradMultMixin:
     """Adds `grad_mults` to a Keras optimizer.
 
-    Subclasses call `_init_grad_mults` in `__init__` and `_build_grad_mults`
-    in `build`, and read `self._grad_mult(variable)` in `update_step`.
+    Subclasses call `_init_grad_mults` in `__init__` and use
+    `self._multiply(gradient, variable)` (and `self._grad_mult(variable)`) in
+    `update_step`.
     Weight decay (coupled or decoupled, per subclass) applies only to
     kernels: variables with `ndim >= 2` not excluded by
     `exclude_from_weight_decay`.
@@ -72,6 +73,12 @@ class GradMultMixin:
                 )
 
     _clip_advice = "."
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._build_grad_mults(variables)
 
     def _build_grad_mults(self, variables):
         by_path = {variable.path: variable for variable in variables}
@@ -104,6 +111,12 @@ class GradMultMixin:
     def _grad_mult(self, variable):
         """The mult variable of `variable`, or None (mult 1)."""
         return self._grad_mult_variables[self._get_variable_index(variable)]
+
+    def _multiply(self, gradient, variable):
+        """`gradient * M` in the variable's dtype (`M = 1` without a mult)."""
+        gradient = ops.cast(gradient, variable.dtype)
+        mult = self._grad_mult(variable)
+        return gradient if mult is None else gradient * mult
 
     def _use_weight_decay(self, variable):
         return len(variable.shape) >= 2 and super()._use_weight_decay(variable)

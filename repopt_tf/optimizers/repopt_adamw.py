@@ -56,19 +56,10 @@ class RepOptAdamW(GradMultMixin, keras.optimizers.AdamW):
                 "(Ding et al., §3.2); leave it None."
             )
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self._build_grad_mults(variables)
-
     def update_step(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
+        index, mult = self._get_variable_index(variable), self._grad_mult(variable)
         learning_rate = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
-        mult = self._grad_mult_variables[index]
-        if mult is not None:
-            gradient = gradient * mult
+        gradient = self._multiply(gradient, variable)
         local_step = ops.cast(self.iterations + 1, variable.dtype)
         beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
         beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), local_step)

@@ -81,19 +81,10 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
                 "supported by RepOptSGD; use one of them."
             )
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self._build_grad_mults(variables)
-
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
         learning_rate = ops.cast(learning_rate, variable.dtype)
-        step = ops.cast(gradient, variable.dtype)
-        mult = self._grad_mult_variables[index]
-        if mult is not None:
-            step = step * mult
+        step = self._multiply(gradient, variable)
         if self.weight_decay and self._decays_weight[index]:
             step = step + ops.cast(self.weight_decay, variable.dtype) * variable
         if self.momentum != 0:

@@ -48,8 +48,14 @@ def get_strategy(name="default", tpu=""):
         return tf.distribute.get_strategy()
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
-        devices = gpus or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
+        if gpus:
+            return tf.distribute.MirroredStrategy([d.name for d in gpus])
+        # Collective all-reduce between logical CPUs breaks when a process
+        # creates more than one strategy; reducing on one device is exact.
+        cpus = tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(
+            [d.name for d in cpus],
+            cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multi_worker":
         return _MultiWorkerMirroredStrategy()
     if name == "tpu":

@@ -1,0 +1,203 @@
+"""Training throughput and memory: RepOpt-VGG vs RepVGG vs plain VGG.
+
+The three training-time forms of one variant are trained in one process on
+the same synthetic batch, alternating timed windows after a warm-up:
+
+- RepOpt-VGG: the plain model with RepOptSGD (Grad Mults from the HS-init
+  scales; the mults' values do not change the cost),
+- RepVGG: the multi-branch training form (3x3 + 1x1 + identity, each with BN)
+  with the same SGD rule and no mults,
+- plain VGG: the plain model with the same SGD rule and no mults.
+
+Prints img/s per form (median, min, max over windows), the RepOpt/RepVGG
+ratio per window (min/median/max), the share of step time spent waiting on
+the real tf.data input pipeline, and the peak training memory of each form,
+measured in a fresh child process per form (RSS growth from the first
+training step on; GPU: TF's peak allocator bytes).
+
+    python benchmarks/train_throughput.py --model=repopt_vgg_s --batch=128
+    python benchmarks/train_throughput.py --model=repopt_vgg_b1 --image_size=224 \\
+        --batch=64 --strategy=mirrored          # GPU machines
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from absl import app
+from absl import flags
+
+flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
+flags.DEFINE_integer("batch", 128, "Global batch size.", lower_bound=1)
+flags.DEFINE_integer("image_size", 32, "Input height and width.", lower_bound=8)
+flags.DEFINE_integer("channels", 3, "Input channels.", lower_bound=1)
+flags.DEFINE_integer("steps", 10, "Training steps per timed window.", lower_bound=1)
+flags.DEFINE_integer("windows", 5, "Timed windows per form.", lower_bound=1)
+flags.DEFINE_integer("warmup", 3, "Untimed steps per form.", lower_bound=1)
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
+flags.DEFINE_integer("threads", 0, "TF intra- and inter-op threads (0: TF default).")
+flags.DEFINE_enum("onednn", "default", ["default", "on", "off"], "TF_ENABLE_ONEDNN_OPTS.")
+flags.DEFINE_bool("memory", True, "Measure peak memory (one child process per form).")
+flags.DEFINE_bool("input_wait", True, "Measure waiting on the Fashion-MNIST tf.data pipeline.")
+flags.DEFINE_string("form", None, "Internal: measure memory of one form and exit.")
+FLAGS = flags.FLAGS
+
+FORMS = ("repopt", "repvgg", "plain")
+LABELS = {"repopt": "RepOpt-VGG", "repvgg": "RepVGG", "plain": "plain VGG"}
+
+
+def setup_tensorflow():
+    """Applies --onednn and --threads; must run before TF is imported."""
+    if FLAGS.onednn != "default":
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if FLAGS.onednn == "on" else "0"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    if FLAGS.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    return tf
+
+
+def build_form(form, strategy):
+    import keras
+
+    from repopt_tf.models import build_model
+    from repopt_tf.models import extract_scales
+    from repopt_tf.optimizers import RepOptSGD
+    from repopt_tf.optimizers import grad_mults_for_model
+
+    shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
+    with strategy.scope():
+        model = build_model(FLAGS.model, 10, shape,
+                            kind="repvgg" if form == "repvgg" else "plain")
+        mults = None
+        if form == "repopt":
+            hs = build_model(FLAGS.model, 10, shape, kind="hs")
+            mults = grad_mults_for_model(model, extract_scales(hs))
+        model.compile(
+            optimizer=RepOptSGD(0.01, momentum=0.9, nesterov=True,
+                                weight_decay=4e-5, grad_mults=mults),
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        )
+    return model
+
+
+def synthetic_batch(tf):
+    images = tf.random.stateless_uniform(
+        (FLAGS.batch, FLAGS.image_size, FLAGS.image_size, FLAGS.channels),
+        seed=(0, 1), maxval=255.0)
+    labels = tf.one_hot(tf.range(FLAGS.batch) % 10, 10)
+    return images, labels
+
+
+def peak_memory_mb(tf, run_steps):
+    """Peak memory growth (MB) while `run_steps()` trains."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+        run_steps()
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run_steps()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (after - before) / 1024  # ru_maxrss is in KB on Linux
+
+
+def memory_child(form):
+    tf = setup_tensorflow()
+    from repopt_tf.training import get_strategy
+
+    images, labels = synthetic_batch(tf)
+    model = build_form(form, get_strategy(FLAGS.strategy))
+    model.build(images.shape)
+
+    def run_steps():
+        for _ in range(FLAGS.warmup + 2):
+            model.train_on_batch(images, labels)
+
+    print(json.dumps({"form": form, "peak_mb": peak_memory_mb(tf, run_steps)}))
+
+
+def measure_memory():
+    peaks = {}
+    for form in FORMS:
+        args = [a for a in sys.argv[1:] if not a.startswith("--form")]
+        out = subprocess.run(
+            [sys.executable, __file__, *args, f"--form={form}"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        peaks[form] = json.loads(out.strip().splitlines()[-1])["peak_mb"]
+    return peaks
+
+
+def input_wait_share(tf, model, step_seconds):
+    """Share of a training step spent waiting on the real input pipeline."""
+    from repopt_tf.data import load_source
+    from repopt_tf.data import make_dataset
+
+    source = load_source("fashion_mnist", "train",
+                         limit=FLAGS.batch * (FLAGS.steps + 2))
+    dataset = make_dataset(source, FLAGS.image_size, FLAGS.batch,
+                           training=True, channels=FLAGS.channels)
+    model.fit(dataset.take(1), verbose=0)
+    start = time.perf_counter()
+    model.fit(dataset.skip(1).take(FLAGS.steps), verbose=0)
+    real = (time.perf_counter() - start) / FLAGS.steps
+    return max(0.0, (real - step_seconds) / real)
+
+
+def main(argv):
+    del argv
+    if FLAGS.form:
+        memory_child(FLAGS.form)
+        return
+    tf = setup_tensorflow()
+    from repopt_tf.training import get_strategy
+
+    strategy = get_strategy(FLAGS.strategy)
+    images, labels = synthetic_batch(tf)
+    models = {form: build_form(form, strategy) for form in FORMS}
+    for model in models.values():
+        for _ in range(FLAGS.warmup):
+            model.train_on_batch(images, labels)
+    seconds = {form: [] for form in FORMS}
+    for _ in range(FLAGS.windows):
+        for form, model in models.items():
+            start = time.perf_counter()
+            for _ in range(FLAGS.steps):
+                model.train_on_batch(images, labels)
+            seconds[form].append((time.perf_counter() - start) / FLAGS.steps)
+
+    device = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    print(f"{FLAGS.model}, batch {FLAGS.batch}, {FLAGS.image_size}x"
+          f"{FLAGS.image_size}x{FLAGS.channels}, {FLAGS.windows} windows x "
+          f"{FLAGS.steps} steps, strategy {FLAGS.strategy} "
+          f"({strategy.num_replicas_in_sync} replicas on {device[0].device_type}), "
+          f"onednn {FLAGS.onednn}, threads {FLAGS.threads or 'default'}")
+    peaks = measure_memory() if FLAGS.memory else {}
+    for form in FORMS:
+        rates = sorted(FLAGS.batch / s for s in seconds[form])
+        memory = f", peak train memory {peaks[form]:.0f} MB" if peaks else ""
+        print(f"{LABELS[form]:>11}: {statistics.median(rates):8.1f} img/s "
+              f"(min {rates[0]:.1f}, max {rates[-1]:.1f}){memory}")
+    ratios = sorted(b / a for a, b in zip(seconds["repopt"], seconds["repvgg"]))
+    print(f"ratio RepOpt/RepVGG img/s: median {statistics.median(ratios):.2f} "
+          f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})")
+    if peaks:
+        print(f"ratio RepOpt/RepVGG peak memory: {peaks['repopt'] / peaks['repvgg']:.2f}")
+    if FLAGS.input_wait:
+        share = input_wait_share(tf, models["repopt"],
+                                 statistics.median(seconds["repopt"]))
+        print(f"RepOpt-VGG step time waiting on the Fashion-MNIST tf.data "
+              f"pipeline: {100 * share:.0f}%")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    app.run(main)
