@@ -22,10 +22,10 @@ training step on; GPU: TF's peak allocator bytes).
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,17 +96,42 @@ def synthetic_batch(tf):
     return images, labels
 
 
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def peak_memory_mb(tf, run_steps):
-    """Peak memory growth (MB) while `run_steps()` trains."""
+    """Peak memory growth (MB) while `run_steps()` trains.
+
+    GPU: TF's peak allocator bytes. CPU (where TF keeps no allocator
+    statistics): the highest resident set size, sampled every millisecond,
+    minus the resident size before the steps (the model has taken one step
+    before, so tracing is excluded; the parent sets glibc to return freed
+    blocks at once).
+    """
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         tf.config.experimental.reset_memory_stats("GPU:0")
         run_steps()
         return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    run_steps()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (after - before) / 1024  # ru_maxrss is in KB on Linux
+    baseline = _rss_mb()
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        run_steps()
+    finally:
+        done.set()
+        sampler.join()
+    return peak[0] - baseline
 
 
 def memory_child(form):
@@ -115,7 +140,7 @@ def memory_child(form):
 
     images, labels = synthetic_batch(tf)
     model = build_form(form, get_strategy(FLAGS.strategy))
-    model.build(images.shape)
+    model.train_on_batch(images, labels)  # trace and allocate once
 
     def run_steps():
         for _ in range(FLAGS.warmup + 2):
@@ -128,28 +153,42 @@ def measure_memory():
     peaks = {}
     for form in FORMS:
         args = [a for a in sys.argv[1:] if not a.startswith("--form")]
+        # Large blocks via mmap and no trimming delay, so that glibc returns
+        # freed tensors at once and the RSS follows TF's working set.
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536",
+                   MALLOC_TRIM_THRESHOLD_="0")
         out = subprocess.run(
             [sys.executable, __file__, *args, f"--form={form}"],
-            capture_output=True, text=True, check=True,
+            capture_output=True, text=True, check=True, env=env,
         ).stdout
         peaks[form] = json.loads(out.strip().splitlines()[-1])["peak_mb"]
     return peaks
 
 
-def input_wait_share(tf, model, step_seconds):
-    """Share of a training step spent waiting on the real input pipeline."""
+def input_wait_share(model):
+    """Share of training time spent waiting for the next real input batch.
+
+    Feeds `--steps` batches of the Fashion-MNIST tf.data pipeline (shuffle,
+    crop + flip, prefetch) after one warm batch, timing `next()` apart from
+    the training step.
+    """
     from repopt_tf.data import load_source
     from repopt_tf.data import make_dataset
 
     source = load_source("fashion_mnist", "train",
                          limit=FLAGS.batch * (FLAGS.steps + 2))
-    dataset = make_dataset(source, FLAGS.image_size, FLAGS.batch,
-                           training=True, channels=FLAGS.channels)
-    model.fit(dataset.take(1), verbose=0)
-    start = time.perf_counter()
-    model.fit(dataset.skip(1).take(FLAGS.steps), verbose=0)
-    real = (time.perf_counter() - start) / FLAGS.steps
-    return max(0.0, (real - step_seconds) / real)
+    batches = iter(make_dataset(source, FLAGS.image_size, FLAGS.batch,
+                                training=True, channels=FLAGS.channels))
+    model.train_on_batch(*next(batches))
+    waiting = training = 0.0
+    for _ in range(FLAGS.steps):
+        start = time.perf_counter()
+        images, labels = next(batches)
+        middle = time.perf_counter()
+        model.train_on_batch(images, labels)
+        waiting += middle - start
+        training += time.perf_counter() - middle
+    return waiting / (waiting + training)
 
 
 def main(argv):
@@ -190,10 +229,10 @@ def main(argv):
     print(f"ratio RepOpt/RepVGG img/s: median {statistics.median(ratios):.2f} "
           f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})")
     if peaks:
-        print(f"ratio RepOpt/RepVGG peak memory: {peaks['repopt'] / peaks['repvgg']:.2f}")
+        ratio = peaks["repopt"] / peaks["repvgg"] if peaks["repvgg"] > 0 else float("nan")
+        print(f"ratio RepOpt/RepVGG peak memory: {ratio:.2f}")
     if FLAGS.input_wait:
-        share = input_wait_share(tf, models["repopt"],
-                                 statistics.median(seconds["repopt"]))
+        share = input_wait_share(models["repopt"])
         print(f"RepOpt-VGG step time waiting on the Fashion-MNIST tf.data "
               f"pipeline: {100 * share:.0f}%")
 

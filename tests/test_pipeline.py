@@ -71,3 +71,21 @@ def test_bad_augmentation_name():
     source = load_source("fashion_mnist", "test", limit=4)
     with pytest.raises(ValueError, match="augment must be one of"):
         make_dataset(source, 28, 2, training=True, augment="mixup")
+
+
+def test_batched_crop_flip_takes_one_window_per_image():
+    from repopt_tf.data.pipeline import _random_crop_flip
+
+    rng = np.random.default_rng(0)
+    images = rng.random((16, 6, 6, 2)).astype(np.float32)
+    out = _random_crop_flip(tf.constant(images), 6, pad=2).numpy()
+    padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)])
+    flipped_any = False
+    for image, result in zip(padded, out):
+        windows = [image[r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
+        plain = any(np.array_equal(result, w) for w in windows)
+        flipped = any(np.array_equal(result, w[:, ::-1]) for w in windows)
+        assert plain or flipped
+        flipped_any |= flipped and not plain
+    assert flipped_any
+    assert out.shape == images.shape

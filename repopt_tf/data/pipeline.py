@@ -60,10 +60,17 @@ def load_source(name, split, data_dir=None, manual_dir=None, limit=None,
 
 def make_dataset(source, image_size, batch_size, training, augment="crop_flip",
                  channels=None, seed=None, shuffle_buffer=20000):
-    """Batches of `(float32 pixels (B, S, S, C), one-hot labels (B, K))`."""
+    """Batches of `(float32 pixels (B, S, S, C), one-hot labels (B, K))`.
+
+    Sources with a fixed image shape are batched first and preprocessed and
+    augmented a whole batch at a time (per-image crop offsets and flips),
+    which on small images costs a fraction of per-image `map` calls; other
+    sources and `"inception"` go image by image.
+    """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}.")
     channels = channels or source.channels
+    augment = augment if training else "none"
     dataset = source.dataset
     if training:
         dataset = dataset.shuffle(min(shuffle_buffer, source.num_examples),
@@ -71,22 +78,47 @@ def make_dataset(source, image_size, batch_size, training, augment="crop_flip",
 
     def prepare(image, label):
         image = _to_channels(tf.cast(image, tf.float32), channels)
-        if training and augment == "crop_flip":
-            image = _fit(image, image_size)
-            image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
-            image = tf.image.random_crop(image, (image_size, image_size, channels))
-            image = tf.image.random_flip_left_right(image)
-        elif training and augment == "inception":
-            image = _random_resized_crop(image, image_size)
-            image = tf.image.random_flip_left_right(image)
+        if augment == "inception":
+            image = tf.image.random_flip_left_right(
+                _random_resized_crop(image, image_size))
         else:
             image = _fit(image, image_size)
-        image = tf.ensure_shape(image, (image_size, image_size, channels))
+            if augment == "crop_flip":
+                image = _random_crop_flip(image, image_size)
+        rank = len(image.shape)
+        image = tf.ensure_shape(
+            image, (None,) * (rank - 3) + (image_size, image_size, channels))
         return image, tf.one_hot(label, source.num_classes)
 
+    batch_first = (dataset.element_spec[0].shape.is_fully_defined()
+                   and augment != "inception")
+    if batch_first:
+        dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size, drop_remainder=training)
+    if not batch_first:
+        dataset = dataset.batch(batch_size, drop_remainder=training)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _random_crop_flip(images, size, pad=4):
+    """Pad by `pad`, random `size` crop and random horizontal flip, per image.
+
+    Works on one image `(S, S, C)` or a batch `(B, S, S, C)`.
+    """
+    single = len(images.shape) == 3
+    if single:
+        images = images[None]
+    count = tf.shape(images)[0]
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    offsets = tf.random.uniform((count, 2), 0, 2 * pad + 1, dtype=tf.int32)
+    window = tf.range(size)
+    rows = offsets[:, :1] + window
+    cols = offsets[:, 1:] + window
+    cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+    cropped = tf.gather(cropped, cols, axis=2, batch_dims=1)
+    flip = tf.random.uniform((count, 1, 1, 1)) < 0.5
+    cropped = tf.where(flip, tf.reverse(cropped, axis=[2]), cropped)
+    return cropped[0] if single else cropped
 
 
 def representative_images(source, image_size, count, channels=None):
@@ -108,8 +140,11 @@ def _to_channels(image, channels):
 
 
 def _fit(image, size):
-    """Pads small images, resizes the shorter side of large ones and crops."""
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    """Pads small images, resizes the shorter side of large ones and crops.
+
+    Works on one image or a batch.
+    """
+    height, width = tf.shape(image)[-3], tf.shape(image)[-2]
     short = tf.minimum(height, width)
 
     def resize():

@@ -1,0 +1,34 @@
+"""The benchmark scripts run and print their ratio lines (no timing asserts)."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_train_throughput_prints_ratios():
+    out = _run("train_throughput.py", "--model=repopt_vgg_tiny", "--batch=8",
+               "--image_size=16", "--steps=2", "--windows=2", "--warmup=1")
+    for label in ("RepOpt-VGG", "RepVGG", "plain VGG"):
+        assert re.search(rf"{label}: +[\d.]+ img/s .*peak train memory -?\d+ MB", out)
+    assert re.search(r"ratio RepOpt/RepVGG img/s: median [\d.]+ \(min [\d.]+, "
+                     r"max [\d.]+\)", out)
+    assert re.search(r"ratio RepOpt/RepVGG peak memory: ([\d.]+|nan)", out)
+    assert re.search(r"waiting on the Fashion-MNIST tf.data pipeline: \d+%", out)
+
+
+def test_optimizer_overhead_prints_ratio():
+    out = _run("optimizer_overhead.py", "--model=repopt_vgg_tiny", "--batch=8",
+               "--image_size=16", "--steps=2", "--windows=2", "--warmup=1")
+    assert re.search(r"ratio RepOptSGD/SGD: median [\d.]+", out)
