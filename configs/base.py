@@ -45,6 +45,11 @@ def get_config():
     config.hs.epochs = 3
     config.hs.clip_global_norm = 5.0  # the official HS command clips at 5
 
+    config.rpg = ml_collections.ConfigDict()
+    config.rpg.dof = 0.0  # > 0: ring of dof x generated weights (baseline_sgd mode)
+    config.rpg.mode = "signed_permutation"  # shared | permutation | signed_permutation
+    config.rpg.seed = 0
+
     config.quickstart = ml_collections.ConfigDict()
     config.quickstart.baselines = True
     return config

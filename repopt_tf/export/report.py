@@ -22,6 +22,8 @@ from repopt_tf.export.litert_eval import latency
 from repopt_tf.export.litert_eval import machine_info
 from repopt_tf.export.litert_eval import tflite_accuracy
 from repopt_tf.export.verify import check_full_integer
+from repopt_tf.models.rpg import materialize
+from repopt_tf.models.rpg import ring_layers
 
 
 def keras_accuracy(model, dataset):
@@ -35,7 +37,13 @@ def keras_accuracy(model, dataset):
 def export_model(model, train_source, test_source, output_dir,
                  representative=300, latency_runs=100, threads=(1, 2),
                  verbose=False, log=print):
-    """Exports `model` and returns the report dict (also written as JSON)."""
+    """Exports `model` and returns the report dict (also written as JSON).
+
+    RPG models are materialized first (ring -> plain kernels).
+    """
+    if ring_layers(model):
+        model = materialize(model)
+        log("RPG model materialized: ring layers -> plain Conv2D/Dense")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     _, size, _, channels = model.input_shape

@@ -16,6 +16,8 @@ called `name` (e.g. `stage3_block7`):
 
 import keras
 
+from repopt_tf.models.rpg import RingConv2D
+
 BLOCK_KINDS = ("plain", "hs", "repvgg", "deploy")
 
 
@@ -62,16 +64,25 @@ def has_identity(in_channels, out_channels, stride):
     return in_channels == out_channels and stride == 1
 
 
-def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0):
-    """Applies one block of the given kind (see the module docstring)."""
+def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None):
+    """Applies one block of the given kind (see the module docstring).
+
+    `ring=(ring_tensor, offset, seed, mode)` makes the 3x3 conv of a plain
+    block a `RingConv2D` generated from that ring.
+    """
     if kind not in BLOCK_KINDS:
         raise ValueError(f"kind must be one of {BLOCK_KINDS}, got {kind!r}.")
     identity = has_identity(x.shape[-1], filters, stride)
     padded = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
-    conv = keras.layers.Conv2D(
-        filters, 3, strides=stride, padding="valid",
-        use_bias=kind == "deploy", name=f"{name}_conv",
-    )(padded)
+    if ring is not None:
+        ring_tensor, offset, seed, mode = ring
+        conv = RingConv2D(filters, 3, strides=stride, offset=offset, seed=seed,
+                          mode=mode, name=f"{name}_conv")([padded, ring_tensor])
+    else:
+        conv = keras.layers.Conv2D(
+            filters, 3, strides=stride, padding="valid",
+            use_bias=kind == "deploy", name=f"{name}_conv",
+        )(padded)
     if kind in ("plain", "deploy"):
         out = conv if kind == "deploy" else batch_norm(f"{name}_bn")(conv)
         return keras.layers.ReLU(name=f"{name}_relu")(out)

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from repopt_tf.models.blocks import block
+from repopt_tf.models.rpg import ParameterRing
 from repopt_tf.models.blocks import squeeze_excite
 
 # blocks: 3x3 layers per stage 1-4; widths: channels per stage 1-4; stem: the
@@ -83,6 +84,9 @@ def build_model(
     include_preprocessing=True,
     mean=None,
     std=None,
+    rpg_dof=None,
+    rpg_mode="signed_permutation",
+    rpg_seed=0,
 ):
     """Builds a RepOpt-VGG variant.
 
@@ -97,25 +101,55 @@ def build_model(
             the model.
         mean, std: per-channel statistics in [0, 1] pixel units; default
             ImageNet's for 3 channels, Fashion-MNIST's for 1 channel.
+        rpg_dof: with kind "plain", generate every block's 3x3 kernel from one
+            shared ring (Recurrent Parameter Generators) of
+            `round(rpg_dof * T)` entries, T the generated weights; in (0, 1].
+        rpg_mode, rpg_seed: the ring's mode (see `repopt_tf.models.rpg`) and
+            the seed of its permutations, signs and init.
     """
     spec = _spec(name)
+    plan = list(_block_plan(spec, input_shape[-1]))
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     if include_preprocessing:
         x = _preprocessing(input_shape[-1], mean, std)(x)
-    x = block(x, spec["stem"], 2, "stage0_block0", kind)
+    ring = None
+    if rpg_dof is not None:
+        if kind != "plain":
+            raise ValueError(f"rpg_dof needs kind='plain', got kind={kind!r}.")
+        total = sum(9 * cin * cout for _, cin, cout, _, _ in plan)
+        if not 0 < rpg_dof <= 1:
+            raise ValueError(
+                f"rpg_dof is the ring size as a fraction of the {total} "
+                f"generated weights and must be in (0, 1], got {rpg_dof}."
+            )
+        size = max(1, round(rpg_dof * total))
+        ring = [ParameterRing(size, seed=rpg_seed, name="ring")(inputs), 0,
+                rpg_seed, rpg_mode]
+    for block_name, cin, cout, stride, index in plan:
+        x = block(x, cout, stride, block_name, kind,
+                  hs_scale_init=hs_scale_init(index), ring=ring)
+        if ring is not None:
+            ring[1] += 9 * cin * cout
+        if spec.get("se") and not block_name.startswith("stage0"):
+            x = squeeze_excite(x, block_name)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = keras.layers.Dense(num_classes, name="classifier")(x)
+    suffix = kind if ring is None else f"rpg{rpg_dof:g}"
+    return keras.Model(inputs, outputs, name=f"{name}_{suffix}")
+
+
+def _block_plan(spec, channels):
+    """`(name, in_channels, out_channels, stride, index in stage)` per block."""
+    yield "stage0_block0", channels, spec["stem"], 2, 0
+    channels = spec["stem"]
     for stage, (depth, width) in enumerate(
         zip(spec["blocks"], spec["widths"]), start=1
     ):
         for index in range(depth):
-            block_name = f"stage{stage}_block{index}"
-            x = block(x, width, 2 if index == 0 else 1, block_name, kind,
-                      hs_scale_init=hs_scale_init(index))
-            if spec.get("se"):
-                x = squeeze_excite(x, block_name)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, outputs, name=f"{name}_{kind}")
+            yield f"stage{stage}_block{index}", channels, width, \
+                2 if index == 0 else 1, index
+            channels = width
 
 
 def _spec(name):

@@ -66,6 +66,11 @@ class Experiment:
         if config.mode not in MODES:
             raise ValueError(f"config.mode must be one of {MODES}, got "
                              f"{config.mode!r}.")
+        if config.rpg.dof and config.mode != "baseline_sgd":
+            raise ValueError(
+                "RPG models (--config.rpg.dof) train in baseline_sgd mode: the "
+                "ring has no per-kernel Grad Mults or branches."
+            )
         self.config = config
         self.workdir = Path(workdir)
         self.strategy = strategy
@@ -188,8 +193,12 @@ class Experiment:
         schedule = learning_rate_schedule(lr, epochs, train.warmup_epochs,
                                           self.steps_per_epoch)
         with self.strategy.scope():
+            rpg = {}
+            if config.rpg.dof:
+                rpg = dict(rpg_dof=config.rpg.dof, rpg_mode=config.rpg.mode,
+                           rpg_seed=config.rpg.seed)
             model = build_model(config.model, self.num_classes, self.input_shape,
-                                kind=kind)
+                                kind=kind, **rpg)
             mults = None
             if scales is not None:
                 mults = self._prepare_target(model, scales)

@@ -1,0 +1,236 @@
+"""Recurrent Parameter Generators (Wang et al., WACV 2023).
+
+All generated kernels come from one shared trainable ring `W` of `N`
+entries. Layer `i` with `n_i` weights takes the contiguous ring window that
+starts at its `offset` (the sum of the earlier layers' sizes, wrapping mod N),
+so each entry is used floor(T/N) or ceil(T/N) times over T generated weights;
+then::
+
+    K_i = reshape(W[P_i(window)] * S_i * g_i, kernel_shape)
+
+with `P_i` a fixed random permutation of the window, `S_i` fixed random
++-1 signs (both drawn from `(seed, offset)`, so a checkpoint needs no side
+files) and `g_i = sqrt(2 / fan_in)` (He init for a unit-variance ring).
+`mode` selects the paper's ablation: "shared" (every layer takes the ring
+prefix, no permutation, no signs), "permutation", "signed_permutation".
+The ring gradient is the sum over every use, `dL/dW = sum_i R_i^T dL/dK_i`.
+
+In a functional model the ring is a layer whose output (the ring vector)
+feeds every `RingConv2D` / `RingDense` as a second input, so `.keras`
+saving and `model.trainable_variables` see it once. `materialize(model)`
+returns the same network with ordinary `Conv2D` / `Dense` kernels.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+MODES = ("shared", "permutation", "signed_permutation")
+
+
+@keras.saving.register_keras_serializable(package="repopt_tf")
+class ParameterRing(keras.layers.Layer):
+    """The shared ring: a trainable vector of `size` entries, N(0, 1) init.
+
+    Called on any tensor (ignored), it returns the ring vector `(size,)`.
+    """
+
+    def __init__(self, size, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if int(size) <= 0:
+            raise ValueError(f"ParameterRing size must be positive, got {size}.")
+        self.size = int(size)
+        self.seed = int(seed)
+
+    def build(self, input_shape):
+        self.ring = self.add_weight(
+            name="ring", shape=(self.size,),
+            initializer=keras.initializers.RandomNormal(0.0, 1.0, seed=self.seed),
+        )
+
+    def call(self, inputs):
+        del inputs
+        return ops.convert_to_tensor(self.ring)
+
+    def compute_output_shape(self, input_shape):
+        return (self.size,)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "seed": self.seed}
+
+
+def ring_indices(count, ring_size, offset, seed, mode):
+    """`(indices int32 (count,), signs float32 (count,))` of one layer."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    if mode == "shared":
+        return (np.arange(count) % ring_size).astype(np.int32), np.ones(count, np.float32)
+    window = (offset + np.arange(count)) % ring_size
+    rng = np.random.default_rng([seed, offset])
+    indices = rng.permutation(window).astype(np.int32)
+    if mode == "permutation":
+        return indices, np.ones(count, np.float32)
+    signs = rng.integers(0, 2, count).astype(np.float32) * 2 - 1
+    return indices, signs
+
+
+class _RingKernel:
+    """Shared logic of ring layers: indices, signs, gain and generation."""
+
+    def _init_ring(self, offset, seed, mode):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        self.offset, self.seed, self.mode = int(offset), int(seed), mode
+
+    def _build_ring(self, kernel_shape, ring_shape):
+        ring_size = ring_shape[-1]
+        count = int(np.prod(kernel_shape))
+        if self.mode == "shared" and count > ring_size:
+            raise ValueError(
+                f"{self.name}: 'shared' mode takes the ring prefix, but the "
+                f"kernel needs {count} weights and the ring has {ring_size}."
+            )
+        indices, signs = ring_indices(count, ring_size, self.offset, self.seed,
+                                      self.mode)
+        fan_in = int(np.prod(kernel_shape[:-1]))
+        self.kernel_shape = tuple(kernel_shape)
+        self._indices = indices
+        self._scaled_signs = signs * np.float32(np.sqrt(2.0 / fan_in))
+
+    def generate_kernel(self, ring):
+        values = ops.take(ring, self._indices) * self._scaled_signs
+        return ops.reshape(values, self.kernel_shape)
+
+    def _ring_config(self):
+        return {"offset": self.offset, "seed": self.seed, "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="repopt_tf")
+class RingConv2D(_RingKernel, keras.layers.Layer):
+    """Conv2D whose kernel is generated from a ring; call on `[x, ring]`."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid",
+                 use_bias=False, offset=0, seed=0, mode="signed_permutation",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = tuple(np.broadcast_to(kernel_size, 2).tolist())
+        self.strides = tuple(np.broadcast_to(strides, 2).tolist())
+        self.padding = padding
+        self.use_bias = use_bias
+        self._init_ring(offset, seed, mode)
+
+    def build(self, input_shape):
+        x_shape, ring_shape = input_shape
+        self._build_ring((*self.kernel_size, x_shape[-1], self.filters), ring_shape)
+        self.bias = (self.add_weight(name="bias", shape=(self.filters,),
+                                     initializer="zeros")
+                     if self.use_bias else None)
+
+    def call(self, inputs):
+        x, ring = inputs
+        y = ops.conv(x, self.generate_kernel(ring), strides=self.strides,
+                     padding=self.padding)
+        return y if self.bias is None else y + self.bias
+
+    def compute_output_shape(self, input_shape):
+        layer = keras.layers.Conv2D(self.filters, self.kernel_size,
+                                    strides=self.strides, padding=self.padding)
+        return layer.compute_output_shape(input_shape[0])
+
+    def plain_layer(self, ring):
+        """An ordinary Conv2D with this layer's generated kernel and bias."""
+        conv = keras.layers.Conv2D(self.filters, self.kernel_size,
+                                   strides=self.strides, padding=self.padding,
+                                   use_bias=self.use_bias, name=self.name)
+        conv.build((None, None, None, self.kernel_shape[2]))
+        weights = [ops.convert_to_numpy(self.generate_kernel(ring))]
+        if self.use_bias:
+            weights.append(ops.convert_to_numpy(self.bias))
+        conv.set_weights(weights)
+        return conv
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "strides": self.strides,
+                "padding": self.padding, "use_bias": self.use_bias,
+                **self._ring_config()}
+
+
+@keras.saving.register_keras_serializable(package="repopt_tf")
+class RingDense(_RingKernel, keras.layers.Layer):
+    """Dense whose kernel is generated from a ring; call on `[x, ring]`."""
+
+    def __init__(self, units, use_bias=True, offset=0, seed=0,
+                 mode="signed_permutation", **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.use_bias = use_bias
+        self._init_ring(offset, seed, mode)
+
+    def build(self, input_shape):
+        x_shape, ring_shape = input_shape
+        self._build_ring((x_shape[-1], self.units), ring_shape)
+        self.bias = (self.add_weight(name="bias", shape=(self.units,),
+                                     initializer="zeros")
+                     if self.use_bias else None)
+
+    def call(self, inputs):
+        x, ring = inputs
+        y = ops.matmul(x, self.generate_kernel(ring))
+        return y if self.bias is None else y + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[0][:-1], self.units)
+
+    def plain_layer(self, ring):
+        dense = keras.layers.Dense(self.units, use_bias=self.use_bias,
+                                   name=self.name)
+        dense.build((None, self.kernel_shape[0]))
+        weights = [ops.convert_to_numpy(self.generate_kernel(ring))]
+        if self.use_bias:
+            weights.append(ops.convert_to_numpy(self.bias))
+        dense.set_weights(weights)
+        return dense
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "use_bias": self.use_bias, **self._ring_config()}
+
+
+def ring_layers(model):
+    return [l for l in model.layers if isinstance(l, _RingKernel)]
+
+
+def materialize(model):
+    """The same network with plain Conv2D / Dense kernels (no ring).
+
+    Ring layers become ordinary layers holding their generated kernels; every
+    other layer is cloned with its weights. Outputs are numerically identical.
+    """
+    rings = [l for l in model.layers if isinstance(l, ParameterRing)]
+    if len(rings) != 1:
+        raise ValueError(f"materialize expects one ParameterRing, found {len(rings)}.")
+    ring = ops.convert_to_tensor(rings[0].ring)
+
+    def clone(layer):
+        if isinstance(layer, _RingKernel):
+            return layer.plain_layer(ring)
+        copy = layer.__class__.from_config(layer.get_config())
+        return copy
+
+    def call(layer, *args, **kwargs):
+        if isinstance(layer, keras.layers.InputLayer):
+            return layer(*args, **kwargs)
+        inputs = args[0]
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and \
+                isinstance(inputs, (list, tuple)):
+            inputs = inputs[0]  # drop the ring input
+        return layer(inputs, *args[1:], **kwargs)
+
+    plain = keras.models.clone_model(model, clone_function=clone,
+                                     call_function=call)
+    for layer in model.layers:
+        if layer.weights and not isinstance(layer, (_RingKernel, ParameterRing)):
+            plain.get_layer(layer.name).set_weights(layer.get_weights())
+    return plain

@@ -1,0 +1,166 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from repopt_tf.export import check_full_integer
+from repopt_tf.export import convert_int8
+from repopt_tf.models import build_model
+from repopt_tf.models.rpg import ParameterRing
+from repopt_tf.models.rpg import RingConv2D
+from repopt_tf.models.rpg import RingDense
+from repopt_tf.models.rpg import materialize
+from repopt_tf.models.rpg import ring_indices
+from repopt_tf.models.rpg import ring_layers
+from repopt_tf.optimizers import RepOptSGD
+
+
+def _ring_net(size=300, mode="signed_permutation", seed=0, batch_norm=True):
+    inputs = keras.Input((8, 8, 3))
+    ring = ParameterRing(size, seed=seed, name="ring")(inputs)
+    x = RingConv2D(4, 3, padding="same", offset=0, seed=seed, mode=mode,
+                   name="c1")([inputs, ring])
+    if batch_norm:
+        x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = RingConv2D(6, 3, strides=2, offset=108, seed=seed, mode=mode,
+                   name="c2")([x, ring])
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = RingDense(5, offset=324, seed=seed, mode=mode, name="fc")([x, ring])
+    return keras.Model(inputs, outputs)
+
+
+def _data(n=16):
+    rng = np.random.default_rng(0)
+    return (rng.random((n, 8, 8, 3)).astype(np.float32),
+            rng.integers(0, 5, n))
+
+
+def test_ring_gradient_is_the_sum_over_its_uses():
+    model = _ring_net(batch_norm=False)
+    ring_variable = model.get_layer("ring").ring
+    x, y = _data()
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x))
+    grad = tape.gradient(loss, ring_variable)
+    grad = tf.convert_to_tensor(grad).numpy()
+
+    # The same forward with the generated kernels as explicit tensors.
+    c1, c2, fc = (model.get_layer(n) for n in ("c1", "c2", "fc"))
+    ring = tf.convert_to_tensor(ring_variable)
+    kernels = [layer.generate_kernel(ring) for layer in (c1, c2, fc)]
+    with tf.GradientTape() as tape:
+        tape.watch(kernels)
+        h = tf.nn.relu(tf.nn.conv2d(x, kernels[0], 1, "SAME"))
+        h = tf.nn.conv2d(h, kernels[1], 2, "VALID")
+        logits = tf.reduce_mean(h, axis=(1, 2)) @ kernels[2] + fc.bias
+        explicit_loss = loss_fn(y, logits)
+    kernel_grads = tape.gradient(explicit_loss, kernels)
+    np.testing.assert_allclose(float(explicit_loss), float(loss), rtol=1e-6)
+    expected = np.zeros(ring_variable.shape, np.float32)
+    for layer, kernel_grad in zip((c1, c2, fc), kernel_grads):
+        np.add.at(expected, layer._indices,
+                  layer._scaled_signs * kernel_grad.numpy().reshape(-1))
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
+    # T = 108 + 216 + 30 = 354 > N = 300: some entries serve two layers.
+    assert np.bincount(np.concatenate(
+        [l._indices for l in (c1, c2, fc)]), minlength=300).max() == 2
+
+
+@pytest.mark.parametrize("dof", [0.013, 0.1, 0.37, 1.0])
+def test_every_ring_entry_is_used_evenly(dof):
+    model = build_model("repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=dof)
+    size = model.get_layer("ring").size
+    uses = np.bincount(np.concatenate([l._indices for l in ring_layers(model)]),
+                       minlength=size)
+    total = uses.sum()
+    assert total == sum(int(np.prod(l.kernel_shape)) for l in ring_layers(model))
+    assert uses.min() == total // size and uses.max() == -(-total // size)
+
+
+def test_indices_and_signs_are_deterministic_from_the_seed():
+    a = ring_indices(500, 300, offset=40, seed=7, mode="signed_permutation")
+    b = ring_indices(500, 300, offset=40, seed=7, mode="signed_permutation")
+    c = ring_indices(500, 300, offset=40, seed=8, mode="signed_permutation")
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    assert set(np.unique(a[1])) == {-1.0, 1.0}
+    shared, signs = ring_indices(500, 300, offset=40, seed=7, mode="shared")
+    np.testing.assert_array_equal(shared, np.arange(500) % 300)
+    assert np.all(signs == 1)
+    permuted, signs = ring_indices(100, 300, offset=40, seed=7, mode="permutation")
+    assert sorted(permuted) == list(range(40, 140)) and np.all(signs == 1)
+    x = np.random.default_rng(0).random((2, 16, 16, 1)).astype(np.float32)
+    one = build_model("repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=0.1, rpg_seed=3)
+    two = build_model("repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=0.1, rpg_seed=3)
+    two.set_weights(one.get_weights())
+    np.testing.assert_array_equal(one(x), two(x))
+
+
+def test_initial_kernels_have_kaiming_std():
+    model = build_model("repopt_vgg_s", 10, (32, 32, 3), rpg_dof=0.2)
+    ring = tf.convert_to_tensor(model.get_layer("ring").ring)
+    for layer in ring_layers(model):
+        fan_in = int(np.prod(layer.kernel_shape[:-1]))
+        std = float(np.std(layer.generate_kernel(ring)))
+        assert std == pytest.approx(np.sqrt(2 / fan_in), rel=0.15)
+
+
+def test_materialize_and_save_load_keep_outputs(tmp_path):
+    model = _ring_net()
+    x, y = _data()
+    model.compile(optimizer=RepOptSGD(0.05, momentum=0.9, nesterov=True),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=2, verbose=0)
+    expected = model.predict(x, verbose=0)
+
+    plain = materialize(model)
+    assert not ring_layers(plain)
+    assert {type(l).__name__ for l in plain.layers} >= {"Conv2D", "Dense"}
+    np.testing.assert_allclose(plain.predict(x, verbose=0), expected,
+                               rtol=1e-5, atol=1e-6)
+    content = convert_int8(plain, x)
+    check_full_integer(content)
+
+    model.save(tmp_path / "rpg.keras")
+    loaded = keras.models.load_model(tmp_path / "rpg.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
+    assert [v.path for v in loaded.trainable_variables].count("ring/ring") == 1
+
+
+def test_trains_with_repoptsgd_and_under_mirrored_strategy():
+    x, y = _data(32)
+    initial = _ring_net(batch_norm=False).get_weights()
+
+    def train(strategy):
+        with strategy.scope():
+            model = _ring_net(batch_norm=False)
+            model.set_weights(initial)
+            model.compile(
+                optimizer=RepOptSGD(0.1, momentum=0.9, weight_decay=1e-4),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        history = model.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0)
+        return model.get_weights(), history.history["loss"]
+
+    single, losses = train(tf.distribute.get_strategy())
+    mirrored, _ = train(tf.distribute.MirroredStrategy(
+        ["CPU:0", "CPU:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()))
+    assert losses[-1] < losses[0]
+    for a, b in zip(single, mirrored):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_ring_settings_give_clear_errors():
+    for dof in (0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="must be in \\(0, 1\\]"):
+            build_model("repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=dof)
+    with pytest.raises(ValueError, match="needs kind='plain'"):
+        build_model("repopt_vgg_tiny", 10, (16, 16, 1), kind="hs", rpg_dof=0.1)
+    with pytest.raises(ValueError, match="size must be positive"):
+        ParameterRing(0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        RingConv2D(4, 3, mode="tied")
+    with pytest.raises(ValueError, match="'shared' mode takes the ring prefix"):
+        _ring_net(size=50, mode="shared")
