@@ -162,5 +162,13 @@ def test_bad_ring_settings_give_clear_errors():
         ParameterRing(0)
     with pytest.raises(ValueError, match="mode must be one of"):
         RingConv2D(4, 3, mode="tied")
-    with pytest.raises(ValueError, match="'shared' mode takes the ring prefix"):
-        _ring_net(size=50, mode="shared")
+
+
+
+def test_shared_mode_is_naive_prefix_sharing():
+    model = _ring_net(size=50, mode="shared")
+    for name in ("c1", "c2", "fc"):
+        layer = model.get_layer(name)
+        count = int(np.prod(layer.kernel_shape))
+        np.testing.assert_array_equal(layer._indices, np.arange(count) % 50)
+        assert np.all(layer._scaled_signs > 0)

@@ -12,7 +12,8 @@ with `P_i` a fixed random permutation of the window, `S_i` fixed random
 +-1 signs (both drawn from `(seed, offset)`, so a checkpoint needs no side
 files) and `g_i = sqrt(2 / fan_in)` (He init for a unit-variance ring).
 `mode` selects the paper's ablation: "shared" (every layer takes the ring
-prefix, no permutation, no signs), "permutation", "signed_permutation".
+from its start, `W[q mod N]`, no permutation, no signs: naive sharing),
+"permutation", "signed_permutation".
 The ring gradient is the sum over every use, `dL/dW = sum_i R_i^T dL/dK_i`.
 
 In a functional model the ring is a layer whose output (the ring vector)
@@ -85,11 +86,6 @@ class _RingKernel:
     def _build_ring(self, kernel_shape, ring_shape):
         ring_size = ring_shape[-1]
         count = int(np.prod(kernel_shape))
-        if self.mode == "shared" and count > ring_size:
-            raise ValueError(
-                f"{self.name}: 'shared' mode takes the ring prefix, but the "
-                f"kernel needs {count} weights and the ring has {ring_size}."
-            )
         indices, signs = ring_indices(count, ring_size, self.offset, self.seed,
                                       self.mode)
         fan_in = int(np.prod(kernel_shape[:-1]))
