@@ -32,3 +32,14 @@ def test_optimizer_overhead_prints_ratio():
     out = _run("optimizer_overhead.py", "--model=repopt_vgg_tiny", "--batch=8",
                "--image_size=16", "--steps=2", "--windows=2", "--warmup=1")
     assert re.search(r"ratio RepOptSGD/SGD: median [\d.]+", out)
+
+
+def test_rpg_dof_sweep_prints_table_and_plot(tmp_path):
+    out = _run("rpg_dof_sweep.py", f"--workdir={tmp_path}",
+               "--model=repopt_vgg_tiny", "--dofs=0.05,0.5", "--epochs=1",
+               "--train_limit=256", "--eval_limit=100", "--ablation_dof=0.3")
+    assert re.search(r"\| 0.05 \| 551 \| \d+ \| [\d.]+ \|", out)
+    assert re.search(r"Fit: accuracy = -?[\d.]+ \* log10\(DoF\)", out)
+    for mode in ("shared", "permutation", "signed_permutation"):
+        assert re.search(rf"\| {mode} \| [\d.]+ \|", out)
+    assert (tmp_path / "rpg_dof_sweep.png").stat().st_size > 0
