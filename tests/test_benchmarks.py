@@ -43,3 +43,13 @@ def test_rpg_dof_sweep_prints_table_and_plot(tmp_path):
     for mode in ("shared", "permutation", "signed_permutation"):
         assert re.search(rf"\| {mode} \| [\d.]+ \|", out)
     assert (tmp_path / "rpg_dof_sweep.png").stat().st_size > 0
+
+
+def test_multirate_transfer_prints_side_by_side_table(tmp_path):
+    out = _run("multirate_transfer.py", f"--workdir={tmp_path}",
+               "--model=repopt_vgg_tiny", "--pretrain_epochs=1", "--epochs=2",
+               "--train_limit=512", "--ks=5")
+    for label in ("full fine-tuning", "head only", "multirate k=5, drift on",
+                  "multirate k=5, drift off"):
+        assert re.search(rf"\| {label} \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", out)
+    assert (tmp_path / "multirate_transfer.md").exists()

@@ -97,6 +97,15 @@ class _RingKernel:
         values = ops.take(ring, self._indices) * self._scaled_signs
         return ops.reshape(values, self.kernel_shape)
 
+    def plain_layer(self, ring):
+        """The ordinary Conv2D / Dense holding the generated kernel and bias."""
+        layer = self._empty_plain_layer()
+        weights = [ops.convert_to_numpy(self.generate_kernel(ring))]
+        if self.use_bias:
+            weights.append(ops.convert_to_numpy(self.bias))
+        layer.set_weights(weights)
+        return layer
+
     def _ring_config(self):
         return {"offset": self.offset, "seed": self.seed, "mode": self.mode}
 
@@ -134,16 +143,11 @@ class RingConv2D(_RingKernel, keras.layers.Layer):
                                     strides=self.strides, padding=self.padding)
         return layer.compute_output_shape(input_shape[0])
 
-    def plain_layer(self, ring):
-        """An ordinary Conv2D with this layer's generated kernel and bias."""
+    def _empty_plain_layer(self):
         conv = keras.layers.Conv2D(self.filters, self.kernel_size,
                                    strides=self.strides, padding=self.padding,
                                    use_bias=self.use_bias, name=self.name)
         conv.build((None, None, None, self.kernel_shape[2]))
-        weights = [ops.convert_to_numpy(self.generate_kernel(ring))]
-        if self.use_bias:
-            weights.append(ops.convert_to_numpy(self.bias))
-        conv.set_weights(weights)
         return conv
 
     def get_config(self):
@@ -179,14 +183,10 @@ class RingDense(_RingKernel, keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (*input_shape[0][:-1], self.units)
 
-    def plain_layer(self, ring):
+    def _empty_plain_layer(self):
         dense = keras.layers.Dense(self.units, use_bias=self.use_bias,
                                    name=self.name)
         dense.build((None, self.kernel_shape[0]))
-        weights = [ops.convert_to_numpy(self.generate_kernel(ring))]
-        if self.use_bias:
-            weights.append(ops.convert_to_numpy(self.bias))
-        dense.set_weights(weights)
         return dense
 
     def get_config(self):
@@ -212,8 +212,7 @@ def materialize(model):
     def clone(layer):
         if isinstance(layer, _RingKernel):
             return layer.plain_layer(ring)
-        copy = layer.__class__.from_config(layer.get_config())
-        return copy
+        return layer.__class__.from_config(layer.get_config())
 
     def call(layer, *args, **kwargs):
         if isinstance(layer, keras.layers.InputLayer):
