@@ -16,17 +16,20 @@ from repopt_tf.optimizers import RepOptSGD
 
 
 def _ring_net(size=300, mode="signed_permutation", seed=0, batch_norm=True):
+    """Fan-ins 27, 36 and 6: a ring std of 0.3 keeps every gain near 1."""
+    std = 0.3
     inputs = keras.Input((8, 8, 3))
-    ring = ParameterRing(size, seed=seed, name="ring")(inputs)
+    ring = ParameterRing(size, seed=seed, init_std=std, name="ring")(inputs)
     x = RingConv2D(4, 3, padding="same", offset=0, seed=seed, mode=mode,
-                   name="c1")([inputs, ring])
+                   ring_std=std, name="c1")([inputs, ring])
     if batch_norm:
         x = keras.layers.BatchNormalization(name="bn")(x)
     x = keras.layers.ReLU(name="relu")(x)
     x = RingConv2D(6, 3, strides=2, offset=108, seed=seed, mode=mode,
-                   name="c2")([x, ring])
+                   ring_std=std, name="c2")([x, ring])
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = RingDense(5, offset=324, seed=seed, mode=mode, name="fc")([x, ring])
+    outputs = RingDense(5, offset=324, seed=seed, mode=mode, ring_std=std,
+                        name="fc")([x, ring])
     return keras.Model(inputs, outputs)
 
 
@@ -99,13 +102,17 @@ def test_indices_and_signs_are_deterministic_from_the_seed():
     np.testing.assert_array_equal(one(x), two(x))
 
 
-def test_initial_kernels_have_kaiming_std():
+def test_initial_kernels_have_kaiming_std_and_gains_near_one():
     model = build_model("repopt_vgg_s", 10, (32, 32, 3), rpg_dof=0.2)
     ring = tf.convert_to_tensor(model.get_layer("ring").ring)
+    gains = []
     for layer in ring_layers(model):
         fan_in = int(np.prod(layer.kernel_shape[:-1]))
         std = float(np.std(layer.generate_kernel(ring)))
         assert std == pytest.approx(np.sqrt(2 / fan_in), rel=0.15)
+        gains.append(np.abs(layer._scaled_signs).max())
+    # Gains scale the ring's gradient: the bulk of the layers stay near 1.
+    assert 0.5 < np.median(gains) < 2.0
 
 
 def test_materialize_and_save_load_keep_outputs(tmp_path):

@@ -31,7 +31,7 @@ def integer_report(model_content):
                 f"I/O tensor {detail['name']!r} is {np.dtype(detail['dtype']).name}"
             )
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    for op in interpreter._get_ops_details():  # noqa: SLF001 (public in LiteRT docs)
+    for op in interpreter._get_ops_details():  # the only op-level view LiteRT offers
         for index in list(op["inputs"]) + list(op["outputs"]):
             if index < 0 or index not in tensors:
                 continue

@@ -67,17 +67,18 @@ def has_identity(in_channels, out_channels, stride):
 def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None):
     """Applies one block of the given kind (see the module docstring).
 
-    `ring=(ring_tensor, offset, seed, mode)` makes the 3x3 conv of a plain
-    block a `RingConv2D` generated from that ring.
+    `ring=(ring_tensor, offset, seed, mode, ring_std)` makes the 3x3 conv of
+    a plain block a `RingConv2D` generated from that ring.
     """
     if kind not in BLOCK_KINDS:
         raise ValueError(f"kind must be one of {BLOCK_KINDS}, got {kind!r}.")
     identity = has_identity(x.shape[-1], filters, stride)
     padded = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
     if ring is not None:
-        ring_tensor, offset, seed, mode = ring
+        ring_tensor, offset, seed, mode, ring_std = ring
         conv = RingConv2D(filters, 3, strides=stride, offset=offset, seed=seed,
-                          mode=mode, name=f"{name}_conv")([padded, ring_tensor])
+                          mode=mode, ring_std=ring_std,
+                          name=f"{name}_conv")([padded, ring_tensor])
     else:
         conv = keras.layers.Conv2D(
             filters, 3, strides=stride, padding="valid",

@@ -124,8 +124,12 @@ def build_model(
                 f"generated weights and must be in (0, 1], got {rpg_dof}."
             )
         size = max(1, round(rpg_dof * total))
-        ring = [ParameterRing(size, seed=rpg_seed, name="ring")(inputs), 0,
-                rpg_seed, rpg_mode]
+        # Ring std = the weight-averaged He std, so per-layer gains are ~1.
+        ring_std = float(np.sqrt(sum(9 * cin * cout * 2 / (9 * cin)
+                                     for _, cin, cout, _, _ in plan) / total))
+        ring_layer = ParameterRing(size, seed=rpg_seed, init_std=ring_std,
+                                   name="ring")
+        ring = [ring_layer(inputs), 0, rpg_seed, rpg_mode, ring_std]
     for block_name, cin, cout, stride, index in plan:
         x = block(x, cout, stride, block_name, kind,
                   hs_scale_init=hs_scale_init(index), ring=ring)

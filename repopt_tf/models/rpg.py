@@ -10,7 +10,11 @@ then::
 
 with `P_i` a fixed random permutation of the window, `S_i` fixed random
 +-1 signs (both drawn from `(seed, offset)`, so a checkpoint needs no side
-files) and `g_i = sqrt(2 / fan_in)` (He init for a unit-variance ring).
+files) and `g_i = sqrt(2 / fan_in_i) / ring_std`: the ring starts as
+N(0, ring_std^2), so every kernel starts with He std. Choose `ring_std` near
+the typical layer's He std so that gains are about 1: the gain also scales
+the ring's gradient, and gains far from 1 change the effective learning rate
+by g_i^2 (a unit-variance ring would make 3x3 kernels learn ~500x slower).
 `mode` selects the paper's ablation: "shared" (every layer takes the ring
 from its start, `W[q mod N]`, no permutation, no signs: naive sharing),
 "permutation", "signed_permutation".
@@ -27,26 +31,29 @@ import numpy as np
 from keras import ops
 
 MODES = ("shared", "permutation", "signed_permutation")
+DEFAULT_RING_STD = 0.05  # He std of a 3x3 conv with ~90 input channels
 
 
 @keras.saving.register_keras_serializable(package="repopt_tf")
 class ParameterRing(keras.layers.Layer):
-    """The shared ring: a trainable vector of `size` entries, N(0, 1) init.
+    """The shared ring: a trainable vector of `size` entries, N(0, init_std^2).
 
     Called on any tensor (ignored), it returns the ring vector `(size,)`.
     """
 
-    def __init__(self, size, seed=0, **kwargs):
+    def __init__(self, size, seed=0, init_std=DEFAULT_RING_STD, **kwargs):
         super().__init__(**kwargs)
         if int(size) <= 0:
             raise ValueError(f"ParameterRing size must be positive, got {size}.")
         self.size = int(size)
         self.seed = int(seed)
+        self.init_std = float(init_std)
 
     def build(self, input_shape):
         self.ring = self.add_weight(
             name="ring", shape=(self.size,),
-            initializer=keras.initializers.RandomNormal(0.0, 1.0, seed=self.seed),
+            initializer=keras.initializers.RandomNormal(0.0, self.init_std,
+                                                        seed=self.seed),
         )
 
     def call(self, inputs):
@@ -57,7 +64,8 @@ class ParameterRing(keras.layers.Layer):
         return (self.size,)
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size, "seed": self.seed}
+        return {**super().get_config(), "size": self.size, "seed": self.seed,
+                "init_std": self.init_std}
 
 
 def ring_indices(count, ring_size, offset, seed, mode):
@@ -78,10 +86,11 @@ def ring_indices(count, ring_size, offset, seed, mode):
 class _RingKernel:
     """Shared logic of ring layers: indices, signs, gain and generation."""
 
-    def _init_ring(self, offset, seed, mode):
+    def _init_ring(self, offset, seed, mode, ring_std):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         self.offset, self.seed, self.mode = int(offset), int(seed), mode
+        self.ring_std = float(ring_std)
 
     def _build_ring(self, kernel_shape, ring_shape):
         ring_size = ring_shape[-1]
@@ -91,7 +100,8 @@ class _RingKernel:
         fan_in = int(np.prod(kernel_shape[:-1]))
         self.kernel_shape = tuple(kernel_shape)
         self._indices = indices
-        self._scaled_signs = signs * np.float32(np.sqrt(2.0 / fan_in))
+        gain = np.sqrt(2.0 / fan_in) / self.ring_std
+        self._scaled_signs = (signs * gain).astype(np.float32)
 
     def generate_kernel(self, ring):
         values = ops.take(ring, self._indices) * self._scaled_signs
@@ -107,7 +117,8 @@ class _RingKernel:
         return layer
 
     def _ring_config(self):
-        return {"offset": self.offset, "seed": self.seed, "mode": self.mode}
+        return {"offset": self.offset, "seed": self.seed, "mode": self.mode,
+                "ring_std": self.ring_std}
 
 
 @keras.saving.register_keras_serializable(package="repopt_tf")
@@ -116,14 +127,14 @@ class RingConv2D(_RingKernel, keras.layers.Layer):
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid",
                  use_bias=False, offset=0, seed=0, mode="signed_permutation",
-                 **kwargs):
+                 ring_std=DEFAULT_RING_STD, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = tuple(np.broadcast_to(kernel_size, 2).tolist())
         self.strides = tuple(np.broadcast_to(strides, 2).tolist())
         self.padding = padding
         self.use_bias = use_bias
-        self._init_ring(offset, seed, mode)
+        self._init_ring(offset, seed, mode, ring_std)
 
     def build(self, input_shape):
         x_shape, ring_shape = input_shape
@@ -162,11 +173,11 @@ class RingDense(_RingKernel, keras.layers.Layer):
     """Dense whose kernel is generated from a ring; call on `[x, ring]`."""
 
     def __init__(self, units, use_bias=True, offset=0, seed=0,
-                 mode="signed_permutation", **kwargs):
+                 mode="signed_permutation", ring_std=DEFAULT_RING_STD, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.use_bias = use_bias
-        self._init_ring(offset, seed, mode)
+        self._init_ring(offset, seed, mode, ring_std)
 
     def build(self, input_shape):
         x_shape, ring_shape = input_shape
