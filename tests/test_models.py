@@ -207,3 +207,28 @@ def test_grad_mults_from_model_use_eq3():
     np.testing.assert_array_equal(
         mults["stage2_block1_conv/kernel"],
         grad_mult(b["conv"], b["1x1"], True, 16))
+
+
+@pytest.mark.parametrize("kernel_size,strides,padding", [
+    (3, 1, "valid"), (1, 1, "valid"), (3, 2, "valid"), (3, 1, "same")])
+def test_fast_grad_conv_matches_keras_conv(kernel_size, strides, padding):
+    import tensorflow as tf
+
+    from repopt_tf.models.fast_conv import FastGradConv2D
+
+    x = tf.random.stateless_normal((4, 7, 7, 5), seed=(1, 2))
+    fast = FastGradConv2D(6, kernel_size, strides=strides, padding=padding)
+    stock = keras.layers.Conv2D(6, kernel_size, strides=strides, padding=padding)
+    fast.build(x.shape)
+    stock.build(x.shape)
+    stock.set_weights(fast.get_weights())
+    grads = []
+    for layer in (fast, stock):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        grads.append(tape.gradient(loss, [x, layer.kernel, layer.bias]))
+    np.testing.assert_allclose(fast(x), stock(x), rtol=1e-6)
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)

@@ -5,6 +5,8 @@ with a symmetric `ZeroPadding2D(1)` + `valid` 3x3 conv of stride 1 or 2, so
 that the 1x1 branch lands exactly on the 3x3 centre tap. Names for a block
 called `name` (e.g. `stage3_block7`):
 
+Convs are `FastGradConv2D` (a Conv2D with a faster CPU input gradient).
+
 - `plain`   : `{name}_conv` (3x3, no bias) -> `{name}_bn` -> `{name}_relu`
 - `hs`      : `s*{name}_conv(x) + t*{name}_conv1x1(x) (+ gamma*x)` with
               trainable scales `{name}_scale_conv`, `{name}_scale_1x1`,
@@ -16,6 +18,7 @@ called `name` (e.g. `stage3_block7`):
 
 import keras
 
+from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.rpg import RingConv2D
 
 BLOCK_KINDS = ("plain", "hs", "repvgg", "deploy")
@@ -80,7 +83,7 @@ def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None):
                           mode=mode, ring_std=ring_std,
                           name=f"{name}_conv")([padded, ring_tensor])
     else:
-        conv = keras.layers.Conv2D(
+        conv = FastGradConv2D(
             filters, 3, strides=stride, padding="valid",
             use_bias=kind == "deploy", name=f"{name}_conv",
         )(padded)
@@ -88,7 +91,7 @@ def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None):
         out = conv if kind == "deploy" else batch_norm(f"{name}_bn")(conv)
         return keras.layers.ReLU(name=f"{name}_relu")(out)
 
-    conv1x1 = keras.layers.Conv2D(
+    conv1x1 = FastGradConv2D(
         filters, 1, strides=stride, padding="valid", use_bias=False,
         name=f"{name}_conv1x1",
     )(x)

@@ -5,6 +5,7 @@ RepOpt-VGG / fused RepVGG is rebuilt layer by layer in `tf_keras` with the same
 names and configs, and its weights are copied by layer name.
 """
 
+import keras
 import numpy as np
 import tf_keras
 
@@ -13,6 +14,8 @@ def _twin_layer(layer):
     config = layer.get_config()
     name = layer.name
     kind = type(layer).__name__
+    if isinstance(layer, keras.layers.Conv2D):
+        kind = "Conv2D"  # e.g. FastGradConv2D: same forward
     if kind == "Rescaling":
         return tf_keras.layers.Rescaling(config["scale"], config["offset"], name=name)
     if kind == "ZeroPadding2D":
