@@ -12,6 +12,7 @@ from repopt_tf.models.rpg import RingDense
 from repopt_tf.models.rpg import materialize
 from repopt_tf.models.rpg import ring_indices
 from repopt_tf.models.rpg import ring_layers
+from repopt_tf.models.rpg import ring_usage
 from repopt_tf.optimizers import RepOptSGD
 
 
@@ -169,6 +170,12 @@ def test_bad_ring_settings_give_clear_errors():
         ParameterRing(0)
     with pytest.raises(ValueError, match="mode must be one of"):
         RingConv2D(4, 3, mode="tied")
+    assert ring_usage(_ring_net(size=300)) == (300, 354)
+    with pytest.raises(ValueError, match="400 entries but the model generates only 354"):
+        ring_usage(_ring_net(size=400))
+    inputs = keras.Input((8, 8, 3))
+    with pytest.raises(ValueError, match="second input must be the ring vector"):
+        RingConv2D(4, 3, name="lost")([inputs, inputs])
 
 
 

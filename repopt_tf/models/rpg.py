@@ -93,6 +93,11 @@ class _RingKernel:
         self.ring_std = float(ring_std)
 
     def _build_ring(self, kernel_shape, ring_shape):
+        if len(ring_shape) != 1 or ring_shape[0] is None:
+            raise ValueError(
+                f"{self.name}: the second input must be the ring vector of a "
+                f"ParameterRing, shape (N,); got shape {tuple(ring_shape)}."
+            )
         ring_size = ring_shape[-1]
         count = int(np.prod(kernel_shape))
         indices, signs = ring_indices(count, ring_size, self.offset, self.seed,
@@ -207,6 +212,26 @@ class RingDense(_RingKernel, keras.layers.Layer):
 
 def ring_layers(model):
     return [l for l in model.layers if isinstance(l, _RingKernel)]
+
+
+def ring_usage(model):
+    """`(N, T)`: ring size and generated weights; raises if N > T.
+
+    A ring larger than the weights it generates leaves entries that no layer
+    uses (they would never train): build custom RPG models, then check them
+    with this.
+    """
+    rings = [l for l in model.layers if isinstance(l, ParameterRing)]
+    if len(rings) != 1:
+        raise ValueError(f"Expected one ParameterRing, found {len(rings)}.")
+    size = rings[0].size
+    total = sum(int(np.prod(l.kernel_shape)) for l in ring_layers(model))
+    if size > total:
+        raise ValueError(
+            f"The ring has {size} entries but the model generates only {total} "
+            f"weights: {size - total} entries would never be used."
+        )
+    return size, total
 
 
 def materialize(model):
