@@ -53,3 +53,16 @@ def get_config():
     config.quickstart = ml_collections.ConfigDict()
     config.quickstart.baselines = True
     return config
+
+
+def paper_schedule(config):
+    """The paper's recipe (Ding et al. §4.1): reference batch 256, LR 0.1
+    cosine with 5 warm-up epochs, wd 4e-5, label smoothing 0.1, Nesterov 0.9."""
+    config.train.reference_batch = 256
+    config.train.base_lr = 0.1
+    config.train.warmup_epochs = 5.0
+    config.train.weight_decay = 4e-5
+    config.train.label_smoothing = 0.1
+    config.train.momentum = 0.9
+    config.train.nesterov = True
+    return config

@@ -19,9 +19,4 @@ def get_config():
     config.hs.epochs = 240
     config.hs.clip_global_norm = 5.0
     config.train.batch_size = 256
-    config.train.reference_batch = 256
-    config.train.base_lr = 0.1
-    config.train.warmup_epochs = 5.0
-    config.train.weight_decay = 4e-5
-    config.train.label_smoothing = 0.1
-    return config
+    return base.paper_schedule(config)

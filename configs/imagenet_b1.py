@@ -23,9 +23,4 @@ def get_config():
     config.data.download = True
     config.train.epochs = 120
     config.train.batch_size = 32  # per replica; 8 GPUs -> 256
-    config.train.reference_batch = 256
-    config.train.base_lr = 0.1
-    config.train.warmup_epochs = 5.0
-    config.train.weight_decay = 4e-5
-    config.train.label_smoothing = 0.1
-    return config
+    return base.paper_schedule(config)
