@@ -174,3 +174,65 @@ def test_bad_settings_give_clear_errors():
     wrapped.compile(optimizer="sgd", loss=LOSS)
     with pytest.raises(ValueError, match="compiled with a MultirateOptimizer"):
         wrapped.fit(*_data(8), verbose=0)
+
+
+def _apply_random(optimizer, w0, grads):
+    variable = keras.Variable(w0, name="w")
+    for g in grads:
+        optimizer.apply_gradients([(tf.constant(g), variable)])
+    return variable
+
+
+def test_random_subset_with_no_slow_weights_is_momentum_sgd():
+    from repopt_tf.optimizers.multirate import RandomSubsetMultirate
+
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(4, 5)).astype(np.float32)
+    grads = rng.normal(size=(7, 4, 5)).astype(np.float32)
+    ours = _apply_random(RandomSubsetMultirate(0.05, k=3, slow_fraction=0.0), w0, grads)
+    keras_sgd = _apply_random(keras.optimizers.SGD(0.05, momentum=0.9), w0, grads)
+    np.testing.assert_allclose(ours.numpy(), keras_sgd.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("drift", [True, False])
+def test_random_subset_schedule_by_hand(drift):
+    from repopt_tf.optimizers.multirate import RandomSubsetMultirate
+
+    k, h_fast, mu, steps = 3, 0.05, 0.9, 10
+    rng = np.random.default_rng(1)
+    w0 = rng.normal(size=(6, 6)).astype(np.float32)
+    grads = rng.normal(size=(steps, 6, 6)).astype(np.float32)
+    optimizer = RandomSubsetMultirate(h_fast, k=k, slow_fraction=0.4, momentum=mu,
+                                      linear_drift=drift, seed=3)
+    variable = _apply_random(optimizer, w0, grads)
+
+    w, p_fast, p_slow = w0.astype(np.float64), np.zeros_like(w0), np.zeros_like(w0)
+    masks = [optimizer.slow_mask(variable, t).numpy() for t in range(steps)]
+    for t, g in enumerate(grads):
+        slow = masks[t] == 1
+        p_fast = np.where(slow, p_fast, mu * p_fast + g)
+        if t % k == 0:
+            p_slow = np.where(slow, mu * p_slow + g, p_slow)
+        w = w - np.where(slow, 0, h_fast * p_fast)
+        if drift:
+            w = w - np.where(slow, h_fast * p_slow, 0)
+        elif t % k == 0:
+            w = w - np.where(slow, k * h_fast * p_slow, 0)
+    np.testing.assert_allclose(variable.numpy(), w, rtol=1e-5, atol=1e-6)
+    # One draw per block, re-drawn at block boundaries, ~40% slow.
+    assert np.array_equal(masks[0], masks[2]) and not np.array_equal(masks[2], masks[3])
+    assert 0.2 < np.mean(masks) < 0.6
+
+
+def test_random_subset_trains_with_fit_and_round_trips_config():
+    from repopt_tf.optimizers.multirate import RandomSubsetMultirate
+
+    model = _net()
+    model.compile(optimizer=RandomSubsetMultirate(0.05, k=4, slow_fraction=0.3),
+                  loss=LOSS)
+    history = model.fit(*_data(), batch_size=8, epochs=4, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    config = model.optimizer.get_config()
+    assert RandomSubsetMultirate.from_config(dict(config)).get_config() == config
+    with pytest.raises(ValueError, match="slow_fraction must be in"):
+        RandomSubsetMultirate(slow_fraction=1.5)
