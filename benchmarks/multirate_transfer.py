@@ -32,6 +32,7 @@ from repopt_tf.data import make_dataset  # noqa: E402
 from repopt_tf.models import build_model  # noqa: E402
 from repopt_tf.optimizers.multirate import MultirateModel  # noqa: E402
 from repopt_tf.optimizers.multirate import MultirateOptimizer  # noqa: E402
+from repopt_tf.training.evaluation import keras_accuracy  # noqa: E402
 
 flags.DEFINE_string("workdir", "runs/multirate", "Output folder.")
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant.")
@@ -65,11 +66,6 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.seconds = []
-
-
-def accuracy(model, data):
-    model.compile(loss=LOSS, metrics=[keras.metrics.CategoricalAccuracy(name="acc")])
-    return model.evaluate(data, verbose=0, return_dict=True)["acc"]
 
 
 def main(argv):
@@ -120,7 +116,7 @@ def main(argv):
         per_epoch = statistics.median(timer.seconds[1:] or timer.seconds)
         full_time = full_time or per_epoch
         rows.append(f"| {label} | {per_epoch:.1f} | {per_epoch / full_time:.2f} | "
-                    f"{accuracy(model, test):.4f} |")
+                    f"{keras_accuracy(model, test):.4f} |")
         print(rows[-1], flush=True)
     table = "\n".join([
         f"{FLAGS.model}: pretrained {FLAGS.pretrain_epochs} epochs on classes "

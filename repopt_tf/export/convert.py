@@ -7,8 +7,6 @@ data set of real training images preprocessed exactly as for evaluation
 folded into the convs by the converter; weights are quantized per channel.
 """
 
-import tempfile
-
 import numpy as np
 import tensorflow as tf
 
@@ -56,7 +54,7 @@ def convert_int8(model, representative_images, verbose=False):
     """
     converter = int8_converter(model, representative_images)
     try:
-        with quiet(verbose), tempfile.TemporaryDirectory():
+        with quiet(verbose):
             return converter.convert()
     except Exception as error:  # the converter raises ConverterError & co.
         raise ValueError(

@@ -8,8 +8,6 @@
 import json
 from pathlib import Path
 
-import keras
-
 from repopt_tf.data import make_dataset
 from repopt_tf.data import representative_images
 from repopt_tf.export.convert import convert_float32
@@ -24,14 +22,7 @@ from repopt_tf.export.litert_eval import tflite_accuracy
 from repopt_tf.export.verify import check_full_integer
 from repopt_tf.models.rpg import materialize
 from repopt_tf.models.rpg import ring_layers
-
-
-def keras_accuracy(model, dataset):
-    model.compile(
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
-    return float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"])
+from repopt_tf.training.evaluation import keras_accuracy
 
 
 def export_model(model, train_source, test_source, output_dir,

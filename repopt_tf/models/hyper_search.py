@@ -17,6 +17,8 @@ import warnings
 import keras
 import numpy as np
 
+from repopt_tf.optimizers.grad_mult import grad_mults_for_model
+
 BLOCK_CONV = re.compile(r"stage\d+_block\d+_conv")
 
 
@@ -27,6 +29,7 @@ def block_convs(model):
 
 def extract_scales(hs_model):
     """Returns `[{"conv": s, "1x1": t, "identity": gamma or None}, ...]`."""
+    layers = {layer.name: layer for layer in hs_model.layers}
     blocks = []
     for conv in block_convs(hs_model):
         prefix = conv.name[: -len("_conv")]
@@ -38,10 +41,9 @@ def extract_scales(hs_model):
                 f"{hs_model.name} is not a hyper-search model: block {prefix} "
                 "has no trainable scales (build it with kind='hs')."
             ) from error
-        identity = None
-        if f"{prefix}_scale_identity" in {l.name for l in hs_model.layers}:
-            layer = hs_model.get_layer(f"{prefix}_scale_identity")
-            identity = np.asarray(layer.scale).reshape(-1)
+        identity = layers.get(f"{prefix}_scale_identity")
+        if identity is not None:
+            identity = np.asarray(identity.scale).reshape(-1)
         blocks.append({
             "conv": np.asarray(s, np.float32),
             "1x1": np.asarray(t, np.float32),
@@ -64,8 +66,6 @@ def reinitialize(model, blocks, use_identity_scales=True, seed=None):
     Warns when the model's BN gammas are not all 1: reinitialising a trained
     model throws its training away (fine-tuning should skip this).
     """
-    from repopt_tf.optimizers.grad_mult import grad_mults_for_model
-
     convs = block_convs(model)
     grad_mults_for_model(model, blocks, BLOCK_CONV.pattern)  # validates
     gammas = [

@@ -48,13 +48,13 @@ def main(argv):
     from repopt_tf.data import representative_images
     from repopt_tf.export import check_full_integer
     from repopt_tf.export import tflite_accuracy
-    from repopt_tf.export.report import keras_accuracy
     from repopt_tf.export.runs import load_run_data
     from repopt_tf.export.runs import locate_model
     from repopt_tf.qat import tf_keras_twin
     from repopt_tf.qat import weights_equal
     from repopt_tf.qat.finetune import convert_qat_int8
     from repopt_tf.qat.finetune import quantize_aware_finetune
+    from repopt_tf.training.evaluation import keras_accuracy
 
     try:
         model_path = locate_model(FLAGS.workdir, FLAGS.model)

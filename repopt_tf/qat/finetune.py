@@ -8,11 +8,10 @@ from calibration images, fine-tunes with SGD and returns the QAT model; `convert
 """
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from repopt_tf.export.quiet import quiet
+from repopt_tf.export.convert import convert_int8
 
 
 def quantize_aware_model(twin):
@@ -73,12 +72,5 @@ def quantize_aware_finetune(twin, train_data, epochs, calibration_images,
 
 
 def convert_qat_int8(model, representative_images, verbose=False):
-    images = np.asarray(representative_images, np.float32)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([image[None]] for image in images)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    with quiet(verbose):
-        return converter.convert()
+    """Full-integer `.tflite` of a QAT model (same settings as PTQ export)."""
+    return convert_int8(model, representative_images, verbose)

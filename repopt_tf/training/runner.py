@@ -36,6 +36,7 @@ from repopt_tf.scales import save_scales
 from repopt_tf.training.callbacks import StopOnNaN
 from repopt_tf.training.callbacks import TrainingDiverged
 from repopt_tf.training.callbacks import standard_callbacks
+from repopt_tf.training.evaluation import keras_accuracy
 from repopt_tf.training.recipe import build_optimizer
 from repopt_tf.training.recipe import grad_mult_summary
 from repopt_tf.training.recipe import learning_rate_schedule
@@ -146,11 +147,7 @@ class Experiment:
         epochs = self.config.train.epochs
         model, accuracy = self._train("baseline_repvgg", "repvgg", epochs)
         deploy = fuse_repvgg(model)
-        deploy.compile(
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        )
-        fused = self._evaluate(deploy)
+        fused = keras_accuracy(deploy, self.test_data)
         deploy.save(self.workdir / "baseline_repvgg/model_fused.keras")
         log(f"baseline_repvgg: fused deploy model accuracy {fused:.4f}")
         return [
