@@ -12,8 +12,9 @@ the same synthetic batch, alternating timed windows after a warm-up:
 Prints img/s per form (median, min, max over windows), the RepOpt/RepVGG
 ratio per window (min/median/max), the share of step time spent waiting on
 the real tf.data input pipeline, and the peak training memory of each form,
-measured in a fresh child process per form (RSS growth from the first
-training step on; GPU: TF's peak allocator bytes).
+measured in a fresh child process per form from TF's own allocator
+statistics (CPU: the BFC allocator, switched on for the child; GPU: the GPU
+allocator), in total and above the resting weights and optimizer state.
 
     python benchmarks/train_throughput.py --model=repopt_vgg_s --batch=128
     python benchmarks/train_throughput.py --model=repopt_vgg_b1 --image_size=224 \\
@@ -25,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -96,42 +96,20 @@ def synthetic_batch(tf):
     return images, labels
 
 
-def _rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def peak_memory_mb(tf, run_steps):
-    """Peak memory growth (MB) while `run_steps()` trains.
+    """(peak, resting) MB of TF's allocator while `run_steps()` trains.
 
-    GPU: TF's peak allocator bytes. CPU (where TF keeps no allocator
-    statistics): the highest resident set size, sampled every millisecond,
-    minus the resident size before the steps (the model has taken one step
-    before, so tracing is excluded; the parent sets glibc to return freed
-    blocks at once).
+    Resting memory is what is allocated before the steps (weights, optimizer
+    state, the batch); the peak adds activations and op workspaces. GPU: TF's
+    GPU allocator; CPU: TF's BFC allocator, which the parent turns on (with
+    its statistics) through TF_CPU_ALLOCATOR_USE_BFC for the child.
     """
-    gpus = tf.config.list_logical_devices("GPU")
-    if gpus:
-        tf.config.experimental.reset_memory_stats("GPU:0")
-        run_steps()
-        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-    baseline = _rss_mb()
-    peak = [baseline]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_mb())
-            time.sleep(0.001)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        run_steps()
-    finally:
-        done.set()
-        sampler.join()
-    return peak[0] - baseline
+    device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+    resting = tf.config.experimental.get_memory_info(device)["current"]
+    tf.config.experimental.reset_memory_stats(device)
+    run_steps()
+    peak = tf.config.experimental.get_memory_info(device)["peak"]
+    return peak / 2**20, resting / 2**20
 
 
 def memory_child(form):
@@ -146,23 +124,23 @@ def memory_child(form):
         for _ in range(FLAGS.warmup + 2):
             model.train_on_batch(images, labels)
 
-    print(json.dumps({"form": form, "peak_mb": peak_memory_mb(tf, run_steps)}))
+    peak, resting = peak_memory_mb(tf, run_steps)
+    print(json.dumps({"form": form, "peak_mb": peak, "resting_mb": resting}))
 
 
 def measure_memory():
-    peaks = {}
+    """{form: (peak MB, resting MB)}, each form in a fresh child process."""
+    memory = {}
+    args = [a for a in sys.argv[1:] if not a.startswith("--form")]
+    env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="true")
     for form in FORMS:
-        args = [a for a in sys.argv[1:] if not a.startswith("--form")]
-        # Large blocks via mmap and no trimming delay, so that glibc returns
-        # freed tensors at once and the RSS follows TF's working set.
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536",
-                   MALLOC_TRIM_THRESHOLD_="0")
         out = subprocess.run(
             [sys.executable, __file__, *args, f"--form={form}"],
-            capture_output=True, text=True, check=True, env=env,
+            stdout=subprocess.PIPE, text=True, check=True, env=env,
         ).stdout
-        peaks[form] = json.loads(out.strip().splitlines()[-1])["peak_mb"]
-    return peaks
+        result = json.loads(out.strip().splitlines()[-1])
+        memory[form] = result["peak_mb"], result["resting_mb"]
+    return memory
 
 
 def input_wait_share(model):
@@ -219,18 +197,23 @@ def main(argv):
           f"{FLAGS.steps} steps, strategy {FLAGS.strategy} "
           f"({strategy.num_replicas_in_sync} replicas on {device[0].device_type}), "
           f"onednn {FLAGS.onednn}, threads {FLAGS.threads or 'default'}")
-    peaks = measure_memory() if FLAGS.memory else {}
+    memory = measure_memory() if FLAGS.memory else {}
     for form in FORMS:
         rates = sorted(FLAGS.batch / s for s in seconds[form])
-        memory = f", peak train memory {peaks[form]:.0f} MB" if peaks else ""
+        note = ""
+        if memory:
+            peak, resting = memory[form]
+            note = (f", peak train memory {peak:.1f} MB "
+                    f"({peak - resting:.1f} MB above resting)")
         print(f"{LABELS[form]:>11}: {statistics.median(rates):8.1f} img/s "
-              f"(min {rates[0]:.1f}, max {rates[-1]:.1f}){memory}")
+              f"(min {rates[0]:.1f}, max {rates[-1]:.1f}){note}")
     ratios = sorted(b / a for a, b in zip(seconds["repopt"], seconds["repvgg"]))
     print(f"ratio RepOpt/RepVGG img/s: median {statistics.median(ratios):.2f} "
           f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})")
-    if peaks:
-        ratio = peaks["repopt"] / peaks["repvgg"] if peaks["repvgg"] > 0 else float("nan")
-        print(f"ratio RepOpt/RepVGG peak memory: {ratio:.2f}")
+    if memory:
+        (ours, our_rest), (theirs, their_rest) = memory["repopt"], memory["repvgg"]
+        print(f"ratio RepOpt/RepVGG peak memory: {ours / theirs:.2f} "
+              f"(above resting: {(ours - our_rest) / (theirs - their_rest):.2f})")
     if FLAGS.input_wait:
         share = input_wait_share(models["repopt"])
         print(f"RepOpt-VGG step time waiting on the Fashion-MNIST tf.data "

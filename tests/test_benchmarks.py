@@ -21,10 +21,14 @@ def test_train_throughput_prints_ratios():
     out = _run("train_throughput.py", "--model=repopt_vgg_tiny", "--batch=8",
                "--image_size=16", "--steps=2", "--windows=2", "--warmup=1")
     for label in ("RepOpt-VGG", "RepVGG", "plain VGG"):
-        assert re.search(rf"{label}: +[\d.]+ img/s .*peak train memory -?\d+ MB", out)
+        match = re.search(rf"{label}: +[\d.]+ img/s .*peak train memory "
+                          rf"([\d.]+) MB \(([\d.]+) MB above resting\)", out)
+        peak, working = map(float, match.groups())
+        assert peak > working > 0
     assert re.search(r"ratio RepOpt/RepVGG img/s: median [\d.]+ \(min [\d.]+, "
                      r"max [\d.]+\)", out)
-    assert re.search(r"ratio RepOpt/RepVGG peak memory: ([\d.]+|nan)", out)
+    assert re.search(r"ratio RepOpt/RepVGG peak memory: [\d.]+ "
+                     r"\(above resting: [\d.]+\)", out)
     assert re.search(r"waiting on the Fashion-MNIST tf.data pipeline: \d+%", out)
 
 

@@ -50,8 +50,7 @@ def test_layer_names_and_padding():
     model = build_model("repopt_vgg_b1", 1000, (64, 64, 3))
     conv = model.get_layer("stage3_block7_conv")
     assert conv.padding == "valid" and conv.kernel.shape == (3, 3, 512, 512)
-    assert isinstance(model.get_layer("stage3_block7_pad"),
-                      keras.layers.ZeroPadding2D)
+    assert conv.zero_padding == 1
     bn = model.get_layer("stage3_block7_bn")
     assert bn.epsilon == 1e-5 and bn.momentum == 0.9
     assert model.get_layer("stage1_block0_conv").strides == (2, 2)
@@ -209,26 +208,43 @@ def test_grad_mults_from_model_use_eq3():
         grad_mult(b["conv"], b["1x1"], True, 16))
 
 
-@pytest.mark.parametrize("kernel_size,strides,padding", [
-    (3, 1, "valid"), (1, 1, "valid"), (3, 2, "valid"), (3, 1, "same")])
-def test_fast_grad_conv_matches_keras_conv(kernel_size, strides, padding):
+@pytest.mark.parametrize("kernel_size,strides,padding,zero_padding,size", [
+    (3, 1, "valid", 0, 7), (1, 1, "valid", 0, 7), (3, 2, "valid", 0, 7),
+    (3, 1, "same", 0, 7), (3, 1, "valid", 1, 2), (3, 2, "valid", 1, 8),
+    (3, 2, "valid", 1, 7), (1, 2, "valid", 0, 4), ((2, 3), 3, "valid", 2, 5),
+    (5, 2, "valid", 1, 9)])
+def test_fast_grad_conv_matches_keras_conv(kernel_size, strides, padding,
+                                          zero_padding, size):
     import tensorflow as tf
 
     from repopt_tf.models.fast_conv import FastGradConv2D
 
-    x = tf.random.stateless_normal((4, 7, 7, 5), seed=(1, 2))
-    fast = FastGradConv2D(6, kernel_size, strides=strides, padding=padding)
-    stock = keras.layers.Conv2D(6, kernel_size, strides=strides, padding=padding)
+    x = tf.random.stateless_normal((4, size, size + 1, 5), seed=(1, 2))
+    fast = FastGradConv2D(6, kernel_size, strides=strides, padding=padding,
+                          zero_padding=zero_padding)
+    stock = keras.Sequential([
+        keras.layers.ZeroPadding2D(zero_padding),
+        keras.layers.Conv2D(6, kernel_size, strides=strides, padding=padding)])
     fast.build(x.shape)
     stock.build(x.shape)
     stock.set_weights(fast.get_weights())
+    assert fast.compute_output_shape(x.shape) == stock.compute_output_shape(x.shape)
     grads = []
     for layer in (fast, stock):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x)
             loss = tf.reduce_sum(y * tf.sin(y))
-        grads.append(tape.gradient(loss, [x, layer.kernel, layer.bias]))
-    np.testing.assert_allclose(fast(x), stock(x), rtol=1e-6)
+        grads.append(tape.gradient(loss, [x, *layer.trainable_weights]))
+    np.testing.assert_allclose(fast(x), stock(x), rtol=1e-5, atol=1e-5)
     for ours, theirs in zip(*grads):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_grad_conv_rejects_zero_padding_with_same():
+    from repopt_tf.models.fast_conv import FastGradConv2D
+
+    with pytest.raises(ValueError, match="zero_padding"):
+        FastGradConv2D(4, 3, padding="same", zero_padding=1)
+    with pytest.raises(ValueError, match="zero_padding"):
+        FastGradConv2D(4, 3, zero_padding=-1)

@@ -1,11 +1,11 @@
 """The four forms of one RepOpt-VGG block, with aligned layer names.
 
 Every block maps `x` to `ReLU(BN(...))` (RepVGG: `ReLU(sum of BN branches)`)
-with a symmetric `ZeroPadding2D(1)` + `valid` 3x3 conv of stride 1 or 2, so
-that the 1x1 branch lands exactly on the 3x3 centre tap. Names for a block
-called `name` (e.g. `stage3_block7`):
-
-Convs are `FastGradConv2D` (a Conv2D with a faster CPU input gradient).
+with a 3x3 conv of stride 1 or 2 and symmetric zero padding 1, so that the
+1x1 branch lands exactly on the 3x3 centre tap. Convs are `FastGradConv2D`
+(padding inside the op and a fast CPU input gradient); the 3x3 conv of an
+RPG block is a `RingConv2D` after a `{name}_pad` `ZeroPadding2D(1)`. Names
+for a block called `name` (e.g. `stage3_block7`):
 
 - `plain`   : `{name}_conv` (3x3, no bias) -> `{name}_bn` -> `{name}_relu`
 - `hs`      : `s*{name}_conv(x) + t*{name}_conv1x1(x) (+ gamma*x)` with
@@ -76,17 +76,17 @@ def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None):
     if kind not in BLOCK_KINDS:
         raise ValueError(f"kind must be one of {BLOCK_KINDS}, got {kind!r}.")
     identity = has_identity(x.shape[-1], filters, stride)
-    padded = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
     if ring is not None:
         ring_tensor, offset, seed, mode, ring_std = ring
+        padded = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
         conv = RingConv2D(filters, 3, strides=stride, offset=offset, seed=seed,
                           mode=mode, ring_std=ring_std,
                           name=f"{name}_conv")([padded, ring_tensor])
     else:
         conv = FastGradConv2D(
-            filters, 3, strides=stride, padding="valid",
+            filters, 3, strides=stride, zero_padding=1,
             use_bias=kind == "deploy", name=f"{name}_conv",
-        )(padded)
+        )(x)
     if kind in ("plain", "deploy"):
         out = conv if kind == "deploy" else batch_norm(f"{name}_bn")(conv)
         return keras.layers.ReLU(name=f"{name}_relu")(out)
