@@ -41,7 +41,8 @@ flags.DEFINE_integer("windows", 5, "Timed windows per form.", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps per form.", lower_bound=1)
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
 flags.DEFINE_integer("threads", 0, "TF intra- and inter-op threads (0: TF default).")
-flags.DEFINE_enum("onednn", "default", ["default", "on", "off"], "TF_ENABLE_ONEDNN_OPTS.")
+flags.DEFINE_enum("onednn", "on", ["on", "off", "tf_default"],
+                  "TF_ENABLE_ONEDNN_OPTS (train.py's default is on).")
 flags.DEFINE_bool("memory", True, "Measure peak memory (one child process per form).")
 flags.DEFINE_bool("input_wait", True, "Measure waiting on the Fashion-MNIST tf.data pipeline.")
 flags.DEFINE_string("form", None, "Internal: measure memory of one form and exit.")
@@ -53,7 +54,7 @@ LABELS = {"repopt": "RepOpt-VGG", "repvgg": "RepVGG", "plain": "plain VGG"}
 
 def setup_tensorflow():
     """Applies --onednn and --threads; must run before TF is imported."""
-    if FLAGS.onednn != "default":
+    if FLAGS.onednn != "tf_default":
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if FLAGS.onednn == "on" else "0"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -120,8 +121,8 @@ def memory_child(form):
     model = build_form(form, get_strategy(FLAGS.strategy))
     model.train_on_batch(images, labels)  # trace and allocate once
 
-    def run_steps():
-        for _ in range(FLAGS.warmup + 2):
+    def run_steps():  # the peak varies with the op schedule: take many steps
+        for _ in range(FLAGS.warmup + 2 * FLAGS.steps):
             model.train_on_batch(images, labels)
 
     peak, resting = peak_memory_mb(tf, run_steps)

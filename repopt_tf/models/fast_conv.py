@@ -16,9 +16,9 @@ convolution of a window of `dy` with a small kernel of `s*s*C_in` output
 channels gathered from `K`, followed by `depth_to_space(s)`. At `s = 1` this
 is the textbook `conv(dy, flip(K)^T)` with padding `k-1-p`. It runs through
 the fast forward kernel (about 2 ms on the shapes above) and needs no large
-workspace. The kernel gradient keeps TF's own op (faster than the forward-
-conv alternatives tried; see docs/results.md). On GPUs the stock gradients
-are used.
+workspace. The kernel gradient keeps TF's own op, which was faster than the
+forward-conv formulations tried (docs/results.md). On GPUs the stock
+gradients are used.
 
 `zero_padding` pads every side (PyTorch's `padding=p`, which keeps a 1x1
 branch on the 3x3 centre tap at stride 2, where Keras's "same" pads one side
@@ -33,19 +33,20 @@ import numpy as np
 import tensorflow as tf
 
 
-def _window(dy, axis, start, length):
-    """`dy[start : start + length]` along `axis`, zero-filled outside."""
-    size = dy.shape[axis]
-    before, after = max(0, -start), max(0, start + length - size)
-    crop_start, crop_end = max(0, start), min(size, start + length)
-    begin = [0] * 4
-    begin[axis] = crop_start
-    extent = [-1] * 4
-    extent[axis] = crop_end - crop_start
-    dy = tf.slice(dy, begin, extent)
-    paddings = [[0, 0]] * 4
-    paddings[axis] = [before, after]
-    return tf.pad(dy, paddings) if before or after else dy
+def _window(dy, windows):
+    """Crops `dy` to `[(start, length)]` windows along H and W.
+
+    Returns the cropped `dy` and the conv paddings that zero-fill the rest.
+    """
+    begin, size, paddings = [0, 0, 0, 0], [-1, -1, -1, -1], [[0, 0]] * 4
+    for axis, (start, length) in enumerate(windows, start=1):
+        end = start + length
+        begin[axis] = max(0, start)
+        size[axis] = min(dy.shape[axis], end) - begin[axis]
+        paddings[axis] = [max(0, -start), max(0, end - dy.shape[axis])]
+    if any(begin) or any(n != dy.shape[i] for i, n in enumerate(size) if n >= 0):
+        dy = tf.slice(dy, begin, size)
+    return dy, paddings
 
 
 def _phase_taps(size, stride, padding):
@@ -66,27 +67,57 @@ def _phase_taps(size, stride, padding):
     return start, taps
 
 
-def _input_gradient(dy, kernel, stride, padding, input_shape):
-    """dx of `conv(pad(x, padding), kernel, stride)` (see the module doc)."""
+def _phase_kernel(kernel, stride, padding):
+    """`(kh, kw, C_in, C_out)` -> window starts and the `(M_h, M_w, C_out,
+    s*s*C_in)` kernel whose output channels are the phases of dx."""
     kh, kw, c_in, c_out = kernel.shape
     start_h, taps_h = _phase_taps(kh, stride, padding)
     start_w, taps_w = _phase_taps(kw, stride, padding)
-    zero_padded = tf.pad(kernel, [[0, 1], [0, 1], [0, 0], [0, 0]])
-    phase_kernel = tf.gather(tf.gather(zero_padded, taps_h, axis=0), taps_w, axis=2)
-    # (t_h, q_h, t_w, q_w, C_in, C_out) -> (t_h, t_w, C_out, q_h * q_w * C_in)
-    phase_kernel = tf.reshape(
-        tf.transpose(phase_kernel, [0, 2, 5, 1, 3, 4]),
-        [len(taps_h), len(taps_w), c_out, stride * stride * c_in])
+    rows, cols = taps_h[:, None, :, None], taps_w[None, :, None, :]
+    index = np.where((rows < kh) & (cols < kw), rows * kw + cols, kh * kw)
+    taps = tf.concat([tf.reshape(kernel, [kh * kw, c_in, c_out]),
+                      tf.zeros([1, c_in, c_out], kernel.dtype)], axis=0)
+    # (t_h, t_w, q_h, q_w, C_in, C_out) -> (t_h, t_w, C_out, q_h * q_w * C_in)
+    phases = tf.transpose(tf.gather(taps, index), [0, 1, 5, 2, 3, 4])
+    shape = [len(taps_h), len(taps_w), c_out, stride * stride * c_in]
+    return (start_h, start_w), tf.reshape(phases, shape)
+
+
+def _input_gradient(dy, kernel, stride, padding, input_shape):
+    """dx of `conv(pad(x, padding), kernel, stride)` (see the module doc)."""
+    (start_h, start_w), phase_kernel = _phase_kernel(kernel, stride, padding)
     height, width = input_shape[1], input_shape[2]
     rows, cols = -(-height // stride), -(-width // stride)
-    dy = _window(dy, 1, start_h, rows + len(taps_h) - 1)
-    dy = _window(dy, 2, start_w, cols + len(taps_w) - 1)
-    dx = tf.nn.conv2d(dy, phase_kernel, 1, "VALID")
+    dy, paddings = _window(dy, [(start_h, rows + phase_kernel.shape[0] - 1),
+                                (start_w, cols + phase_kernel.shape[1] - 1)])
+    dx = tf.nn.conv2d(dy, phase_kernel, 1, paddings)
     if stride > 1:
         dx = tf.nn.depth_to_space(dx, stride)
     if stride * rows != height or stride * cols != width:
         dx = dx[:, :height, :width, :]
     return dx
+
+
+# oneDNN's kernel-gradient op takes VALID padding only. On maps of at least
+# this many positions it is as fast as TF's own EXPLICIT-padding kernel and
+# needs far less workspace (8 vs 27 MB at 16x16x32, batch 128); on smaller
+# maps its fixed cost makes it up to 2.5x slower (docs/results.md).
+_VALID_KERNEL_GRADIENT_MIN_POSITIONS = 256
+
+
+def _kernel_gradient(x, dy, kernel, stride, padding):
+    """dK of `conv(pad(x, padding), K, stride)` with TF's op."""
+    strides, kernel_shape = [1, stride, stride, 1], tf.shape(kernel)
+    if padding and x.shape[1] * x.shape[2] < _VALID_KERNEL_GRADIENT_MIN_POSITIONS:
+        return tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=kernel_shape, out_backprop=dy,
+            strides=strides, padding="EXPLICIT",
+            explicit_paddings=sum(_explicit(padding), []))
+    if padding:
+        x = tf.pad(x, _explicit(padding))
+    return tf.raw_ops.Conv2DBackpropFilter(
+        input=x, filter_sizes=kernel_shape, out_backprop=dy, strides=strides,
+        padding="VALID")
 
 
 def _explicit(padding):
@@ -98,10 +129,7 @@ def _conv_fast_dx(x, kernel, stride, padding):
     def conv(x, kernel):
         def grad(dy):
             dx = _input_gradient(dy, kernel, stride, padding, x.shape)
-            dk = tf.raw_ops.Conv2DBackpropFilter(
-                input=x, filter_sizes=tf.shape(kernel), out_backprop=dy,
-                strides=[1, stride, stride, 1], padding="EXPLICIT",
-                explicit_paddings=sum(_explicit(padding), []))
+            dk = _kernel_gradient(x, dy, kernel, stride, padding)
             return dx, dk
 
         return tf.nn.conv2d(x, kernel, stride, _explicit(padding)), grad
