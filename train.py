@@ -17,10 +17,6 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TF turns its oneDNN kernels on by default only on some CPUs (not on AVX2
-# ones); with them RepOpt-VGG-S trains about 5% faster on 2 CPU cores
-# (benchmarks/train_throughput.py, docs/results.md). Set it to 0 to opt out.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

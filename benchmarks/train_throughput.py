@@ -41,8 +41,8 @@ flags.DEFINE_integer("windows", 5, "Timed windows per form.", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps per form.", lower_bound=1)
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
 flags.DEFINE_integer("threads", 0, "TF intra- and inter-op threads (0: TF default).")
-flags.DEFINE_enum("onednn", "on", ["on", "off", "tf_default"],
-                  "TF_ENABLE_ONEDNN_OPTS (train.py's default is on).")
+flags.DEFINE_enum("onednn", "tf_default", ["tf_default", "on", "off"],
+                  "TF_ENABLE_ONEDNN_OPTS (TF's default is off on AVX2 CPUs).")
 flags.DEFINE_bool("memory", True, "Measure peak memory (one child process per form).")
 flags.DEFINE_bool("input_wait", True, "Measure waiting on the Fashion-MNIST tf.data pipeline.")
 flags.DEFINE_string("form", None, "Internal: measure memory of one form and exit.")
