@@ -11,8 +11,8 @@ padding `p`, write each row of the unpadded input as `r = s*a + q` (phase
 
     dx[s*a + q] = sum_u dy[a + c - u] K[i0 + s*u],   i0 + s*u < k
 
-(columns likewise): all `s*s` phases of `dx` are one stride-1 VALID
-convolution of a window of `dy` with a small kernel of `s*s*C_in` output
+(columns likewise): all `s*s` phases of `dx` are one stride-1 convolution
+of a zero-extended window of `dy` with a small kernel of `s*s*C_in` output
 channels gathered from `K`, followed by `depth_to_space(s)`. At `s = 1` this
 is the textbook `conv(dy, flip(K)^T)` with padding `k-1-p`. It runs through
 the fast forward kernel (about 2 ms on the shapes above) and needs no large

@@ -11,7 +11,6 @@ import tf_keras
 
 
 def _twin_layer(layer):
-    """The tf_keras layer (or layers) doing what `layer` does."""
     config = layer.get_config()
     name = layer.name
     kind = type(layer).__name__
@@ -22,13 +21,10 @@ def _twin_layer(layer):
     if kind == "ZeroPadding2D":
         return tf_keras.layers.ZeroPadding2D(config["padding"], name=name)
     if kind == "Conv2D":
-        conv = tf_keras.layers.Conv2D(
+        return tf_keras.layers.Conv2D(
             config["filters"], config["kernel_size"], strides=config["strides"],
             padding=config["padding"], use_bias=config["use_bias"],
             activation=config["activation"], name=name)
-        padding = config.get("zero_padding", 0)  # FastGradConv2D
-        return ([tf_keras.layers.ZeroPadding2D(padding, name=f"{name}_pad"), conv]
-                if padding else conv)
     if kind == "BatchNormalization":
         return tf_keras.layers.BatchNormalization(
             epsilon=config["epsilon"], momentum=config["momentum"], name=name)
@@ -63,9 +59,10 @@ def tf_keras_twin(model):
     inputs = tf_keras.Input(model.input_shape[1:], name=model.inputs[0].name)
     x = inputs
     for layer in layers:
-        twins = _twin_layer(layer)
-        for twin_layer in twins if isinstance(twins, list) else [twins]:
-            x = twin_layer(x)
+        padding = getattr(layer, "zero_padding", 0)
+        if padding:  # FastGradConv2D pads inside its op; tf_keras needs a layer
+            x = tf_keras.layers.ZeroPadding2D(padding, name=f"{layer.name}_pad")(x)
+        x = _twin_layer(layer)(x)
     twin = tf_keras.Model(inputs, x, name=model.name)
     for layer in layers:
         twin.get_layer(layer.name).set_weights(layer.get_weights())
