@@ -126,7 +126,7 @@ def test_materialize_and_save_load_keep_outputs(tmp_path):
 
     plain = materialize(model)
     assert not ring_layers(plain)
-    assert {type(l).__name__ for l in plain.layers} >= {"Conv2D", "Dense"}
+    assert {type(l).__name__ for l in plain.layers} >= {"FastGradConv2D", "Dense"}
     np.testing.assert_allclose(plain.predict(x, verbose=0), expected,
                                rtol=1e-5, atol=1e-6)
     content = convert_int8(plain, x)
@@ -186,3 +186,28 @@ def test_shared_mode_is_naive_prefix_sharing():
         count = int(np.prod(layer.kernel_shape))
         np.testing.assert_array_equal(layer._indices, np.arange(count) % 50)
         assert np.all(layer._scaled_signs > 0)
+
+
+def test_ring_conv_zero_padding_equals_a_padding_layer():
+    inputs = keras.Input((7, 7, 3))
+    ring = ParameterRing(200, init_std=0.3, name="ring")(inputs)
+    inside = RingConv2D(4, 3, strides=2, zero_padding=1, ring_std=0.3,
+                        name="inside")([inputs, ring])
+    padded = keras.layers.ZeroPadding2D(1)(inputs)
+    outside = RingConv2D(4, 3, strides=2, ring_std=0.3,
+                         name="outside")([padded, ring])
+    model = keras.Model(inputs, [inside, outside])
+    x = tf.random.stateless_normal((2, 7, 7, 3), seed=(3, 4))
+    with tf.GradientTape(persistent=True) as tape:
+        a, b = model(x)
+        losses = [tf.reduce_sum(t * tf.sin(t)) for t in (a, b)]
+    assert a.shape == b.shape == (2, 4, 4, 4)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    ring_variable = model.get_layer("ring").ring
+    grads = [tape.gradient(loss, ring_variable) for loss in losses]
+    np.testing.assert_allclose(*grads, rtol=1e-4, atol=1e-5)
+    # The RPG blocks of build_model pad inside the conv too.
+    rpg = build_model("repopt_vgg_tiny", 10, (16, 16, 3), rpg_dof=0.5)
+    assert all(layer.zero_padding == 1 for layer in ring_layers(rpg)
+               if isinstance(layer, RingConv2D))
+    assert not any(isinstance(l, keras.layers.ZeroPadding2D) for l in rpg.layers)

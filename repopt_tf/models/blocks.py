@@ -3,9 +3,9 @@
 Every block maps `x` to `ReLU(BN(...))` (RepVGG: `ReLU(sum of BN branches)`)
 with a 3x3 conv of stride 1 or 2 and symmetric zero padding 1, so that the
 1x1 branch lands exactly on the 3x3 centre tap. Convs are `FastGradConv2D`
-(padding inside the op and a fast CPU input gradient); the 3x3 conv of an
-RPG block is a `RingConv2D` after a `{name}_pad` `ZeroPadding2D(1)`. Names
-for a block called `name` (e.g. `stage3_block7`):
+(padding inside the op and a fast CPU input gradient), or `RingConv2D` (the
+same, with an RPG kernel). Names for a block called `name` (e.g.
+`stage3_block7`):
 
 - `plain`   : `{name}_conv` (3x3, no bias) -> `{name}_bn` -> `{name}_relu`
 - `hs`      : `s*{name}_conv(x) + t*{name}_conv1x1(x) (+ gamma*x)` with
@@ -78,10 +78,9 @@ def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None):
     identity = has_identity(x.shape[-1], filters, stride)
     if ring is not None:
         ring_tensor, offset, seed, mode, ring_std = ring
-        padded = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
-        conv = RingConv2D(filters, 3, strides=stride, offset=offset, seed=seed,
-                          mode=mode, ring_std=ring_std,
-                          name=f"{name}_conv")([padded, ring_tensor])
+        conv = RingConv2D(filters, 3, strides=stride, zero_padding=1,
+                          offset=offset, seed=seed, mode=mode, ring_std=ring_std,
+                          name=f"{name}_conv")([x, ring_tensor])
     else:
         conv = FastGradConv2D(
             filters, 3, strides=stride, zero_padding=1,

@@ -137,6 +137,25 @@ def _conv_fast_dx(x, kernel, stride, padding):
     return conv(x, kernel)
 
 
+def fast_grad_conv2d(inputs, kernel, strides=(1, 1), padding="valid",
+                     zero_padding=0):
+    """NHWC `ops.conv` of `inputs` zero-padded by `zero_padding` on each side.
+
+    Uses the fast input gradient (module docstring) on the TF backend on CPU
+    for equal strides, `padding="valid"` and static spatial shapes.
+    """
+    strides = tuple(np.broadcast_to(strides, 2).tolist())
+    if (strides[0] == strides[1] and padding == "valid"
+            and keras.backend.backend() == "tensorflow"
+            and None not in inputs.shape[1:]
+            and not tf.config.list_logical_devices("GPU")):
+        return _conv_fast_dx(inputs, tf.convert_to_tensor(kernel), strides[0],
+                             zero_padding)
+    if zero_padding:
+        inputs = keras.ops.pad(inputs, _explicit(zero_padding))
+    return keras.ops.conv(inputs, kernel, strides=strides, padding=padding)
+
+
 @keras.saving.register_keras_serializable(package="repopt_tf")
 class FastGradConv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D` with `zero_padding` and a fast CPU input gradient.
@@ -169,15 +188,10 @@ class FastGradConv2D(keras.layers.Conv2D):
         return super().compute_output_shape(self._padded_shape(input_shape))
 
     def convolution_op(self, inputs, kernel):
-        strides = tuple(self.strides)
-        if (strides[0] == strides[1] and self.padding == "valid"
-                and tuple(self.dilation_rate) == (1, 1)
-                and self.data_format == "channels_last"
-                and keras.backend.backend() == "tensorflow"
-                and None not in inputs.shape[1:]
-                and not tf.config.list_logical_devices("GPU")):
-            return _conv_fast_dx(inputs, tf.convert_to_tensor(kernel),
-                                 strides[0], self.zero_padding)
+        if (tuple(self.dilation_rate) == (1, 1)
+                and self.data_format == "channels_last"):
+            return fast_grad_conv2d(inputs, kernel, self.strides, self.padding,
+                                    self.zero_padding)
         if self.zero_padding:
             inputs = keras.ops.pad(inputs, _explicit(self.zero_padding))
         return super().convolution_op(inputs, kernel)

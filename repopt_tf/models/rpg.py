@@ -23,12 +23,15 @@ The ring gradient is the sum over every use, `dL/dW = sum_i R_i^T dL/dK_i`.
 In a functional model the ring is a layer whose output (the ring vector)
 feeds every `RingConv2D` / `RingDense` as a second input, so `.keras`
 saving and `model.trainable_variables` see it once. `materialize(model)`
-returns the same network with ordinary `Conv2D` / `Dense` kernels.
+returns the same network with ordinary `FastGradConv2D` / `Dense` kernels.
 """
 
 import keras
 import numpy as np
 from keras import ops
+
+from repopt_tf.models.fast_conv import FastGradConv2D
+from repopt_tf.models.fast_conv import fast_grad_conv2d
 
 MODES = ("shared", "permutation", "signed_permutation")
 DEFAULT_RING_STD = 0.05  # He std of a 3x3 conv with ~90 input channels
@@ -128,17 +131,22 @@ class _RingKernel:
 
 @keras.saving.register_keras_serializable(package="repopt_tf")
 class RingConv2D(_RingKernel, keras.layers.Layer):
-    """Conv2D whose kernel is generated from a ring; call on `[x, ring]`."""
+    """Conv2D whose kernel is generated from a ring; call on `[x, ring]`.
+
+    Convolves like `FastGradConv2D` (same arguments, incl. `zero_padding`)
+    and materializes into one.
+    """
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid",
                  use_bias=False, offset=0, seed=0, mode="signed_permutation",
-                 ring_std=DEFAULT_RING_STD, **kwargs):
+                 ring_std=DEFAULT_RING_STD, zero_padding=0, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = tuple(np.broadcast_to(kernel_size, 2).tolist())
         self.strides = tuple(np.broadcast_to(strides, 2).tolist())
         self.padding = padding
         self.use_bias = use_bias
+        self.zero_padding = int(zero_padding)
         self._init_ring(offset, seed, mode, ring_std)
 
     def build(self, input_shape):
@@ -150,27 +158,29 @@ class RingConv2D(_RingKernel, keras.layers.Layer):
 
     def call(self, inputs):
         x, ring = inputs
-        y = ops.conv(x, self.generate_kernel(ring), strides=self.strides,
-                     padding=self.padding)
+        y = fast_grad_conv2d(x, self.generate_kernel(ring), self.strides,
+                             self.padding, self.zero_padding)
         return y if self.bias is None else y + self.bias
 
+    def _plain_conv(self):
+        return FastGradConv2D(self.filters, self.kernel_size,
+                              strides=self.strides, padding=self.padding,
+                              zero_padding=self.zero_padding,
+                              use_bias=self.use_bias, name=self.name)
+
     def compute_output_shape(self, input_shape):
-        layer = keras.layers.Conv2D(self.filters, self.kernel_size,
-                                    strides=self.strides, padding=self.padding)
-        return layer.compute_output_shape(input_shape[0])
+        return self._plain_conv().compute_output_shape(input_shape[0])
 
     def _empty_plain_layer(self):
-        conv = keras.layers.Conv2D(self.filters, self.kernel_size,
-                                   strides=self.strides, padding=self.padding,
-                                   use_bias=self.use_bias, name=self.name)
+        conv = self._plain_conv()
         conv.build((None, None, None, self.kernel_shape[2]))
         return conv
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
                 "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": self.padding, "use_bias": self.use_bias,
-                **self._ring_config()}
+                "padding": self.padding, "zero_padding": self.zero_padding,
+                "use_bias": self.use_bias, **self._ring_config()}
 
 
 @keras.saving.register_keras_serializable(package="repopt_tf")
