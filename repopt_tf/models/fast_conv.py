@@ -153,7 +153,8 @@ def fast_grad_conv2d(inputs, kernel, strides=(1, 1), padding="valid",
                              zero_padding)
     if zero_padding:
         inputs = keras.ops.pad(inputs, _explicit(zero_padding))
-    return keras.ops.conv(inputs, kernel, strides=strides, padding=padding)
+    return keras.ops.conv(inputs, kernel, strides=strides, padding=padding,
+                          data_format="channels_last")
 
 
 @keras.saving.register_keras_serializable(package="repopt_tf")
