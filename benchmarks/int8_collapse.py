@@ -35,7 +35,8 @@ from repopt_tf.training import get_strategy  # noqa: E402
 
 flags.DEFINE_string("workdir", "runs/quickstart", "Quick-start workdir to use or fill.")
 flags.DEFINE_integer("epochs", 3, "Epochs per model (the same for all).")
-flags.DEFINE_integer("train_limit", 20000, "Training images.")
+flags.DEFINE_integer("train_limit", None,
+                     "Training images (default: the quick start's, all).")
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant.")
 flags.DEFINE_integer("representative", 300, "Representative images for PTQ.")
 FLAGS = flags.FLAGS
@@ -53,7 +54,8 @@ def main(argv):
     config = quickstart.get_config()
     config.model = FLAGS.model
     config.train.epochs = FLAGS.epochs
-    config.data.train_limit = FLAGS.train_limit
+    if FLAGS.train_limit is not None:
+        config.data.train_limit = FLAGS.train_limit
     Experiment(config, workdir, get_strategy()).run()  # reuses finished stages
 
     train = load_source(config.data.name, "train")
@@ -75,7 +77,8 @@ def main(argv):
                     f"| {np.mean(centre):.2f} |")
     table = "\n".join([
         f"{FLAGS.model}, Fashion-MNIST, {FLAGS.epochs} epochs on "
-        f"{FLAGS.train_limit} images, {FLAGS.representative} calibration "
+        f"{config.data.train_limit or train.num_examples} images, "
+        f"{FLAGS.representative} calibration "
         f"images, {test.num_examples} test images",
         "",
         "| model | fp32 top-1 | int8 PTQ top-1 | delta (points) | mean kernel "

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,3 +59,17 @@ def test_multirate_transfer_prints_side_by_side_table(tmp_path):
                   "multirate k=5, drift off"):
         assert re.search(rf"\| {label} \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", out)
     assert (tmp_path / "multirate_transfer.md").exists()
+
+
+def test_int8_collapse_prints_the_three_models(tmp_path):
+    out = _run("int8_collapse.py", f"--workdir={tmp_path}",
+               "--model=repopt_vgg_tiny", "--epochs=1", "--train_limit=256",
+               "--representative=16")
+    assert "repopt_vgg_tiny, Fashion-MNIST, 1 epochs on 256 images" in out
+    for label in ("RepOpt-VGG \\(RepOptSGD\\)", "plain VGG \\(SGD\\)",
+                  "RepVGG \\(SGD, fused\\)"):
+        match = re.search(rf"\| {label} \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) "
+                          rf"\| [\d.]+ \| [\d.]+ \|", out)
+        fp32, int8, delta = map(float, match.groups())
+        assert delta == pytest.approx(100 * (int8 - fp32), abs=0.02)
+    assert (tmp_path / "int8_kernel_histograms.png").stat().st_size > 0
