@@ -90,9 +90,15 @@ def test_quickstart_workflow_end_to_end(tmp_path):
     # A rerun reuses finished stages instead of retraining them.
     again = Experiment(tiny_config(), tmp_path, get_strategy()).run()
     assert [r.test_accuracy for r in again] == [r.test_accuracy for r in results]
+    assert recorded["target"]["train_images"] == 256
     with pytest.raises(ValueError, match="use a new --workdir"):
         Experiment(tiny_config(mode="baseline_sgd", epochs=2), tmp_path,
                    get_strategy()).run()
+    other_data = tiny_config(mode="baseline_sgd")
+    other_data.data.train_limit = 320
+    with pytest.raises(ValueError, match="on 256 training images, not "
+                       "repopt_vgg_tiny for 1 on 320; use a new --workdir"):
+        Experiment(other_data, tmp_path, get_strategy()).run()
 
 
 def test_target_mode_uses_scales_and_logs_mults(tmp_path, capsys):

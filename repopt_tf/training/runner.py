@@ -54,6 +54,7 @@ class StageResult:
     epochs: int
     test_accuracy: float
     workdir: str
+    train_images: int | None = None
 
 
 def log(message):
@@ -167,12 +168,17 @@ class Experiment:
         config, train = self.config, self.config.train
         workdir = self.workdir / stage
         finished = self._recorded().get(stage)
-        if finished and (finished["model"], finished["epochs"]) != (
-                config.model, epochs):
+        images = self.train_source.num_examples
+        # Runs recorded before train_images was stored match any size.
+        if finished and (finished["model"], finished["epochs"],
+                         finished.get("train_images") or images) != (
+                config.model, epochs, images):
             raise ValueError(
                 f"{workdir} holds a finished {finished['model']} run of "
-                f"{finished['epochs']} epochs, not {config.model} for {epochs}; "
-                "use a new --workdir."
+                f"{finished['epochs']} epochs on "
+                f"{finished.get('train_images') or 'an unknown number of'} "
+                f"training images, not {config.model} for {epochs} on "
+                f"{images}; use a new --workdir."
             )
         if finished and (workdir / "model.keras").exists():
             log(f"{stage}: already trained in {workdir}, reusing it (delete "
@@ -246,6 +252,7 @@ class Experiment:
             stage, self.config.model, kind,
             f"RepOpt{optimizer}" if repopt else optimizer, epochs, accuracy,
             str(self.workdir / stage.removesuffix("_fused")),
+            self.train_source.num_examples,
         )
         recorded = self._recorded()
         recorded[stage] = dataclasses.asdict(result)
