@@ -8,7 +8,6 @@ the median step time of each and the ratio RepOptSGD / SGD (target <= 1.03).
 """
 
 import statistics
-import time
 
 import keras
 import numpy as np
@@ -19,6 +18,7 @@ from repopt_tf import RepOptSGD
 from repopt_tf import grad_mults_for_model
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
+from step_timing import alternating_step_times
 
 flags.DEFINE_integer("batch", 128, "Batch size.")
 flags.DEFINE_integer("image_size", 32, "Input height and width.")
@@ -52,17 +52,8 @@ def main(argv):
     x = rng.normal(size=(FLAGS.batch, FLAGS.image_size, FLAGS.image_size, 3))
     x = x.astype(np.float32)
     y = rng.integers(0, 10, FLAGS.batch)
-    for model in models.values():
-        for _ in range(FLAGS.warmup):
-            model.train_on_batch(x, y)
-
-    times = {name: [] for name in models}
-    for _ in range(FLAGS.windows):
-        for name, model in models.items():
-            start = time.perf_counter()
-            for _ in range(FLAGS.steps):
-                model.train_on_batch(x, y)
-            times[name].append((time.perf_counter() - start) / FLAGS.steps)
+    times = alternating_step_times(models, (x, y), FLAGS.warmup, FLAGS.windows,
+                                   FLAGS.steps)
 
     print(f"batch {FLAGS.batch}, {FLAGS.image_size}x{FLAGS.image_size}, "
           f"{FLAGS.windows} windows x {FLAGS.steps} steps")

@@ -32,6 +32,8 @@ from pathlib import Path
 from absl import app
 from absl import flags
 
+from step_timing import alternating_step_times
+
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("batch", 128, "Global batch size.", lower_bound=1)
 flags.DEFINE_integer("image_size", 32, "Input height and width.", lower_bound=8)
@@ -181,16 +183,8 @@ def main(argv):
     strategy = get_strategy(FLAGS.strategy)
     images, labels = synthetic_batch(tf)
     models = {form: build_form(form, strategy) for form in FORMS}
-    for model in models.values():
-        for _ in range(FLAGS.warmup):
-            model.train_on_batch(images, labels)
-    seconds = {form: [] for form in FORMS}
-    for _ in range(FLAGS.windows):
-        for form, model in models.items():
-            start = time.perf_counter()
-            for _ in range(FLAGS.steps):
-                model.train_on_batch(images, labels)
-            seconds[form].append((time.perf_counter() - start) / FLAGS.steps)
+    seconds = alternating_step_times(models, (images, labels), FLAGS.warmup,
+                                     FLAGS.windows, FLAGS.steps)
 
     device = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     print(f"{FLAGS.model}, batch {FLAGS.batch}, {FLAGS.image_size}x"
