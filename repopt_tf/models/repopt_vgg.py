@@ -12,8 +12,8 @@ import keras
 import numpy as np
 
 from repopt_tf.models.blocks import block
-from repopt_tf.models.rpg import ParameterRing
 from repopt_tf.models.blocks import squeeze_excite
+from repopt_tf.models.rpg import ParameterRing
 
 # blocks: 3x3 layers per stage 1-4; widths: channels per stage 1-4; stem: the
 # stage-0 width, min(64, 64 * a) in the paper.

@@ -224,6 +224,14 @@ def ring_layers(model):
     return [l for l in model.layers if isinstance(l, _RingKernel)]
 
 
+def _the_ring(model, caller):
+    """The model's one `ParameterRing`; raises unless there is exactly one."""
+    rings = [l for l in model.layers if isinstance(l, ParameterRing)]
+    if len(rings) != 1:
+        raise ValueError(f"{caller} expects one ParameterRing, found {len(rings)}.")
+    return rings[0]
+
+
 def ring_usage(model):
     """`(N, T)`: ring size and generated weights; raises if N > T.
 
@@ -231,10 +239,7 @@ def ring_usage(model):
     uses (they would never train): build custom RPG models, then check them
     with this.
     """
-    rings = [l for l in model.layers if isinstance(l, ParameterRing)]
-    if len(rings) != 1:
-        raise ValueError(f"Expected one ParameterRing, found {len(rings)}.")
-    size = rings[0].size
+    size = _the_ring(model, "ring_usage").size
     total = sum(int(np.prod(l.kernel_shape)) for l in ring_layers(model))
     if size > total:
         raise ValueError(
@@ -245,15 +250,12 @@ def ring_usage(model):
 
 
 def materialize(model):
-    """The same network with plain Conv2D / Dense kernels (no ring).
+    """The same network with plain FastGradConv2D / Dense kernels (no ring).
 
     Ring layers become ordinary layers holding their generated kernels; every
     other layer is cloned with its weights. Outputs are numerically identical.
     """
-    rings = [l for l in model.layers if isinstance(l, ParameterRing)]
-    if len(rings) != 1:
-        raise ValueError(f"materialize expects one ParameterRing, found {len(rings)}.")
-    ring = ops.convert_to_tensor(rings[0].ring)
+    ring = ops.convert_to_tensor(_the_ring(model, "materialize").ring)
 
     def clone(layer):
         if isinstance(layer, _RingKernel):
