@@ -212,7 +212,8 @@ def test_grad_mults_from_model_use_eq3():
     (3, 1, "valid", 0, 7), (1, 1, "valid", 0, 7), (3, 2, "valid", 0, 7),
     (3, 1, "same", 0, 7), (3, 1, "valid", 1, 2), (3, 2, "valid", 1, 8),
     (3, 2, "valid", 1, 7), (1, 2, "valid", 0, 4), ((2, 3), 3, "valid", 2, 5),
-    (5, 2, "valid", 1, 9), (3, 2, "valid", 1, 16)])  # 16x17: padded dK path
+    (5, 2, "valid", 1, 9), (3, 2, "valid", 1, 16), (1, 3, "valid", 0, 7),
+    ((3, 1), 2, "valid", 1, 6)])
 def test_fast_grad_conv_matches_keras_conv(kernel_size, strides, padding,
                                           zero_padding, size):
     import tensorflow as tf

@@ -16,9 +16,21 @@ of a zero-extended window of `dy` with a small kernel of `s*s*C_in` output
 channels gathered from `K`, followed by `depth_to_space(s)`. At `s = 1` this
 is the textbook `conv(dy, flip(K)^T)` with padding `k-1-p`. It runs through
 the fast forward kernel (about 2 ms on the shapes above) and needs no large
-workspace. The kernel gradient keeps TF's own op, which was faster than the
-forward-conv formulations tried (docs/results.md). On GPUs the stock
-gradients are used.
+workspace.
+
+TF's CPU `Conv2DBackpropFilter` allocates an im2col buffer sized for a 30 MB
+working set whatever the batch (25 MB for a 3x3 conv on 16x16x32 maps), the
+largest single allocation of a small net's training step. The kernel
+gradient
+
+    dK[i, j, c, d] = sum_{n, a, b} pad(x)[n, s*a + i, s*b + j, c] dy[n, a, b, d]
+
+is instead one forward convolution with batch and channels swapped: input
+`x` as `(C_in, H, W, N)`, kernel `dy` as `(H_out, W_out, N, C_out)` dilated
+by `s`, output `(C_in, k_h, k_w, C_out)`. It needs only the two transposed
+copies and is as fast or faster on the shapes measured (docs/results.md).
+A 1x1 kernel without padding is a single matmul of the subsampled `x` and
+`dy`. On GPUs the stock gradients are used.
 
 `zero_padding` pads every side (PyTorch's `padding=p`, which keeps a 1x1
 branch on the 3x3 centre tap at stride 2, where Keras's "same" pads one side
@@ -98,26 +110,24 @@ def _input_gradient(dy, kernel, stride, padding, input_shape):
     return dx
 
 
-# oneDNN's kernel-gradient op takes VALID padding only. On maps of at least
-# this many positions it is as fast as TF's own EXPLICIT-padding kernel and
-# needs far less workspace (8 vs 27 MB at 16x16x32, batch 128); on smaller
-# maps its fixed cost makes it up to 2.5x slower (docs/results.md).
-_VALID_KERNEL_GRADIENT_MIN_POSITIONS = 256
-
-
 def _kernel_gradient(x, dy, kernel, stride, padding):
-    """dK of `conv(pad(x, padding), K, stride)` with TF's op."""
-    strides, kernel_shape = [1, stride, stride, 1], tf.shape(kernel)
-    if padding and x.shape[1] * x.shape[2] < _VALID_KERNEL_GRADIENT_MIN_POSITIONS:
-        return tf.raw_ops.Conv2DBackpropFilter(
-            input=x, filter_sizes=kernel_shape, out_backprop=dy,
-            strides=strides, padding="EXPLICIT",
-            explicit_paddings=sum(_explicit(padding), []))
-    if padding:
-        x = tf.pad(x, _explicit(padding))
-    return tf.raw_ops.Conv2DBackpropFilter(
-        input=x, filter_sizes=kernel_shape, out_backprop=dy, strides=strides,
-        padding="VALID")
+    """dK of `conv(pad(x, padding), K, stride)` (see the module doc)."""
+    kh, kw, c_in, c_out = kernel.shape
+    if (kh, kw, padding) == (1, 1, 0):
+        if stride > 1:  # a 1x1 pool picks every s-th position, fast on CPU
+            x = tf.nn.max_pool2d(x, 1, stride, "VALID")
+        return tf.reshape(tf.linalg.matmul(tf.reshape(x, [-1, c_in]),
+                                           tf.reshape(dy, [-1, c_out]),
+                                           transpose_a=True), kernel.shape)
+    # Pad the far side only as far as the last tap row/column reaches.
+    paddings = [[0, 0]] + [
+        [padding, max(0, stride * (dy.shape[axis] - 1) + size
+                      - x.shape[axis] - padding)]
+        for axis, size in ((1, kh), (2, kw))] + [[0, 0]]
+    dk = tf.nn.conv2d(tf.transpose(x, [3, 1, 2, 0]),
+                      tf.transpose(dy, [1, 2, 0, 3]), 1, paddings,
+                      dilations=stride)
+    return tf.transpose(dk[:, :kh, :kw, :], [1, 2, 0, 3])
 
 
 def _explicit(padding):
