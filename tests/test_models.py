@@ -242,6 +242,35 @@ def test_fast_grad_conv_matches_keras_conv(kernel_size, strides, padding,
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
+def test_fast_grad_conv_backward_work_waits_for_the_gradient(waits_for):
+    # Work that needs only x or the kernel (transposing x, gathering the
+    # phase kernel) must not run in the forward pass and be held until the
+    # backward pass: that doubled the activation memory of a training step.
+    import tensorflow as tf
+
+    from repopt_tf.models.fast_conv import fast_grad_conv2d
+
+    @tf.function
+    def backward(x, kernel, dy):
+        y = fast_grad_conv2d(x, kernel, 2, zero_padding=1)
+        return tf.gradients(y, [x, kernel], grad_ys=dy), y
+
+    graph = backward.get_concrete_function(
+        tf.TensorSpec((None, 8, 8, 4)), tf.TensorSpec((3, 3, 4, 6)),
+        tf.TensorSpec((None, 4, 4, 6))).graph
+    x, kernel, dy = graph.inputs[:3]
+    forward = {op for op in graph.get_operations()
+               if op.type == "Conv2D" and op.inputs[0] is x}
+    assert len(forward) == 1
+    late = [op for op in graph.get_operations()
+            if op.type not in ("Placeholder", "Const", "Identity", "IdentityN",
+                               "ZerosLike")
+            and op not in forward and not waits_for(op, dy)]
+    assert late == []
+    ops = {op.type for op in graph.get_operations()}
+    assert {"Transpose", "DepthToSpace"} <= ops  # the fast path was taken
+
+
 def test_fast_grad_conv_rejects_zero_padding_with_same():
     from repopt_tf.models.fast_conv import FastGradConv2D
 

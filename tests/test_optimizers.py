@@ -9,6 +9,7 @@ from repopt_tf import RepOptAdamW
 from repopt_tf import RepOptSGD
 from repopt_tf import grad_mult
 from repopt_tf import grad_mults_for_model
+from repopt_tf.optimizers.multirate import RandomSubsetMultirate
 
 
 def _pytorch_sgd(w0, grads, mult, lr, momentum, nesterov, wd):
@@ -250,3 +251,28 @@ def test_bad_input_raises_clear_errors():
     unknown = RepOptSGD(grad_mults={"nope/kernel": np.ones(3)})
     with pytest.raises(ValueError, match="nope/kernel"):
         unknown.build(model.trainable_variables)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RepOptSGD(0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
+                      grad_mults={"w": np.full((3, 3, 2, 2), 2.0)}),
+    lambda: RandomSubsetMultirate(0.1, k=2)])
+def test_update_math_waits_for_the_gradient(make, waits_for):
+    # TF would otherwise compute `weight_decay * w`, `momentum * buf` or the
+    # slow mask at the start of a training step and hold them through the
+    # backward pass: variable-sized buffers at the step's memory peak.
+    variable = keras.Variable(np.ones((3, 3, 2, 2), "float32"), name="w")
+    optimizer = make()
+    optimizer.build([variable])
+
+    @tf.function
+    def apply(gradient):
+        optimizer.apply_gradients([(gradient, variable)])
+
+    graph = apply.get_concrete_function(tf.TensorSpec((3, 3, 2, 2))).graph
+    gradient = graph.inputs[0]
+    sized = [op for op in graph.get_operations()
+             if op.type in ("Mul", "AddV2", "Sub", "RealDiv")
+             and op.outputs[0].shape.rank == 4]
+    assert sized
+    assert [op.name for op in sized if not waits_for(op, gradient)] == []

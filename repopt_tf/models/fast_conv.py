@@ -138,8 +138,11 @@ def _conv_fast_dx(x, kernel, stride, padding):
     @tf.custom_gradient
     def conv(x, kernel):
         def grad(dy):
-            dx = _input_gradient(dy, kernel, stride, padding, x.shape)
-            dk = _kernel_gradient(x, dy, kernel, stride, padding)
+            # Otherwise TF computes the transposed x and the phase kernel in
+            # the forward pass and holds them until the backward pass.
+            with tf.control_dependencies([dy]):
+                dx = _input_gradient(dy, kernel, stride, padding, x.shape)
+                dk = _kernel_gradient(x, dy, kernel, stride, padding)
             return dx, dk
 
         return tf.nn.conv2d(x, kernel, stride, _explicit(padding)), grad

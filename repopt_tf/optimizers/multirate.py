@@ -26,6 +26,8 @@ import tensorflow as tf
 from keras import ops
 from keras.src.trainers.data_adapters import data_adapter_utils
 
+from repopt_tf.optimizers.after_gradient import after_gradient
+
 
 @keras.saving.register_keras_serializable(package="repopt_tf")
 class MultirateOptimizer(keras.optimizers.Optimizer):
@@ -272,18 +274,20 @@ class RandomSubsetMultirate(keras.optimizers.Optimizer):
         fast_lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
         mu = ops.cast(self.momentum, dtype)
-        mask = self.slow_mask(variable, self.iterations)
-        block_start = ops.cast(self.iterations % self.k == 0, dtype)
-        p_fast, p_slow = self.fast_momentums[index], self.slow_momentums[index]
-        new_fast = mu * p_fast + gradient
-        self.assign(p_fast, mask * p_fast + (1 - mask) * new_fast)
-        refresh = mask * block_start
-        new_slow = refresh * (mu * p_slow + gradient) + (1 - refresh) * p_slow
-        self.assign(p_slow, new_slow)
-        slow_step = fast_lr if self.linear_drift else (
-            fast_lr * self.k * block_start)
-        self.assign_sub(variable, (1 - mask) * fast_lr * new_fast
-                        + mask * slow_step * new_slow)
+        with after_gradient(gradient):
+            mask = self.slow_mask(variable, self.iterations)
+            block_start = ops.cast(self.iterations % self.k == 0, dtype)
+            p_fast = self.fast_momentums[index]
+            p_slow = self.slow_momentums[index]
+            new_fast = mu * p_fast + gradient
+            self.assign(p_fast, mask * p_fast + (1 - mask) * new_fast)
+            refresh = mask * block_start
+            new_slow = refresh * (mu * p_slow + gradient) + (1 - refresh) * p_slow
+            self.assign(p_slow, new_slow)
+            slow_step = fast_lr if self.linear_drift else (
+                fast_lr * self.k * block_start)
+            self.assign_sub(variable, (1 - mask) * fast_lr * new_fast
+                            + mask * slow_step * new_slow)
 
     def get_config(self):
         config = super().get_config()

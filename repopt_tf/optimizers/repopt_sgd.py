@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from repopt_tf.optimizers.after_gradient import after_gradient
 from repopt_tf.optimizers.mult_state import GradMultMixin
 
 
@@ -85,15 +86,16 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
         index = self._get_variable_index(variable)
         learning_rate = ops.cast(learning_rate, variable.dtype)
         step = self._multiply(gradient, variable)
-        if self.weight_decay and self._decays_weight[index]:
-            step = step + ops.cast(self.weight_decay, variable.dtype) * variable
-        if self.momentum != 0:
-            momentum = ops.cast(self.momentum, variable.dtype)
-            buf = self.momentums[index]
-            new_buf = momentum * buf + step
-            self.assign(buf, new_buf)
-            step = step + momentum * new_buf if self.nesterov else new_buf
-        self.assign_sub(variable, learning_rate * step)
+        with after_gradient(step):
+            if self.weight_decay and self._decays_weight[index]:
+                step = step + ops.cast(self.weight_decay, variable.dtype) * variable
+            if self.momentum != 0:
+                momentum = ops.cast(self.momentum, variable.dtype)
+                buf = self.momentums[index]
+                new_buf = momentum * buf + step
+                self.assign(buf, new_buf)
+                step = step + momentum * new_buf if self.nesterov else new_buf
+            self.assign_sub(variable, learning_rate * step)
 
     def _apply_weight_decay(self, variables):
         """No decoupled decay: the L2 term is coupled in `update_step`."""
