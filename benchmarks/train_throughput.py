@@ -14,7 +14,9 @@ ratio per window (min/median/max), the share of step time spent waiting on
 the real tf.data input pipeline, and the peak training memory of each form,
 measured in a fresh child process per form from TF's own allocator
 statistics (CPU: the BFC allocator, switched on for the child; GPU: the GPU
-allocator), in total and above the resting weights and optimizer state.
+allocator), in total and above the resting weights and optimizer state,
+and as the peak of live tensor bytes above resting, summed from the
+allocation events of TF's profiler (without the allocator's rounding).
 
     python benchmarks/train_throughput.py --model=repopt_vgg_s --batch=128
     python benchmarks/train_throughput.py --model=repopt_vgg_b1 --image_size=224 \\
@@ -26,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,6 +118,38 @@ def peak_memory_mb(tf, run_steps):
     return peak / 2**20, resting / 2**20
 
 
+def live_tensor_peak_mb(tf, run_steps):
+    """Peak MB of tensors allocated during `run_steps()` and live at once.
+
+    Summed from the allocation events that TF's profiler records: the bytes
+    the ops asked for, without the allocator's rounding and the unsplit
+    chunks that its peak also counts; relative to the start (resting).
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        run_steps()
+        tf.profiler.experimental.stop()
+        trace = next(Path(logdir).rglob("*.xplane.pb")).read_bytes()
+    events = []
+    for plane in xplane_pb2.XSpace.FromString(trace).planes:
+        for line in plane.lines:
+            for event in line.events:
+                kind = plane.event_metadata[event.metadata_id].name
+                if kind in ("MemoryAllocation", "MemoryDeallocation"):
+                    stats = {plane.stat_metadata[s.metadata_id].name:
+                             s.int64_value or s.uint64_value for s in event.stats}
+                    sign = 1 if kind == "MemoryAllocation" else -1
+                    events.append((line.timestamp_ns * 1000 + event.offset_ps,
+                                   sign * stats["requested_bytes"]))
+    in_use = peak = 0  # relative to the start, which holds the resting memory
+    for _, change in sorted(events):
+        in_use += change
+        peak = max(peak, in_use)
+    return peak / 2**20
+
+
 def memory_child(form):
     tf = setup_tensorflow()
     from repopt_tf.training import get_strategy
@@ -128,11 +163,14 @@ def memory_child(form):
             model.train_on_batch(images, labels)
 
     peak, resting = peak_memory_mb(tf, run_steps)
-    print(json.dumps({"form": form, "peak_mb": peak, "resting_mb": resting}))
+    live = live_tensor_peak_mb(
+        tf, lambda: [model.train_on_batch(images, labels) for _ in range(3)])
+    print(json.dumps({"form": form, "peak_mb": peak, "resting_mb": resting,
+                      "live_mb": live}))
 
 
 def measure_memory():
-    """{form: (peak MB, resting MB)}, each form in a fresh child process."""
+    """{form: (peak, resting, live-tensor peak) MB}, each in a fresh child."""
     memory = {}
     args = [a for a in sys.argv[1:] if not a.startswith("--form")]
     env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="true")
@@ -142,7 +180,7 @@ def measure_memory():
             stdout=subprocess.PIPE, text=True, check=True, env=env,
         ).stdout
         result = json.loads(out.strip().splitlines()[-1])
-        memory[form] = result["peak_mb"], result["resting_mb"]
+        memory[form] = result["peak_mb"], result["resting_mb"], result["live_mb"]
     return memory
 
 
@@ -197,18 +235,21 @@ def main(argv):
         rates = sorted(FLAGS.batch / s for s in seconds[form])
         note = ""
         if memory:
-            peak, resting = memory[form]
+            peak, resting, live = memory[form]
             note = (f", peak train memory {peak:.1f} MB "
-                    f"({peak - resting:.1f} MB above resting)")
+                    f"({peak - resting:.1f} MB above resting; live tensors "
+                    f"{live:.1f} MB)")
         print(f"{LABELS[form]:>11}: {statistics.median(rates):8.1f} img/s "
               f"(min {rates[0]:.1f}, max {rates[-1]:.1f}){note}")
     ratios = sorted(b / a for a, b in zip(seconds["repopt"], seconds["repvgg"]))
     print(f"ratio RepOpt/RepVGG img/s: median {statistics.median(ratios):.2f} "
           f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})")
     if memory:
-        (ours, our_rest), (theirs, their_rest) = memory["repopt"], memory["repvgg"]
+        (ours, our_rest, our_live) = memory["repopt"]
+        (theirs, their_rest, their_live) = memory["repvgg"]
         print(f"ratio RepOpt/RepVGG peak memory: {ours / theirs:.2f} "
-              f"(above resting: {(ours - our_rest) / (theirs - their_rest):.2f})")
+              f"(above resting: {(ours - our_rest) / (theirs - their_rest):.2f}; "
+              f"live tensors: {our_live / their_live:.2f})")
     if FLAGS.input_wait:
         share = input_wait_share(models["repopt"])
         print(f"RepOpt-VGG step time waiting on the Fashion-MNIST tf.data "

@@ -24,13 +24,15 @@ def test_train_throughput_prints_ratios():
                "--image_size=16", "--steps=2", "--windows=2", "--warmup=1")
     for label in ("RepOpt-VGG", "RepVGG", "plain VGG"):
         match = re.search(rf"{label}: +[\d.]+ img/s .*peak train memory "
-                          rf"([\d.]+) MB \(([\d.]+) MB above resting\)", out)
-        peak, working = map(float, match.groups())
+                          rf"([\d.]+) MB \(([\d.]+) MB above resting; live "
+                          rf"tensors ([\d.]+) MB\)", out)
+        peak, working, live = map(float, match.groups())
         assert peak > working > 0
+        assert peak > live > 0
     assert re.search(r"ratio RepOpt/RepVGG img/s: median [\d.]+ \(min [\d.]+, "
                      r"max [\d.]+\)", out)
     assert re.search(r"ratio RepOpt/RepVGG peak memory: [\d.]+ "
-                     r"\(above resting: [\d.]+\)", out)
+                     r"\(above resting: [\d.]+; live tensors: [\d.]+\)", out)
     assert re.search(r"waiting on the Fashion-MNIST tf.data pipeline: \d+%", out)
 
 
