@@ -59,6 +59,20 @@ def test_zero_mult_entries_never_move():
     assert np.all(w[~frozen] != w0[~frozen])
 
 
+@pytest.mark.parametrize("cls", [RepOptSGD, RepOptAdamW])
+def test_grad_mults_are_stored_as_row_and_centre_tap(cls):
+    variable = keras.Variable(np.ones((3, 3, 4, 4), "float32"), name="w")
+    structured = grad_mult(np.arange(1.0, 5.0), np.ones(4), True, 4)
+    random = np.random.default_rng(2).uniform(0.5, 2, (3, 3, 4, 4))
+    stored = []
+    for mult in (structured, random):
+        optimizer = cls(grad_mults={"w": mult})
+        optimizer.build([variable])
+        stored.append(sorted(tuple(v.shape) for v in optimizer.variables
+                             if "grad_mult" in v.name))
+    assert stored == [[(4,), (4, 4)], [(3, 3, 4, 4)]]
+
+
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_mult_one_equals_plain_sgd(nesterov):
     rng = np.random.default_rng(2)

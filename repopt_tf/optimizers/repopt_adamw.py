@@ -57,7 +57,7 @@ class RepOptAdamW(GradMultMixin, keras.optimizers.AdamW):
             )
 
     def update_step(self, gradient, variable, learning_rate):
-        index, mult = self._get_variable_index(variable), self._grad_mult(variable)
+        index = self._get_variable_index(variable)
         learning_rate = ops.cast(learning_rate, variable.dtype)
         gradient = self._multiply(gradient, variable)
         local_step = ops.cast(self.iterations + 1, variable.dtype)
@@ -74,8 +74,7 @@ class RepOptAdamW(GradMultMixin, keras.optimizers.AdamW):
             v_hat = self._velocity_hats[index]
             new_v = ops.maximum(v_hat, new_v)
             self.assign(v_hat, new_v)
-        if mult is not None:
-            new_m = new_m * mult
+        new_m = self._scale(new_m, variable)
         self.assign_sub(variable, alpha * new_m / (ops.sqrt(new_v) + self.epsilon))
 
     def get_config(self):

@@ -112,10 +112,7 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
     def _clip_by_csla_global_norm(self, grads, variables):
         squares = []
         for grad, variable in zip(grads, variables):
-            square = ops.square(ops.cast(grad, "float32"))
-            mult = self._grad_mult(variable)
-            if mult is not None:
-                square = square * ops.cast(mult, "float32")
+            square = self._scale(ops.square(ops.cast(grad, "float32")), variable)
             squares.append(ops.sum(square))
         norm = ops.sqrt(ops.sum(ops.stack(squares)))
         scale = self.global_clipnorm / ops.maximum(norm, self.global_clipnorm)
