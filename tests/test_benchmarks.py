@@ -36,6 +36,15 @@ def test_train_throughput_prints_ratios():
     assert re.search(r"waiting on the Fashion-MNIST tf.data pipeline: \d+%", out)
 
 
+def test_kernel_gradient_prints_per_conv_and_total_ratios():
+    out = _run("kernel_gradient.py", "--model=repopt_vgg_tiny", "--batch=4",
+               "--image_size=16", "--repeats=1", "--windows=1")
+    lines = re.findall(r"stride \d: TF +[\d.]+ ms +[\d.]+ MB \| ours +[\d.]+ ms "
+                       r"+[\d.]+ MB \| time ratio ours/TF [\d.]+", out)
+    assert len(lines) == 6  # the tiny variant's six 3x3 convs
+    assert re.search(r"total: .* time ratio ours/TF [\d.]+", out)
+
+
 def test_optimizer_overhead_prints_ratio():
     out = _run("optimizer_overhead.py", "--model=repopt_vgg_tiny", "--batch=8",
                "--image_size=16", "--steps=2", "--windows=2", "--warmup=1")
