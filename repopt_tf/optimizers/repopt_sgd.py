@@ -1,6 +1,7 @@
 """RepOptSGD: SGD with Grad Mults (Ding et al., ICLR 2023, §3.2, App. A)."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from repopt_tf.optimizers.after_gradient import after_gradient
@@ -86,16 +87,19 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
         index = self._get_variable_index(variable)
         learning_rate = ops.cast(learning_rate, variable.dtype)
         step = self._multiply(gradient, variable)
-        with after_gradient(step):
-            if self.weight_decay and self._decays_weight[index]:
+        if self.weight_decay and self._decays_weight[index]:
+            with after_gradient(step):
                 step = step + ops.cast(self.weight_decay, variable.dtype) * variable
-            if self.momentum != 0:
-                momentum = ops.cast(self.momentum, variable.dtype)
-                buf = self.momentums[index]
-                new_buf = momentum * buf + step
-                self.assign(buf, new_buf)
-                step = step + momentum * new_buf if self.nesterov else new_buf
+        if self.momentum == 0:
             self.assign_sub(variable, learning_rate * step)
+            return
+        # The momentum and weight update written above, in place in one TF
+        # kernel (nothing computed before the gradient exists).
+        tf.raw_ops.ResourceApplyMomentum(
+            var=_handle(variable), accum=_handle(self.momentums[index]),
+            lr=learning_rate, grad=step,
+            momentum=ops.cast(self.momentum, variable.dtype),
+            use_nesterov=self.nesterov)
 
     def _apply_weight_decay(self, variables):
         """No decoupled decay: the L2 term is coupled in `update_step`."""
@@ -122,3 +126,8 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
         config = super().get_config()
         config["grad_mults"] = self._grad_mults_config()
         return config
+
+
+def _handle(variable):
+    """The TF resource handle of a Keras or TF variable."""
+    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
