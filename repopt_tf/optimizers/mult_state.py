@@ -123,7 +123,8 @@ class GradMultMixin:
         return tuple(
             self.add_variable(
                 part.shape, initializer=lambda shape, dtype, m=part: ops.cast(m, dtype),
-                dtype=variable.dtype, name=f"{_name(variable)}_grad_mult_{kind}")
+                dtype=variable.dtype,
+                name=f"{variable.path.replace('/', '_')}_grad_mult_{kind}")
             for kind, part in zip(("row", "centre"), parts))
 
     def _scale(self, tensor, variable):
@@ -154,16 +155,11 @@ class GradMultMixin:
 def _row_and_centre(mult):
     """`(row, centre)` of a `(k, k, Cin, Cout)` mult (odd `k > 1`) whose taps
     other than the centre all equal one `(Cout,)` row; else None."""
-    if mult.ndim != 4 or mult.shape[0] % 2 == 0 or mult.shape[1] % 2 == 0:
-        return None
-    if mult.shape[0] * mult.shape[1] == 1:
+    if (mult.ndim != 4 or mult.shape[0] % 2 == 0 or mult.shape[1] % 2 == 0
+            or mult.shape[:2] == (1, 1)):
         return None
     centre = mult[mult.shape[0] // 2, mult.shape[1] // 2]
     taps = mult.reshape(-1, *mult.shape[2:])
     others = np.delete(taps, taps.shape[0] // 2, axis=0)
     row = others[0, 0]
     return (row, centre) if np.array_equal(others, np.broadcast_to(row, others.shape)) else None
-
-
-def _name(variable):
-    return variable.path.replace("/", "_")

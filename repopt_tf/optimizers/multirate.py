@@ -26,8 +26,6 @@ import tensorflow as tf
 from keras import ops
 from keras.src.trainers.data_adapters import data_adapter_utils
 
-from repopt_tf.optimizers.after_gradient import after_gradient
-
 
 @keras.saving.register_keras_serializable(package="repopt_tf")
 class MultirateOptimizer(keras.optimizers.Optimizer):
@@ -274,7 +272,10 @@ class RandomSubsetMultirate(keras.optimizers.Optimizer):
         fast_lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
         mu = ops.cast(self.momentum, dtype)
-        with after_gradient(gradient):
+        # Not before the gradient exists: TF would draw the mask and form the
+        # momentum products at the start of the step and hold them through
+        # the backward pass, where the step's memory peaks.
+        with tf.control_dependencies([gradient]):
             mask = self.slow_mask(variable, self.iterations)
             block_start = ops.cast(self.iterations % self.k == 0, dtype)
             p_fast = self.fast_momentums[index]

@@ -4,7 +4,6 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from repopt_tf.optimizers.after_gradient import after_gradient
 from repopt_tf.optimizers.mult_state import GradMultMixin
 
 
@@ -88,7 +87,10 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
         learning_rate = ops.cast(learning_rate, variable.dtype)
         step = self._multiply(gradient, variable)
         if self.weight_decay and self._decays_weight[index]:
-            with after_gradient(step):
+            # Not before the gradient exists: TF would run `wd * w` at the
+            # start of the step and hold it through the backward pass, where
+            # the step's memory peaks.
+            with tf.control_dependencies([step]):
                 step = step + ops.cast(self.weight_decay, variable.dtype) * variable
         if self.momentum == 0:
             self.assign_sub(variable, learning_rate * step)
