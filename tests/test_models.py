@@ -61,7 +61,7 @@ def test_se_variant_has_se_after_each_block():
     model = build_model("repopt_vgg_l2_se", 10, (32, 32, 3))
     reduce = model.get_layer("stage3_block5_se_reduce")
     assert reduce.filters == 640 // 4
-    assert len([l for l in model.layers if l.name.endswith("_se")]) == 47
+    assert len([l for l in model.layers if l.name.endswith("_se")]) == 48
 
 
 def test_preprocessing_inside_model_takes_raw_pixels():

@@ -16,12 +16,24 @@ same, with an RPG kernel). Names for a block called `name` (e.g.
 - `deploy`  : `{name}_conv` (3x3 with bias) -> `{name}_relu` (fused RepVGG)
 """
 
+import re
+
 import keras
 
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.rpg import RingConv2D
 
 BLOCK_KINDS = ("plain", "hs", "repvgg", "deploy")
+_BLOCK_LAYER = re.compile(r"(stage(\d+)_block(\d+))_(\w+)")
+
+
+def split_block_layer(layer_name):
+    """`"stage3_block7_bn1x1"` -> `("stage3_block7", 3, 7, "bn1x1")`, else None."""
+    match = _BLOCK_LAYER.fullmatch(layer_name)
+    if match is None:
+        return None
+    block, stage, index, part = match.groups()
+    return block, int(stage), int(index), part
 
 
 def batch_norm(name):

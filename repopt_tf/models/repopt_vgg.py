@@ -51,6 +51,36 @@ VARIANTS = {
         blocks=(1, 2, 1, 1), widths=(8, 16, 16, 32), stem=8,
         description="Tiny (44K): unit tests and smoke runs.",
     ),
+    # RepVGG (Ding et al., CVPR 2021, Table 2): the same topology, for the
+    # authors' released RepVGG checkpoints (kind="repvgg" or "deploy").
+    "repvgg_a0": dict(
+        blocks=(2, 4, 14, 1), widths=(48, 96, 192, 1280), stem=48,
+        description="RepVGG-A0 (8.3M deployed).",
+    ),
+    "repvgg_a1": dict(
+        blocks=(2, 4, 14, 1), widths=(64, 128, 256, 1280), stem=64,
+        description="RepVGG-A1 (12.8M deployed).",
+    ),
+    "repvgg_a2": dict(
+        blocks=(2, 4, 14, 1), widths=(96, 192, 384, 1408), stem=64,
+        description="RepVGG-A2 (25.5M deployed).",
+    ),
+    "repvgg_b0": dict(
+        blocks=(4, 6, 16, 1), widths=(64, 128, 256, 1280), stem=64,
+        description="RepVGG-B0 (14.3M deployed).",
+    ),
+    "repvgg_b1": dict(
+        blocks=(4, 6, 16, 1), widths=(128, 256, 512, 2048), stem=64,
+        description="RepVGG-B1 (51.8M deployed).",
+    ),
+    "repvgg_b2": dict(
+        blocks=(4, 6, 16, 1), widths=(160, 320, 640, 2560), stem=64,
+        description="RepVGG-B2 (80.3M deployed).",
+    ),
+    "repvgg_b3": dict(
+        blocks=(4, 6, 16, 1), widths=(192, 384, 768, 2560), stem=64,
+        description="RepVGG-B3 (111.0M deployed).",
+    ),
 }
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -87,6 +117,7 @@ def build_model(
     rpg_dof=None,
     rpg_mode="signed_permutation",
     rpg_seed=0,
+    weights=None,
 ):
     """Builds a RepOpt-VGG variant.
 
@@ -106,6 +137,11 @@ def build_model(
             `round(rpg_dof * T)` entries, T the generated weights; in (0, 1].
         rpg_mode, rpg_seed: the ring's mode (see `repopt_tf.models.rpg`) and
             the seed of its permutations, signs and init.
+        weights: a file to load (Keras applications' convention): the
+            authors' PyTorch checkpoint of this variant and kind (read
+            without torch), a `.keras` model or `.weights.h5`. See
+            `repopt_tf.checkpoints.load_weights` for EMA weights and for
+            loading all but the classifier.
     """
     spec = _spec(name)
     plan = list(_block_plan(spec, input_shape[-1]))
@@ -135,12 +171,18 @@ def build_model(
                   hs_scale_init=hs_scale_init(index), ring=ring)
         if ring is not None:
             ring[1] += 9 * cin * cout
-        if spec.get("se") and not block_name.startswith("stage0"):
+        if spec.get("se"):
             x = squeeze_excite(x, block_name)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = keras.layers.Dense(num_classes, name="classifier")(x)
     suffix = kind if ring is None else f"rpg{rpg_dof:g}"
-    return keras.Model(inputs, outputs, name=f"{name}_{suffix}")
+    model = keras.Model(inputs, outputs, name=f"{name}_{suffix}")
+    if weights is not None:
+        # Imported here: repopt_tf.checkpoints maps onto this module's models.
+        from repopt_tf.checkpoints import load_weights
+
+        load_weights(model, weights)
+    return model
 
 
 def _block_plan(spec, channels):

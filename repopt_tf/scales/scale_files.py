@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from repopt_tf.scales.torch_pickle import read_torch_state_dict
+from repopt_tf.checkpoints.torch_file import read_state_dict
 
 PRESET_DIR = Path(__file__).parent / "presets"
-_KEY = re.compile(r"(?:module\.)?stage(\d+)(?:\.(\d+))?\.scale_(conv|1x1|identity)\.weight")
+_KEY = re.compile(r"stage(\d+)(?:\.(\d+))?\.scale_(conv|1x1|identity)\.weight")
 
 
 def list_presets():
@@ -30,7 +30,12 @@ def list_presets():
 
 
 def load_scales(path_or_preset):
-    """Reads scales from a preset name, our `.npz`, or an official `.pth`."""
+    """Reads scales from a preset name, our `.npz`, or an official `.pth`.
+
+    A `.pth` may be the authors' scales file or a whole hyper-search
+    checkpoint (`output/.../latest.pth` of their training script): the
+    `stageN[.i].scale_*.weight` tensors are read, everything else ignored.
+    """
     source = str(path_or_preset)
     if source in list_presets():
         return load_scales(PRESET_DIR / f"{source}.npz")
@@ -42,7 +47,7 @@ def load_scales(path_or_preset):
         )
     if path.suffix == ".npz":
         return _load_npz(path)[0]
-    return scales_from_state_dict(read_torch_state_dict(path), source)
+    return scales_from_state_dict(read_state_dict(path), source)
 
 
 def load_scales_metadata(path_or_preset):
