@@ -101,7 +101,6 @@ def _rebuild_parameter(data, requires_grad, backward_hooks, *unused):
 
 def _allowed(module, name):
     """The object a pickle global may resolve to, or None."""
-    module = {"__builtin__": "builtins"}.get(module, module)  # protocol 2
     if (module, name) == ("collections", "OrderedDict"):
         from collections import OrderedDict
 
@@ -127,6 +126,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module, name):
+        module = {"__builtin__": "builtins"}.get(module, module)  # protocol 2
         found = _allowed(module, name)
         if found is None:
             raise UnsafeCheckpointError(
@@ -213,8 +213,6 @@ def state_dict_from_checkpoint(checkpoint, ema=False, source="checkpoint"):
     for key, value in state.items():
         if isinstance(value, np.ndarray):
             tensors[key.removeprefix("module.")] = value
-    if not tensors:
-        raise ValueError(f"{source} holds no tensors.")
     return tensors
 
 

@@ -144,7 +144,7 @@ def build_model(
             loading all but the classifier.
     """
     spec = _spec(name)
-    plan = list(_block_plan(spec, input_shape[-1]))
+    plan = list(block_plan(spec, input_shape[-1]))
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     if include_preprocessing:
@@ -185,7 +185,7 @@ def build_model(
     return model
 
 
-def _block_plan(spec, channels):
+def block_plan(spec, channels):
     """`(name, in_channels, out_channels, stride, index in stage)` per block."""
     yield "stage0_block0", channels, spec["stem"], 2, 0
     channels = spec["stem"]
