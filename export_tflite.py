@@ -1,12 +1,18 @@
-"""Export a trained model to full-integer int8 TFLite and report on it.
+"""Export a model to full-integer int8 TFLite and report on it.
 
     python export_tflite.py --workdir=runs/quickstart        # exports target/model.keras
     python export_tflite.py --model=runs/x/baseline_repvgg/model_fused.keras
+    python export_tflite.py --checkpoint=RepOpt-VGG-B1-acc78.62.pth \\
+        --data=imagenet2012 --manual_dir=/data/imagenet   # authors' .pth, no torch
 
 Writes model_fp32.tflite, model_int8.tflite, export_report.json,
-export_report.md and kernel_histogram.png next to the model (or into
---output_dir). The data set is read from the run's config.json when there is
-one (else --data). Converter messages are hidden unless --verbose.
+export_report.md and kernel_histogram.png next to the model (for a
+checkpoint: into CHECKPOINT_STEM_tflite/ beside it; or into --output_dir).
+For a train.py model the data set is read from the run's config.json when
+there is one (else --data). A PyTorch checkpoint (RepOpt-VGG target, RepVGG
+train or deploy form) is imported without torch; its variant, classes and
+form come from the file, a RepVGG training form is fused first. Converter
+messages are hidden unless --verbose.
 """
 
 import os
@@ -20,6 +26,18 @@ from absl import flags  # noqa: E402
 
 flags.DEFINE_string("workdir", None, "A train.py workdir (uses target/model.keras).")
 flags.DEFINE_string("model", None, "Path of a .keras model (overrides --workdir).")
+flags.DEFINE_string("checkpoint", None,
+                    "The authors' PyTorch checkpoint (.pth) to import and export.")
+flags.DEFINE_string("variant", None,
+                    "With --checkpoint: the variant (default: from the file's shapes).")
+flags.DEFINE_bool("ema", False, "With --checkpoint: export its EMA weights.")
+flags.DEFINE_integer("image_size", 224, "With --checkpoint: input size.", lower_bound=8)
+flags.DEFINE_float("crop_fraction", None,
+                   "Evaluation centre crop (default 0.875 for --checkpoint, "
+                   "else 1: fit the image).", lower_bound=0.1, upper_bound=1.0)
+flags.DEFINE_string("manual_dir", None, "imagenet2012 tar files (tensorflow-datasets).")
+flags.DEFINE_string("eval_split", None,
+                    "Evaluation split (default: validation for imagenet2012, else test).")
 flags.DEFINE_string("output_dir", None, "Where to write (default: the model's folder).")
 flags.DEFINE_string("data", None, "Data set (default: the run's config, else fashion_mnist).")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets / Fashion-MNIST folder.")
@@ -29,6 +47,17 @@ flags.DEFINE_integer("latency_runs", 100, "Timed invokes per latency setting.", 
 flags.DEFINE_list("threads", ["1", "2"], "Thread counts for latency.")
 flags.DEFINE_bool("verbose", False, "Show the converter's messages.")
 FLAGS = flags.FLAGS
+
+FALLBACK_WARNING = """
+==============================================================================
+WARNING: no --data given. Calibrating on Fashion-MNIST, grey images resized to
+{size}x{size} RGB: NOT the data this checkpoint was trained on. int8 ranges are
+calibrated on the wrong images and top-1 cannot be measured (other classes);
+the report shows int8-vs-fp32 agreement on {limit} images only. For real numbers
+pass --data=imagenet2012 --manual_dir=DIR, or --data=folder:/path/to/images.
+==============================================================================
+"""
+
 
 def main(argv):
     if len(argv) > 1:
@@ -41,31 +70,62 @@ def main(argv):
     import keras
 
     import repopt_tf.models  # noqa: F401  (registers custom layers)
+    from repopt_tf.checkpoints import model_from_checkpoint
     from repopt_tf.export import export_model
+    from repopt_tf.export.runs import load_export_data
     from repopt_tf.export.runs import load_run_data
     from repopt_tf.export.runs import locate_model
 
+    def log(message):
+        print(f"[export] {message}", flush=True)
+
     try:
-        model_path = locate_model(FLAGS.workdir, FLAGS.model)
-        print(f"[export] model {model_path}")
-        model = keras.models.load_model(model_path, compile=False)
-        train, test = load_run_data(model_path, FLAGS.data, FLAGS.data_dir,
-                                    FLAGS.eval_limit)
-        output_dir = Path(FLAGS.output_dir or model_path.parent)
+        if FLAGS.checkpoint:
+            checkpoint = Path(FLAGS.checkpoint)
+            model, loaded = model_from_checkpoint(
+                checkpoint, FLAGS.variant, FLAGS.image_size, FLAGS.ema)
+            log(f"{loaded}")
+            log(f"model {model.name}: {model.count_params():,} parameters, "
+                f"input {model.input_shape[1:]}, {model.output_shape[-1]} classes")
+            eval_limit = FLAGS.eval_limit
+            if not FLAGS.data:
+                eval_limit = eval_limit or 500
+                print(FALLBACK_WARNING.format(size=FLAGS.image_size,
+                                              limit=eval_limit),
+                      file=sys.stderr, flush=True)
+            train, test = load_export_data(
+                FLAGS.data or "fashion_mnist", FLAGS.data_dir, FLAGS.manual_dir,
+                FLAGS.eval_split, eval_limit)
+            output_dir = Path(FLAGS.output_dir or checkpoint.parent
+                              / f"{checkpoint.name.split('.')[0]}_tflite")
+            crop_fraction = FLAGS.crop_fraction or 0.875
+            measure_top1 = bool(FLAGS.data)
+        else:
+            model_path = locate_model(FLAGS.workdir, FLAGS.model)
+            log(f"model {model_path}")
+            model = keras.models.load_model(model_path, compile=False)
+            train, test = load_run_data(model_path, FLAGS.data, FLAGS.data_dir,
+                                        FLAGS.eval_limit)
+            output_dir = Path(FLAGS.output_dir or model_path.parent)
+            crop_fraction = FLAGS.crop_fraction or 1.0
+            measure_top1 = True
         report = export_model(
             model, train, test, output_dir, representative=FLAGS.representative,
             latency_runs=FLAGS.latency_runs, threads=threads,
-            verbose=FLAGS.verbose, log=lambda m: print(f"[export] {m}", flush=True),
+            verbose=FLAGS.verbose, log=log, crop_fraction=crop_fraction,
+            measure_top1=measure_top1,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    a = report["accuracy"]
-    print(f"[export] wrote {output_dir}/model_int8.tflite "
-          f"({report['sizes_bytes']['int8'] / 1024:.0f} KB): int8 top-1 "
-          f"{a['tflite_int8']:.4f} vs fp32 {a['keras_fp32']:.4f} "
-          f"({100 * a['int8_minus_fp32']:+.2f} points); report in "
-          f"{output_dir}/export_report.md")
+    a, agreement = report["accuracy"], report["agreement"]
+    quality = (f"int8 top-1 {a['tflite_int8']:.4f} vs fp32 {a['keras_fp32']:.4f} "
+               f"({100 * a['int8_minus_fp32']:+.2f} points)" if a else
+               f"int8 agrees with fp32 on {100 * agreement['top1_agreement']:.1f}% "
+               "of top-1 predictions")
+    log(f"wrote {output_dir}/model_int8.tflite "
+        f"({report['sizes_bytes']['int8'] / 1024:.0f} KB, verified full integer): "
+        f"{quality}; report in {output_dir}/export_report.md")
     return 0
 
 

@@ -13,7 +13,12 @@ def get_config():
     config.model = "repopt_vgg_s"
     config.seed = 0
     config.scales = ""  # target mode: preset name or scales .npz / .pth
-    config.reinit = True  # Rule of Initialization; False to fine-tune
+    config.reinit = True  # Rule of Initialization (skipped with init_checkpoint)
+    # Start from trained weights (fine-tuning, no reinit): the authors' .pth
+    # of the stage's form, or a .keras / .weights.h5 of this library.
+    config.init_checkpoint = ""
+    config.init_ema = False  # .pth: its EMA weights
+    config.init_skip_head = False  # keep a fresh classifier (other classes)
     config.use_identity_scales = True  # diagonal gets the searched identity scale
 
     config.data = ml_collections.ConfigDict()

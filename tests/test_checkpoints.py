@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+from configs import base
 from repopt_tf import grad_mults_for_model
 from repopt_tf.checkpoints import UnsafeCheckpointError
 from repopt_tf.checkpoints import load_state_dict
@@ -27,6 +28,8 @@ from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
 from repopt_tf.models import fuse_repvgg
 from repopt_tf.scales import load_scales
+from repopt_tf.training import Experiment
+from repopt_tf.training import get_strategy
 
 FIXTURES = Path(__file__).parent / "fixtures/checkpoints"
 REFERENCE = np.load(FIXTURES / "reference.npz")
@@ -231,3 +234,38 @@ def test_full_size_b1_maps_every_key(variant, form, kind):
         state[("stage3.15.conv.weight" if kind == "plain"
                else "stage3.15.rbr_dense.conv.weight")].transpose(2, 3, 1, 0))
     keras.backend.clear_session()
+
+
+def _fine_tune_config(checkpoint, mode="target"):
+    config = base.get_config()
+    config.mode = mode
+    config.model = "repopt_vgg_tiny"
+    config.scales = str(FIXTURES / "repopt_tiny_hs_latest.pth")
+    config.init_checkpoint = str(checkpoint)
+    config.data.update(channels=3, image_size=32, train_limit=64, eval_limit=64)
+    config.train.update(batch_size=32, epochs=1, base_lr=0.0)
+    return config
+
+
+def test_train_starts_from_init_checkpoint(tmp_path, capsys):
+    checkpoint = FIXTURES / "repopt_tiny_target.pth"
+    Experiment(_fine_tune_config(checkpoint), tmp_path, get_strategy()).run()
+    logged = capsys.readouterr().out
+    assert "target: fine-tuning: loaded 32 tensors" in logged
+    assert "no reinit" in logged
+    trained = keras.models.load_model(tmp_path / "target/model.keras")
+    state = read_state_dict(checkpoint)
+    # LR 0: the kernels are still the checkpoint's, not a Rule-of-Init draw.
+    for layer, key in (("stage0_block0_conv", "stage0.conv.weight"),
+                       ("stage2_block1_conv", "stage2.1.conv.weight")):
+        np.testing.assert_allclose(trained.get_layer(layer).kernel,
+                                   state[key].transpose(2, 3, 1, 0), rtol=1e-6)
+
+
+def test_train_refuses_a_checkpoint_of_another_form(tmp_path):
+    config = _fine_tune_config(FIXTURES / "repvgg_tiny_train.pth")
+    with pytest.raises(ValueError, match="loads into kind='repvgg'.*kind='plain'"):
+        Experiment(config, tmp_path, get_strategy()).run()
+    config = _fine_tune_config(FIXTURES / "repopt_tiny_target.pth", "quickstart")
+    with pytest.raises(ValueError, match="pick its mode"):
+        Experiment(config, tmp_path, get_strategy())

@@ -62,10 +62,12 @@ def test_export_writes_full_integer_model_and_report(exported):
     on_disk = json.loads((out / "export_report.json").read_text())
     assert set(on_disk) == {
         "model", "input_shape", "representative_images", "test_images",
-        "full_integer", "sizes_bytes", "accuracy", "latency",
+        "full_integer", "sizes_bytes", "accuracy", "agreement", "latency",
         "quantization_error", "kernel_statistics", "machine"}
     assert set(on_disk["accuracy"]) == {"keras_fp32", "tflite_fp32",
                                         "tflite_int8", "int8_minus_fp32"}
+    assert on_disk["agreement"]["top1_agreement"] > 0.9
+    assert 0 < on_disk["agreement"]["relative_rmse"] < 0.2
     assert len(on_disk["latency"]) == 8  # fp32/int8 x 1,2 threads x XNNPACK on/off
     assert all(t["median_ms"] > 0 and t["p90_ms"] >= t["median_ms"]
                for t in on_disk["latency"])
@@ -143,3 +145,41 @@ def test_cli_errors_are_messages(tmp_path):
     )
     assert process.returncode == 1
     assert "No model in" in process.stderr and "Traceback" not in process.stderr
+
+
+def _export_cli(*args):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "export_tflite.py"), *args],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_cli_exports_a_pytorch_checkpoint(tmp_path):
+    fixture = ROOT / "tests/fixtures/checkpoints/repvgg_tiny_train.pth"
+    process = _export_cli(f"--checkpoint={fixture}", "--image_size=32",
+                          f"--output_dir={tmp_path}", "--representative=32",
+                          "--eval_limit=64", "--latency_runs=2", "--threads=1")
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert "WARNING: no --data given" in process.stderr
+    assert "RepVGG training form" in process.stdout
+    assert "model repopt_vgg_tiny_deploy" in process.stdout  # fused
+    report = json.loads((tmp_path / "export_report.json").read_text())
+    assert report["accuracy"] is None  # stand-in data: no top-1
+    assert report["test_images"] == 64
+    assert report["agreement"]["top1_agreement"] > 0.8
+    assert integer_report((tmp_path / "model_int8.tflite").read_bytes()) == []
+    assert "not measured" in (tmp_path / "export_report.md").read_text()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--checkpoint=/nonexistent/x.pth"], "Checkpoint /nonexistent/x.pth not found"),
+    (["--checkpoint={fixtures}/repopt_tiny_target.pth",
+      "--variant=repopt_vgg_s"], "looks like repopt_vgg_tiny"),
+    (["--checkpoint={fixtures}/repopt_tiny_hs_latest.pth"],
+     "is a hyper-search model"),
+])
+def test_cli_checkpoint_errors_are_messages(args, message):
+    fixtures = ROOT / "tests/fixtures/checkpoints"
+    process = _export_cli(*(a.format(fixtures=fixtures) for a in args))
+    assert process.returncode == 1
+    assert message in process.stderr and "Traceback" not in process.stderr

@@ -13,8 +13,14 @@ import keras
 
 from repopt_tf.checkpoints.torch_file import read_state_dict
 from repopt_tf.checkpoints.torch_layouts import LoadReport
+from repopt_tf.checkpoints.torch_layouts import describe_state
+from repopt_tf.checkpoints.torch_layouts import detect_form
 from repopt_tf.checkpoints.torch_layouts import load_state_dict
+from repopt_tf.checkpoints.torch_layouts import looks_like
+from repopt_tf.checkpoints.torch_layouts import matching_variants
 from repopt_tf.checkpoints.torch_layouts import model_kind
+from repopt_tf.models import build_model
+from repopt_tf.models import fuse_repvgg
 
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
 
@@ -54,6 +60,42 @@ def load_weights(model, path, ema=False, skip_head=False):
         f"Unknown weights format {path.name}: expected a PyTorch checkpoint "
         f"({', '.join(TORCH_SUFFIXES)}), a .keras model or .weights.h5."
     )
+
+
+def model_from_checkpoint(path, variant=None, image_size=224, ema=False,
+                          fuse=True):
+    """Builds the model a reference PyTorch checkpoint holds and loads it.
+
+    The form (target, RepVGG train/deploy, ...) and the number of classes and
+    input channels come from the file; `variant` is inferred from its shapes
+    when None (a `repvgg_*` name for RepVGG layouts, else `repopt_vgg_*`).
+    With `fuse`, a RepVGG training-form model is returned fused
+    (`fuse_repvgg`), ready for export. Returns `(model, LoadReport)`.
+    """
+    state = read_state_dict(path, ema=ema)
+    form = detect_form(state, str(path))
+    if form.kind == "hs":
+        raise ValueError(
+            f"{path} is a hyper-search model: what it holds for deployment is "
+            "its scales (load_scales / --config.scales), not a network to "
+            "export. Train a target model from them."
+        )
+    classes, channels = describe_state(state)[:2]
+    if variant is None:
+        candidates = matching_variants(state)
+        family = "repvgg_" if form.name.startswith("repvgg") else "repopt_vgg_"
+        preferred = [n for n in candidates if n.startswith(family)] or candidates
+        if not preferred:
+            raise ValueError(
+                f"{path} matches no variant in the table: it looks like "
+                f"{looks_like(state)}. Pass the variant explicitly.")
+        variant = preferred[0]
+    model = build_model(variant, classes or 1000,
+                        (image_size, image_size, channels or 3), kind=form.kind)
+    report = load_state_dict(model, state, source=str(path))
+    if fuse and form.kind == "repvgg":
+        model = fuse_repvgg(model)
+    return model, report
 
 
 def _copy_from_saved_model(model, path, skip_head):

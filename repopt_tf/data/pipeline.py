@@ -59,8 +59,13 @@ def load_source(name, split, data_dir=None, manual_dir=None, limit=None,
 
 
 def make_dataset(source, image_size, batch_size, training, augment="crop_flip",
-                 channels=None, seed=None, shuffle_buffer=20000):
+                 channels=None, seed=None, shuffle_buffer=20000,
+                 crop_fraction=1.0):
     """Batches of `(float32 pixels (B, S, S, C), one-hot labels (B, K))`.
+
+    Evaluation images are fitted by `_fit`; `crop_fraction < 1` resizes the
+    shorter side to `S / crop_fraction` first (ImageNet's 256 -> 224 centre
+    crop is 0.875).
 
     Sources with a fixed image shape are batched first and preprocessed and
     augmented a whole batch at a time (per-image crop offsets and flips),
@@ -82,7 +87,7 @@ def make_dataset(source, image_size, batch_size, training, augment="crop_flip",
             image = tf.image.random_flip_left_right(
                 _random_resized_crop(image, image_size))
         else:
-            image = _fit(image, image_size)
+            image = _fit(image, image_size, crop_fraction)
             if augment == "crop_flip":
                 image = _random_crop_flip(image, image_size)
         rank = len(image.shape)
@@ -121,10 +126,11 @@ def _random_crop_flip(images, size, pad=4):
     return cropped[0] if single else cropped
 
 
-def representative_images(source, image_size, count, channels=None):
+def representative_images(source, image_size, count, channels=None,
+                          crop_fraction=1.0):
     """`count` evaluation-preprocessed images (float32) as one numpy array."""
     dataset = make_dataset(source, image_size, count, training=False,
-                           channels=channels)
+                           channels=channels, crop_fraction=crop_fraction)
     return next(iter(dataset))[0].numpy()
 
 
@@ -139,21 +145,28 @@ def _to_channels(image, channels):
     raise ValueError(f"Cannot convert {have}-channel images to {channels}.")
 
 
-def _fit(image, size):
-    """Pads small images, resizes the shorter side of large ones and crops.
+def _fit(image, size, crop_fraction=1.0):
+    """Centre-crops `size` x `size`: with `crop_fraction == 1` small images
+    are padded and the shorter side of large ones is resized to `size`; with
+    `crop_fraction < 1` the shorter side is always resized to
+    `size / crop_fraction` first.
 
     Works on one image or a batch.
     """
     height, width = tf.shape(image)[-3], tf.shape(image)[-2]
     short = tf.minimum(height, width)
+    target = round(size / crop_fraction)
 
     def resize():
-        scale = tf.cast(size, tf.float32) / tf.cast(short, tf.float32)
+        scale = tf.cast(target, tf.float32) / tf.cast(short, tf.float32)
         new = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32)
                                * scale), tf.int32)
         return tf.image.resize(image, new)
 
-    image = tf.cond(short > size, resize, lambda: image)
+    if crop_fraction < 1:
+        image = resize()
+    else:
+        image = tf.cond(short > size, resize, lambda: image)
     return tf.image.resize_with_crop_or_pad(image, size, size)
 
 

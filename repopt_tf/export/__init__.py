@@ -6,7 +6,9 @@ from repopt_tf.export.diagnostics import kernel_statistics
 from repopt_tf.export.diagnostics import layer_quantization_error
 from repopt_tf.export.litert_eval import TFLiteModel
 from repopt_tf.export.litert_eval import latency
+from repopt_tf.export.litert_eval import output_agreement
 from repopt_tf.export.litert_eval import tflite_accuracy
+from repopt_tf.export.litert_eval import tflite_outputs
 from repopt_tf.export.report import export_model
 from repopt_tf.export.verify import NotFullyIntegerError
 from repopt_tf.export.verify import check_full_integer
@@ -21,5 +23,7 @@ __all__ = [
     "kernel_statistics",
     "latency",
     "layer_quantization_error",
+    "output_agreement",
     "tflite_accuracy",
+    "tflite_outputs",
 ]

@@ -23,8 +23,12 @@ def convert_float32(model, verbose=False):
         return _converter(model).convert()
 
 
-def int8_converter(model, representative_images):
-    """A converter configured for full-integer int8 PTQ."""
+def int8_converter(model, representative_images, per_channel=True):
+    """A converter configured for full-integer int8 PTQ.
+
+    `per_channel=False` quantizes each conv kernel with one scale (per
+    tensor), as older int8 runtimes and the paper's Table 8 setting do.
+    """
     images = np.asarray(representative_images, np.float32)
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(
@@ -42,17 +46,19 @@ def int8_converter(model, representative_images):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
+    # TFLiteConverter's only switch for per-tensor weights is this attribute.
+    converter._experimental_disable_per_channel = not per_channel
     return converter
 
 
-def convert_int8(model, representative_images, verbose=False):
+def convert_int8(model, representative_images, verbose=False, per_channel=True):
     """Returns full-integer int8 `.tflite` bytes (int8 input and output).
 
     Raises:
         ValueError: when an op has no int8 kernel (the converter's message
             names it).
     """
-    converter = int8_converter(model, representative_images)
+    converter = int8_converter(model, representative_images, per_channel)
     try:
         with quiet(verbose):
             return converter.convert()

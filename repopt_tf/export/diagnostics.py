@@ -59,17 +59,18 @@ def kernel_statistics(model):
 
 
 def layer_quantization_error(model, representative_images, debug_images=None,
-                             verbose=False):
+                             verbose=False, per_channel=True):
     """Per-tensor int8 error rows, sorted by `rmse / scale` (worst first).
 
     Each row has the op, the tensor name, `rmse/scale` (RMS error in units
     of the tensor's quantization step; uniform rounding alone gives ~0.29),
-    `mean_error` and `max_abs_error`.
+    `range` (the calibrated activation range, 255 steps), `mean_error` and
+    `max_abs_error`.
     """
     images = np.asarray(representative_images, np.float32)
     debug = np.asarray(debug_images if debug_images is not None else images[:50],
                        np.float32)
-    converter = int8_converter(model, images)
+    converter = int8_converter(model, images, per_channel)
     # The debugger needs float I/O to feed and compare layers.
     converter.inference_input_type = tf.float32
     converter.inference_output_type = tf.float32
@@ -91,6 +92,7 @@ def layer_quantization_error(model, representative_images, debug_images=None,
             "op": row["op_name"],
             "layer": _layer_name(row["tensor_name"]),
             "rmse/scale": float(np.sqrt(float(row["mean_squared_error"])) / scale),
+            "range": 255.0 * scale,  # the int8 grid's span for this tensor
             "mean_error": float(row["mean_error"]),
             "max_abs_error": float(row["max_abs_error"]),
         })

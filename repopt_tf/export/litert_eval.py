@@ -71,15 +71,35 @@ class TFLiteModel:
         return dequantize(raw, self.output_detail)
 
 
+def tflite_outputs(model_content, dataset):
+    """`(outputs (N, K), labels (N,))` over `(images, one-hot labels)` batches."""
+    model = TFLiteModel(model_content)
+    outputs, labels = [], []
+    for images, onehot in dataset:
+        outputs.append(model(images.numpy()))
+        labels.append(onehot.numpy().argmax(-1))
+    return np.concatenate(outputs), np.concatenate(labels)
+
+
 def tflite_accuracy(model_content, dataset):
     """Top-1 accuracy over a dataset of `(images, one-hot labels)` batches."""
-    model = TFLiteModel(model_content)
-    correct = total = 0
-    for images, labels in dataset:
-        predictions = model(images.numpy()).argmax(-1)
-        correct += int((predictions == labels.numpy().argmax(-1)).sum())
-        total += len(predictions)
-    return correct / total
+    outputs, labels = tflite_outputs(model_content, dataset)
+    return float((outputs.argmax(-1) == labels).mean())
+
+
+def output_agreement(reference, quantized):
+    """How close int8 outputs are to fp32 ones, with no labels needed.
+
+    `top1_agreement`: share of images with the same arg-max;
+    `relative_rmse`: RMS(quantized - reference) / RMS(reference).
+    """
+    rms = float(np.sqrt(np.mean(reference.astype(np.float64) ** 2))) or 1.0
+    return {
+        "top1_agreement": float((reference.argmax(-1)
+                                 == quantized.argmax(-1)).mean()),
+        "relative_rmse": float(np.sqrt(np.mean((quantized - reference) ** 2)))
+        / rms,
+    }
 
 
 def latency(model_content, sample, num_threads=1, xnnpack=True, warmup=10,

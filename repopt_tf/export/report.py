@@ -18,7 +18,8 @@ from repopt_tf.export.diagnostics import kernel_statistics
 from repopt_tf.export.diagnostics import layer_quantization_error
 from repopt_tf.export.litert_eval import latency
 from repopt_tf.export.litert_eval import machine_info
-from repopt_tf.export.litert_eval import tflite_accuracy
+from repopt_tf.export.litert_eval import output_agreement
+from repopt_tf.export.litert_eval import tflite_outputs
 from repopt_tf.export.verify import check_full_integer
 from repopt_tf.models.rpg import materialize
 from repopt_tf.models.rpg import ring_layers
@@ -27,10 +28,14 @@ from repopt_tf.training.evaluation import keras_accuracy
 
 def export_model(model, train_source, test_source, output_dir,
                  representative=300, latency_runs=100, threads=(1, 2),
-                 verbose=False, log=print):
+                 verbose=False, log=print, crop_fraction=1.0, measure_top1=True):
     """Exports `model` and returns the report dict (also written as JSON).
 
-    RPG models are materialized first (ring -> plain kernels).
+    RPG models are materialized first (ring -> plain kernels). Top-1
+    accuracy is measured when the test data has the model's classes (and
+    `measure_top1`: off when the data is a stand-in); int8-vs-fp32 agreement
+    (`output_agreement`) always. `crop_fraction`: see `make_dataset` (0.875
+    for ImageNet checkpoints).
     """
     if ring_layers(model):
         model = materialize(model)
@@ -39,7 +44,8 @@ def export_model(model, train_source, test_source, output_dir,
     output_dir.mkdir(parents=True, exist_ok=True)
     _, size, _, channels = model.input_shape
     calibration = representative_images(train_source, size, representative,
-                                        channels=channels)
+                                        channels=channels,
+                                        crop_fraction=crop_fraction)
     log(f"converting with {len(calibration)} representative training images")
     fp32 = convert_float32(model, verbose)
     int8 = convert_int8(model, calibration, verbose)
@@ -48,16 +54,29 @@ def export_model(model, train_source, test_source, output_dir,
     (output_dir / "model_int8.tflite").write_bytes(int8)
     log("int8 model verified fully integer (int8 I/O, int8/int32 tensors)")
 
-    test = make_dataset(test_source, size, 256, training=False, channels=channels)
-    accuracy = {
-        "keras_fp32": keras_accuracy(model, test),
-        "tflite_fp32": tflite_accuracy(fp32, test),
-        "tflite_int8": tflite_accuracy(int8, test),
-    }
-    accuracy["int8_minus_fp32"] = accuracy["tflite_int8"] - accuracy["keras_fp32"]
-    log("top-1: keras fp32 {keras_fp32:.4f}, tflite fp32 {tflite_fp32:.4f}, "
-        "tflite int8 {tflite_int8:.4f} (delta {int8_minus_fp32:+.4f})"
-        .format(**accuracy))
+    test = make_dataset(test_source, size, 256, training=False,
+                        channels=channels, crop_fraction=crop_fraction)
+    log(f"running fp32 and int8 TFLite on {test_source.num_examples} test images")
+    fp32_outputs, labels = tflite_outputs(fp32, test)
+    int8_outputs, _ = tflite_outputs(int8, test)
+    agreement = output_agreement(fp32_outputs, int8_outputs)
+    log("int8 vs fp32: top-1 agreement {top1_agreement:.4f}, relative RMSE "
+        "{relative_rmse:.4f}".format(**agreement))
+    accuracy = None
+    classes = model.output_shape[-1]
+    if measure_top1 and test_source.num_classes == classes:
+        accuracy = {
+            "keras_fp32": keras_accuracy(model, test),
+            "tflite_fp32": float((fp32_outputs.argmax(-1) == labels).mean()),
+            "tflite_int8": float((int8_outputs.argmax(-1) == labels).mean()),
+        }
+        accuracy["int8_minus_fp32"] = (accuracy["tflite_int8"]
+                                       - accuracy["keras_fp32"])
+        log("top-1: keras fp32 {keras_fp32:.4f}, tflite fp32 {tflite_fp32:.4f}, "
+            "tflite int8 {tflite_int8:.4f} (delta {int8_minus_fp32:+.4f})"
+            .format(**accuracy))
+    else:
+        log("top-1 not measured: the test labels are not the model's classes")
 
     timings = []
     for name, content in (("fp32", fp32), ("int8", int8)):
@@ -80,6 +99,7 @@ def export_model(model, train_source, test_source, output_dir,
         "full_integer": True,
         "sizes_bytes": {"fp32": len(fp32), "int8": len(int8)},
         "accuracy": accuracy,
+        "agreement": agreement,
         "latency": timings,
         "quantization_error": errors,
         "kernel_statistics": kernels,
@@ -91,7 +111,15 @@ def export_model(model, train_source, test_source, output_dir,
 
 
 def markdown_report(report):
-    a = report["accuracy"]
+    a, agreement = report["accuracy"], report["agreement"]
+    if a is None:
+        top1 = {"keras": "not measured", "fp32": "not measured",
+                "int8": "not measured (test labels are not the model's classes)"}
+    else:
+        top1 = {"keras": f"{a['keras_fp32']:.4f}",
+                "fp32": f"{a['tflite_fp32']:.4f}",
+                "int8": f"{a['tflite_int8']:.4f} "
+                        f"({100 * a['int8_minus_fp32']:+.2f} pts)"}
     lines = [
         f"# Export report: {report['model']}",
         "",
@@ -103,11 +131,15 @@ def markdown_report(report):
         "",
         "| model | size (KB) | top-1 |",
         "| --- | --- | --- |",
-        f"| Keras fp32 | - | {a['keras_fp32']:.4f} |",
+        f"| Keras fp32 | - | {top1['keras']} |",
         f"| TFLite fp32 | {report['sizes_bytes']['fp32'] / 1024:.0f} | "
-        f"{a['tflite_fp32']:.4f} |",
+        f"{top1['fp32']} |",
         f"| TFLite int8 | {report['sizes_bytes']['int8'] / 1024:.0f} | "
-        f"{a['tflite_int8']:.4f} ({100 * a['int8_minus_fp32']:+.2f} pts) |",
+        f"{top1['int8']} |",
+        "",
+        f"int8 vs fp32 outputs: top-1 agreement "
+        f"{agreement['top1_agreement']:.4f}, relative RMSE "
+        f"{agreement['relative_rmse']:.4f}.",
         "",
         "Batch-1 latency (ms):",
         "",

@@ -36,12 +36,23 @@ def run_data_config(model_path):
 
 def load_run_data(model_path, name=None, data_dir=None, eval_limit=None):
     """`(train_source, test_source)` for a model, from its run's config."""
+    data = run_data_config(model_path)
+    return load_export_data(
+        name or data.get("name") or "fashion_mnist",
+        data_dir=data_dir or data.get("data_dir") or None,
+        manual_dir=data.get("manual_dir") or None,
+        eval_split=data.get("eval_split"), eval_limit=eval_limit)
+
+
+def load_export_data(name, data_dir=None, manual_dir=None, eval_split=None,
+                     eval_limit=None):
+    """`(train_source, test_source)`: calibration images come from "train",
+    evaluation from `eval_split` ("validation" for imagenet2012, else
+    "test", when None). Nothing is downloaded."""
     from repopt_tf.data import load_source
 
-    data = run_data_config(model_path)
-    name = name or data.get("name") or "fashion_mnist"
-    data_dir = data_dir or data.get("data_dir") or None
-    train = load_source(name, "train", data_dir=data_dir, download=False)
-    test = load_source(name, data.get("eval_split", "test"), data_dir=data_dir,
-                       limit=eval_limit or None, download=False)
+    common = dict(data_dir=data_dir, manual_dir=manual_dir, download=False)
+    split = eval_split or ("validation" if name == "imagenet2012" else "test")
+    train = load_source(name, "train", **common)
+    test = load_source(name, split, limit=eval_limit or None, **common)
     return train, test

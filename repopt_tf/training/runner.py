@@ -4,8 +4,9 @@ Modes (config.mode):
 
 - `hs`: train the hyper-search CSLA model, write `scales.npz`.
 - `target`: train RepOpt-VGG with RepOptSGD / RepOptAdamW from a scales file
-  or preset (`config.scales`), after the Rule of Initialization unless
-  `config.reinit` is False (fine-tuning).
+  or preset (`config.scales`), after the Rule of Initialization unless the
+  stage starts from `config.init_checkpoint` (fine-tuning) or `config.reinit`
+  is False.
 - `baseline_sgd`: the same plain model with ordinary SGD (no mults, no reinit).
 - `baseline_repvgg`: RepVGG's multi-branch training form with ordinary SGD;
   evaluated unfused and fused.
@@ -24,6 +25,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from repopt_tf.checkpoints import load_weights
 from repopt_tf.data import load_source
 from repopt_tf.data import make_dataset
 from repopt_tf.models import build_model
@@ -68,6 +70,12 @@ class Experiment:
         if config.mode not in MODES:
             raise ValueError(f"config.mode must be one of {MODES}, got "
                              f"{config.mode!r}.")
+        if config.init_checkpoint and config.mode == "quickstart":
+            raise ValueError(
+                "--config.init_checkpoint starts one stage from trained "
+                "weights; pick its mode (target, hs, baseline_sgd or "
+                "baseline_repvgg) instead of quickstart."
+            )
         if config.rpg.dof and config.mode != "baseline_sgd":
             raise ValueError(
                 "RPG models (--config.rpg.dof) train in baseline_sgd mode: the "
@@ -202,6 +210,11 @@ class Experiment:
                            rpg_seed=config.rpg.seed)
             model = build_model(config.model, self.num_classes, self.input_shape,
                                 kind=kind, **rpg)
+            if config.init_checkpoint:
+                report = load_weights(model, config.init_checkpoint,
+                                      ema=config.init_ema,
+                                      skip_head=config.init_skip_head)
+                log(f"{stage}: fine-tuning: {report}")
             mults = None
             if scales is not None:
                 mults = self._prepare_target(model, scales)
@@ -226,11 +239,15 @@ class Experiment:
 
     def _prepare_target(self, model, scales):
         config = self.config
-        if config.reinit:
+        if config.init_checkpoint:
+            log("target: no reinit (the weights come from init_checkpoint)")
+        elif config.reinit:
             reinitialize(model, scales, config.use_identity_scales,
                          seed=config.seed)
         else:
-            log("target: reinit skipped (fine-tuning)")
+            log("target: reinit skipped (--config.reinit=False): training "
+                "starts from Keras's default init, not from trained weights "
+                "(for that, pass --config.init_checkpoint)")
         power = 2
         if config.train.optimizer == "adamw":
             power = 1
