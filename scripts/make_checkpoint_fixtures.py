@@ -5,6 +5,8 @@ of repopt_tf or of its tests):
 
     python -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch yacs
     /tmp/torchenv/bin/python scripts/make_checkpoint_fixtures.py
+    /tmp/torchenv/bin/python scripts/make_checkpoint_fixtures.py \\
+        --b1=/tmp/RepOpt-VGG-B1-random.pth   # full size, not committed
 
 The modules below are written for this script and reproduce only the state-
 dict key layouts and the forward maths of the reference code
@@ -16,6 +18,7 @@ parameters so that BN folding is exercised. `reference.npz` holds raw-pixel
 test images and each model's eval-mode logits.
 """
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,18 +144,19 @@ class RepVGGDeployBlock(nn.Module):  # keys: rbr_reparam (with bias)
 
 
 class Net(nn.Module):
-    def __init__(self, block, stage_type=nn.Sequential):
+    def __init__(self, block, stage_type=nn.Sequential, blocks=BLOCKS,
+                 widths=WIDTHS, stem=STEM, classes=CLASSES):
         super().__init__()
-        self.stage0 = block(3, STEM, 2)
-        cin = STEM
-        for stage, (depth, width) in enumerate(zip(BLOCKS, WIDTHS), start=1):
+        self.stage0 = block(3, stem, 2)
+        cin = stem
+        for stage, (depth, width) in enumerate(zip(blocks, widths), start=1):
             blocks = []
             for index in range(depth):
                 blocks.append(block(cin, width, 2 if index == 0 else 1))
                 cin = width
             setattr(self, f"stage{stage}", stage_type(*blocks)
                     if stage_type is nn.Sequential else stage_type(blocks))
-        self.linear = nn.Linear(cin, CLASSES)
+        self.linear = nn.Linear(cin, classes)
 
     def forward(self, raw_pixels_nhwc):
         mean = torch.tensor(MEAN).view(1, 3, 1, 1)
@@ -171,7 +175,21 @@ def _logits(model, images):
         return model(torch.from_numpy(images)).numpy()
 
 
+def write_b1(path):
+    """A full-size RepOpt-VGG-B1 target (random weights) in the training
+    script's layout, to try the import and export at the real size."""
+    torch.manual_seed(0)
+    model = Net(TargetBlock, blocks=(4, 6, 16, 1), widths=(128, 256, 512, 2048),
+                stem=64, classes=1000)
+    config = CfgNode({"MODEL": {"ARCH": "RepOpt-VGG-B1-target"}})
+    torch.save({"model": model.state_dict(), "epoch": 119, "config": config},
+               path)
+    print(f"{path}: {Path(path).stat().st_size / 2**20:.1f} MB")
+
+
 def main():
+    if len(sys.argv) == 2 and sys.argv[1].startswith("--b1="):
+        return write_b1(sys.argv[1][len("--b1="):])
     torch.manual_seed(0)
     OUT.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3))

@@ -1,5 +1,6 @@
 """The benchmark scripts run and print their ratio lines (no timing asserts)."""
 
+import json
 import os
 import re
 import subprocess
@@ -72,15 +73,34 @@ def test_multirate_transfer_prints_side_by_side_table(tmp_path):
     assert (tmp_path / "multirate_transfer.md").exists()
 
 
-def test_int8_collapse_prints_the_three_models(tmp_path):
-    out = _run("int8_collapse.py", f"--workdir={tmp_path}",
+def test_table8_ptq_compares_the_quick_start_models(tmp_path):
+    out = _run("table8_ptq.py", f"--workdir={tmp_path}",
                "--model=repopt_vgg_tiny", "--epochs=1", "--train_limit=256",
-               "--representative=16")
-    assert "repopt_vgg_tiny, Fashion-MNIST, 1 epochs on 256 images" in out
+               "--representative=16", "--eval_limit=200")
+    assert "fashion_mnist: 16 calibration images, 200 evaluation images" in out
+    number = r"([\d.]+)"
     for label in ("RepOpt-VGG \\(RepOptSGD\\)", "plain VGG \\(SGD\\)",
                   "RepVGG \\(SGD, fused\\)"):
-        match = re.search(rf"\| {label} \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) "
-                          rf"\| [\d.]+ \| [\d.]+ \|", out)
-        fp32, int8, delta = map(float, match.groups())
-        assert delta == pytest.approx(100 * (int8 - fp32), abs=0.02)
+        match = re.search(
+            rf"\| {label} \| {number} \| {number} \(([+-][\d.]+)\) \| "
+            rf"{number} \(([+-][\d.]+)\) \| {number} / {number} \|", out)
+        fp32, pc, pc_delta, pt, pt_delta, pc_agree, pt_agree = map(
+            float, match.groups())
+        assert pc_delta == pytest.approx(100 * (pc - fp32), abs=0.02)
+        assert pt_delta == pytest.approx(100 * (pt - fp32), abs=0.02)
+        assert 0.5 < pc_agree <= 1 and 0.5 < pt_agree <= 1
+    rows = json.loads((tmp_path / "table8_ptq.json").read_text())
+    assert [r["centre_surround"] > 0 for r in rows] == [True] * 3
     assert (tmp_path / "int8_kernel_histograms.png").stat().st_size > 0
+
+
+def test_table8_ptq_imports_synthetic_checkpoints(tmp_path):
+    out = _run("table8_ptq.py", f"--workdir={tmp_path}", "--image_size=32",
+               "--models=target=synthetic:repopt_vgg_tiny:repopt_target,"
+               "repvgg=synthetic:repvgg_a0:repvgg_train",
+               "--representative=8", "--eval_limit=32")
+    # Random weights: no top-1, only int8-vs-fp32 agreement.
+    assert re.search(r"\| target \| - \| - \(-\) \| - \(-\) \| [\d.]+ / ", out)
+    assert re.search(r"\| repvgg \| - \| .*\| [\d.]+ \| [\d.]+ \|$", out, re.M)
+    names = [r["name"] for r in json.loads((tmp_path / "table8_ptq.json").read_text())]
+    assert names == ["repopt_vgg_tiny_plain", "repvgg_a0_deploy"]

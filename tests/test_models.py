@@ -32,6 +32,20 @@ def test_table1_parameter_counts(name, millions):
 
 
 @pytest.mark.parametrize(
+    "name,millions",
+    [("repvgg_a0", 8.3), ("repvgg_a1", 12.8), ("repvgg_a2", 25.5),
+     ("repvgg_b0", 14.3), ("repvgg_b1", 51.8), ("repvgg_b2", 80.3),
+     ("repvgg_b3", 111.0)],
+)
+def test_repvgg_deploy_parameter_counts(name, millions):
+    """RepVGG paper (Ding et al., CVPR 2021), Table 3, deployed models."""
+    model = build_model(name, num_classes=1000, input_shape=(64, 64, 3),
+                        kind="deploy")
+    assert round(_trainable_millions(model), 1) == millions
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize(
     "name,kind",
     [(name, "plain") for name in list_models()]
     + [(name, kind) for name in ("repopt_vgg_tiny", "repopt_vgg_s")

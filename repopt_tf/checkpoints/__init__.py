@@ -3,6 +3,7 @@
 from repopt_tf.checkpoints.loading import is_torch_checkpoint
 from repopt_tf.checkpoints.loading import load_weights
 from repopt_tf.checkpoints.loading import model_from_checkpoint
+from repopt_tf.checkpoints.loading import model_from_state_dict
 from repopt_tf.checkpoints.torch_file import UnsafeCheckpointError
 from repopt_tf.checkpoints.torch_file import read_state_dict
 from repopt_tf.checkpoints.torch_file import read_torch_file
@@ -24,6 +25,7 @@ __all__ = [
     "load_weights",
     "matching_variants",
     "model_from_checkpoint",
+    "model_from_state_dict",
     "read_state_dict",
     "read_torch_file",
 ]

@@ -72,11 +72,17 @@ def model_from_checkpoint(path, variant=None, image_size=224, ema=False,
     With `fuse`, a RepVGG training-form model is returned fused
     (`fuse_repvgg`), ready for export. Returns `(model, LoadReport)`.
     """
-    state = read_state_dict(path, ema=ema)
-    form = detect_form(state, str(path))
+    return model_from_state_dict(read_state_dict(path, ema=ema), variant,
+                                 image_size, fuse, source=str(path))
+
+
+def model_from_state_dict(state, variant=None, image_size=224, fuse=True,
+                          source="state dict"):
+    """`model_from_checkpoint` for a state dict already in memory."""
+    form = detect_form(state, source)
     if form.kind == "hs":
         raise ValueError(
-            f"{path} is a hyper-search model: what it holds for deployment is "
+            f"{source} is a hyper-search model: what it holds for deployment is "
             "its scales (load_scales / --config.scales), not a network to "
             "export. Train a target model from them."
         )
@@ -87,12 +93,12 @@ def model_from_checkpoint(path, variant=None, image_size=224, ema=False,
         preferred = [n for n in candidates if n.startswith(family)] or candidates
         if not preferred:
             raise ValueError(
-                f"{path} matches no variant in the table: it looks like "
+                f"{source} matches no variant in the table: it looks like "
                 f"{looks_like(state)}. Pass the variant explicitly.")
         variant = preferred[0]
     model = build_model(variant, classes or 1000,
                         (image_size, image_size, channels or 3), kind=form.kind)
-    report = load_state_dict(model, state, source=str(path))
+    report = load_state_dict(model, state, source=source)
     if fuse and form.kind == "repvgg":
         model = fuse_repvgg(model)
     return model, report

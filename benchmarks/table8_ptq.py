@@ -1,0 +1,202 @@
+"""int8 PTQ of any set of models, side by side (Ding et al., Table 8).
+
+Each model is converted to full-integer int8 TFLite twice, with per-channel
+and with per-tensor weight scales, and compared with its fp32 TFLite form on
+the same images: top-1 (when the data has the model's classes), int8-vs-fp32
+top-1 agreement and output RMSE relative to the fp32 outputs' RMS (a random
+model's arg-max can be constant, so agreement alone says little there), the
+worst per-layer int8 error (QuantizationDebugger RMSE in
+quantization steps), the largest calibrated activation range, and statistics
+of the 3x3 kernels as int8 sees them (BN folded): mean std, centre/surround
+std (Table 11) and the largest |w| / std (the tail a per-tensor scale must
+cover).
+
+    python benchmarks/table8_ptq.py                        # the quick start's three models
+    python benchmarks/table8_ptq.py --models=RepOpt=RepOpt-VGG-B1-acc78.62.pth,\\
+        RepVGG=RepVGG-B1-train.pth --data=imagenet2012 --manual_dir=/data/imagenet
+
+`--models` takes `label=source` entries; a source is a `.keras` file, a
+PyTorch checkpoint (imported without torch; RepVGG training forms are fused),
+or `synthetic:VARIANT:FORM` (a random-initialised state dict in a reference
+layout, e.g. `synthetic:repvgg_a0:repvgg_train`: shows the import path at full
+size, says nothing about trained accuracy). With no `--models` the quick
+start in --workdir is trained (or reused) and its RepOpt-VGG, plain VGG and
+fused RepVGG are compared. Writes WORKDIR/table8_ptq.md and .json and
+int8_kernel_histograms.png.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from configs import quickstart  # noqa: E402
+from repopt_tf.checkpoints import is_torch_checkpoint  # noqa: E402
+from repopt_tf.checkpoints import model_from_checkpoint  # noqa: E402
+from repopt_tf.checkpoints import model_from_state_dict  # noqa: E402
+from repopt_tf.checkpoints.synthetic import synthetic_state_dict  # noqa: E402
+from repopt_tf.data import make_dataset  # noqa: E402
+from repopt_tf.data import representative_images  # noqa: E402
+from repopt_tf.export import convert_float32  # noqa: E402
+from repopt_tf.export import convert_int8  # noqa: E402
+from repopt_tf.export import layer_quantization_error  # noqa: E402
+from repopt_tf.export import output_agreement  # noqa: E402
+from repopt_tf.export import tflite_outputs  # noqa: E402
+from repopt_tf.export.diagnostics import deploy_kernels  # noqa: E402
+from repopt_tf.export.diagnostics import kernel_histograms  # noqa: E402
+from repopt_tf.export.runs import load_export_data  # noqa: E402
+from repopt_tf.training import Experiment  # noqa: E402
+from repopt_tf.training import get_strategy  # noqa: E402
+
+flags.DEFINE_list("models", [], "label=source entries (see the docstring); "
+                  "default: the quick start's three models.")
+flags.DEFINE_string("workdir", "runs/quickstart", "Quick-start workdir; outputs go here.")
+flags.DEFINE_integer("epochs", 3, "Quick-start epochs per model (default models).")
+flags.DEFINE_integer("train_limit", None, "Quick-start training images (default: all).")
+flags.DEFINE_string("model", "repopt_vgg_s", "Quick-start variant (default models).")
+flags.DEFINE_string("data", "fashion_mnist", "Data: fashion_mnist, a tfds name or folder:/path.")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir.")
+flags.DEFINE_string("manual_dir", None, "imagenet2012 tar files.")
+flags.DEFINE_string("eval_split", None, "Evaluation split (default: test / validation).")
+flags.DEFINE_integer("eval_limit", 0, "Evaluate on the first N images (0: all).", lower_bound=0)
+flags.DEFINE_integer("representative", 300, "Calibration images.", lower_bound=1)
+flags.DEFINE_integer("image_size", 224, "Input size of imported checkpoints.", lower_bound=8)
+flags.DEFINE_float("crop_fraction", None, "Evaluation centre crop (default: 0.875 at "
+                   "ImageNet sizes, else 1).", lower_bound=0.1, upper_bound=1.0)
+FLAGS = flags.FLAGS
+
+QUICKSTART_MODELS = (
+    ("RepOpt-VGG (RepOptSGD)", "target/model.keras"),
+    ("plain VGG (SGD)", "baseline_sgd/model.keras"),
+    ("RepVGG (SGD, fused)", "baseline_repvgg/model_fused.keras"),
+)
+
+
+def load(source):
+    """`(model, trained)` for a .keras path, a .pth or synthetic:VARIANT:FORM."""
+    if source.startswith("synthetic:"):
+        _, variant, form = source.split(":")
+        state = synthetic_state_dict(variant, form)
+        return model_from_state_dict(state, variant, FLAGS.image_size,
+                                     source=source)[0], False
+    if is_torch_checkpoint(source):
+        return model_from_checkpoint(source, image_size=FLAGS.image_size)[0], True
+    return keras.models.load_model(source, compile=False), True
+
+
+def kernel_summary(model):
+    """Mean std, mean centre/surround std and max |w|/std of block kernels."""
+    kernels = list(deploy_kernels(model).values())[1:]  # without the stem
+    mask = np.ones((3, 3), bool)
+    mask[1, 1] = False
+    return {
+        "kernel_std": float(np.mean([k.std() for k in kernels])),
+        "centre_surround": float(np.mean([k[1, 1].std() / k[mask].std()
+                                          for k in kernels])),
+        "max_tail": float(max(np.abs(k).max() / k.std() for k in kernels)),
+    }
+
+
+def measure(label, model, trained, train, test, crop_fraction):
+    size, channels = model.input_shape[1], model.input_shape[-1]
+    calibration = representative_images(train, size, FLAGS.representative,
+                                        channels, crop_fraction)
+    images = make_dataset(test, size, 128, training=False, channels=channels,
+                          crop_fraction=crop_fraction)
+    fp32, labels = tflite_outputs(convert_float32(model), images)
+    row = {"model": label, "name": model.name, **kernel_summary(model)}
+    with_labels = trained and test.num_classes == model.output_shape[-1]
+    row["fp32_top1"] = float((fp32.argmax(-1) == labels).mean()) if with_labels else None
+    for scheme, per_channel in (("per_channel", True), ("per_tensor", False)):
+        int8, _ = tflite_outputs(
+            convert_int8(model, calibration, per_channel=per_channel), images)
+        row[f"{scheme}_top1"] = (float((int8.argmax(-1) == labels).mean())
+                                 if with_labels else None)
+        agreement = output_agreement(fp32, int8)
+        row[f"{scheme}_agreement"] = agreement["top1_agreement"]
+        row[f"{scheme}_relative_rmse"] = agreement["relative_rmse"]
+        errors = layer_quantization_error(model, calibration, per_channel=per_channel)
+        row[f"{scheme}_worst_layer"] = errors[0]["layer"]
+        row[f"{scheme}_worst_rmse"] = errors[0]["rmse/scale"]
+        row["max_activation_range"] = max(  # conv (+ReLU) outputs
+            r["range"] for r in errors if r["op"] == "CONV_2D")
+    print(f"[table8] {label}: done", file=sys.stderr, flush=True)
+    return row
+
+
+def _points(row, scheme):
+    if row["fp32_top1"] is None:
+        return "-", "-"
+    top1 = row[f"{scheme}_top1"]
+    return f"{top1:.4f}", f"{100 * (top1 - row['fp32_top1']):+.2f}"
+
+
+def table(rows, caption):
+    lines = [caption, "",
+             "| model | fp32 top-1 | int8 per-channel (delta) | int8 per-tensor "
+             "(delta) | agreement pc / pt | output rel. RMSE pc / pt | "
+             "worst layer error pc / pt (steps) | "
+             "max activation range | kernel std | centre/surround | max abs(w)/std |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        pc, pt = _points(r, "per_channel"), _points(r, "per_tensor")
+        fp32 = "-" if r["fp32_top1"] is None else f"{r['fp32_top1']:.4f}"
+        lines.append(
+            f"| {r['model']} | {fp32} | {pc[0]} ({pc[1]}) | {pt[0]} ({pt[1]}) | "
+            f"{r['per_channel_agreement']:.3f} / {r['per_tensor_agreement']:.3f} | "
+            f"{r['per_channel_relative_rmse']:.3f} / "
+            f"{r['per_tensor_relative_rmse']:.3f} | "
+            f"{r['per_channel_worst_rmse']:.2f} / {r['per_tensor_worst_rmse']:.2f} | "
+            f"{r['max_activation_range']:.1f} | {r['kernel_std']:.4f} | "
+            f"{r['centre_surround']:.2f} | {r['max_tail']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    workdir = Path(FLAGS.workdir)
+    entries = [entry.split("=", 1) for entry in FLAGS.models]
+    if any(len(entry) != 2 for entry in entries):
+        sys.exit(f"error: --models takes label=source entries, got {FLAGS.models}")
+    if not entries:
+        config = quickstart.get_config()
+        config.model = FLAGS.model
+        config.train.epochs = FLAGS.epochs
+        if FLAGS.train_limit is not None:
+            config.data.train_limit = FLAGS.train_limit
+        Experiment(config, workdir, get_strategy()).run()  # reuses finished stages
+        entries = [(label, str(workdir / path)) for label, path in QUICKSTART_MODELS]
+    try:
+        train, test = load_export_data(FLAGS.data, FLAGS.data_dir, FLAGS.manual_dir,
+                                       FLAGS.eval_split, FLAGS.eval_limit)
+        rows, kernels = [], {}
+        for label, source in entries:
+            model, trained = load(source)
+            crop = FLAGS.crop_fraction or (0.875 if model.input_shape[1] >= 160 else 1.0)
+            rows.append(measure(label, model, trained, train, test, crop))
+            kernels[label] = deploy_kernels(model)
+            keras.backend.clear_session()
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    caption = (f"{FLAGS.data}: {FLAGS.representative} calibration images, "
+               f"{test.num_examples} evaluation images")
+    text = table(rows, caption)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "table8_ptq.md").write_text(text + "\n")
+    (workdir / "table8_ptq.json").write_text(json.dumps(rows, indent=2))
+    if len({tuple(k) for k in kernels.values()}) == 1:  # same layers: comparable
+        kernel_histograms(kernels, workdir / "int8_kernel_histograms.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
