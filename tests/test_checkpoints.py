@@ -217,13 +217,14 @@ def test_broken_files_give_clear_errors(tmp_path):
         load_weights(_tiny("plain"), tmp_path / "weights.bin")
 
 
-@pytest.mark.parametrize("variant,form,kind", [
-    ("repopt_vgg_b1", "repopt_target", "plain"),
-    ("repvgg_b1", "repvgg_train", "repvgg"),
+@pytest.mark.parametrize("variant,form,kind,block", [
+    ("repopt_vgg_b1", "repopt_target", "plain", "stage3.15.conv"),
+    ("repvgg_b1", "repvgg_train", "repvgg", "stage3.15.rbr_dense.conv"),
+    ("repopt_vgg_l2_se", "repopt_target", "plain", "stage3.15.conv"),
 ])
-def test_full_size_b1_maps_every_key(variant, form, kind):
+def test_full_size_models_map_every_key(variant, form, kind, block):
     state = synthetic_state_dict(variant, form, num_classes=1000)
-    assert matching_variants(state) == ["repopt_vgg_b1", "repvgg_b1"]
+    assert variant in matching_variants(state)
     model = build_model(variant, 1000, (64, 64, 3), kind=kind)
     report = load_state_dict(model, state)
     counted = sum(v.size for k, v in state.items()
@@ -231,8 +232,7 @@ def test_full_size_b1_maps_every_key(variant, form, kind):
     assert report.parameters == counted == model.count_params()
     np.testing.assert_array_equal(
         model.get_layer("stage3_block15_conv").kernel,
-        state[("stage3.15.conv.weight" if kind == "plain"
-               else "stage3.15.rbr_dense.conv.weight")].transpose(2, 3, 1, 0))
+        state[f"{block}.weight"].transpose(2, 3, 1, 0))
     keras.backend.clear_session()
 
 

@@ -97,12 +97,10 @@ def describe_state(state):
             stem, channels = int(value.shape[0]), int(value.shape[1])
         elif stage in ("stage1", "stage2", "stage3", "stage4"):
             index = rest.split(".")[0]
-            if not index.isdigit():
-                continue
-            index = int(index)
-            position = int(stage[-1]) - 1
-            blocks[position] = max(blocks[position], index + 1)
-            widths[position] = int(value.shape[0])
+            if index.isdigit():
+                position = int(stage[-1]) - 1
+                blocks[position] = max(blocks[position], int(index) + 1)
+                widths[position] = int(value.shape[0])
     head = state.get(f"{HEAD}.weight")
     num_classes = int(head.shape[0]) if head is not None else None
     se = any(".post_se." in key for key in state)
@@ -191,7 +189,7 @@ def expected_keys(model, form, include_head=True):
                 continue
             module = HEAD
         elif split is not None and split[3] in form.modules:
-            block, stage, index, part = split
+            _, stage, index, part = split
             module = f"{torch_block_prefix(stage, index)}.{form.modules[part]}"
         else:
             raise ValueError(
@@ -244,8 +242,9 @@ def load_state_dict(model, state, skip_head=False, source="state dict"):
         raise ValueError(
             f"{source} has a {head_classes}-class head ({HEAD}.weight), the "
             f"model {model_classes} classes: build it with num_classes="
-            f"{head_classes}, or skip the head (skip_head=True, --skip_head) "
-            "to fine-tune a new one."
+            f"{head_classes}, or skip the head to fine-tune a new one "
+            "(load_weights(..., skip_head=True); in train.py "
+            "--config.init_skip_head=True)."
         )
     expected = expected_keys(model, form, include_head=not skip_head)
     present = {key for key in state if not key.endswith(IGNORED_SUFFIXES)}
