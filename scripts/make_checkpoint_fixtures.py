@@ -241,6 +241,14 @@ def main():
     torch.save(deploy.state_dict(), OUT / "repvgg_tiny_deploy.pth")
     reference["repvgg_tiny_deploy"] = _logits(deploy, images)
 
+    # A groupwise conv (RepVGG g2/g4 layers): torch weight, input and output.
+    grouped = nn.Conv2d(8, 8, 3, 1, padding=1, groups=2, bias=False)
+    x = torch.rand(2, 8, 5, 5)
+    reference["grouped_weight"] = grouped.weight.detach().numpy()
+    reference["grouped_input"] = x.permute(0, 2, 3, 1).numpy()
+    with torch.no_grad():
+        reference["grouped_output"] = grouped(x).permute(0, 2, 3, 1).numpy()
+
     np.savez(OUT / "reference.npz", **reference)
     for path in sorted(OUT.iterdir()):
         print(f"{path.name}: {path.stat().st_size / 1024:.1f} KB")

@@ -27,6 +27,7 @@ from repopt_tf.export import convert_int8
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
 from repopt_tf.models import fuse_repvgg
+from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.scales import load_scales
 from repopt_tf.training import Experiment
 from repopt_tf.training import get_strategy
@@ -58,6 +59,15 @@ def test_imported_models_reproduce_torch_logits(file, kind, logits):
     assert _relative_error(model, REFERENCE[logits]) < 1e-4
     # The reference logits are far from a fresh model's: the load mattered.
     assert _relative_error(_tiny(kind), REFERENCE[logits]) > 0.1
+
+
+def test_groupwise_conv_layout_matches_torch():
+    weight = REFERENCE["grouped_weight"]  # torch (8, 4, 3, 3), groups=2
+    conv = FastGradConv2D(8, 3, zero_padding=1, groups=2, use_bias=False)
+    conv.build((None, 5, 5, 8))
+    conv.kernel.assign(weight.transpose(2, 3, 1, 0))
+    np.testing.assert_allclose(conv(REFERENCE["grouped_input"]),
+                               REFERENCE["grouped_output"], rtol=1e-5, atol=1e-6)
 
 
 def test_ema_weights_are_picked_by_flag():
@@ -221,10 +231,14 @@ def test_broken_files_give_clear_errors(tmp_path):
     ("repopt_vgg_b1", "repopt_target", "plain", "stage3.15.conv"),
     ("repvgg_b1", "repvgg_train", "repvgg", "stage3.15.rbr_dense.conv"),
     ("repopt_vgg_l2_se", "repopt_target", "plain", "stage3.15.conv"),
+    ("repvgg_b1g4", "repvgg_train", "repvgg", "stage3.15.rbr_dense.conv"),
+    ("repvgg_b3g2", "repvgg_deploy", "deploy", "stage3.15.rbr_reparam"),
 ])
 def test_full_size_models_map_every_key(variant, form, kind, block):
     state = synthetic_state_dict(variant, form, num_classes=1000)
     assert variant in matching_variants(state)
+    if "g" in variant[-2:]:  # groupwise files match only their own variant
+        assert matching_variants(state) == [variant]
     model = build_model(variant, 1000, (64, 64, 3), kind=kind)
     report = load_state_dict(model, state)
     counted = sum(v.size for k, v in state.items()

@@ -35,7 +35,8 @@ def test_table1_parameter_counts(name, millions):
     "name,millions",
     [("repvgg_a0", 8.3), ("repvgg_a1", 12.8), ("repvgg_a2", 25.5),
      ("repvgg_b0", 14.3), ("repvgg_b1", 51.8), ("repvgg_b2", 80.3),
-     ("repvgg_b3", 111.0)],
+     ("repvgg_b3", 111.0), ("repvgg_b1g2", 41.4), ("repvgg_b1g4", 36.1),
+     ("repvgg_b2g4", 55.8), ("repvgg_b3g4", 75.6)],
 )
 def test_repvgg_deploy_parameter_counts(name, millions):
     """RepVGG paper (Ding et al., CVPR 2021), Table 3, deployed models."""
@@ -47,7 +48,8 @@ def test_repvgg_deploy_parameter_counts(name, millions):
 
 @pytest.mark.parametrize(
     "name,kind",
-    [(name, "plain") for name in list_models()]
+    [(name, "deploy" if VARIANTS[name].get("groups") else "plain")
+     for name in list_models()]
     + [(name, kind) for name in ("repopt_vgg_tiny", "repopt_vgg_s")
        for kind in ("hs", "repvgg", "deploy")],
 )
@@ -190,8 +192,9 @@ def test_reinitialize_validates_scales():
         reinitialize(model, blocks[:-1])
 
 
-def test_repvgg_fuse_matches_unfused():
-    model = build_model("repopt_vgg_s", 10, (32, 32, 3), kind="repvgg")
+@pytest.mark.parametrize("name", ["repopt_vgg_s", "repvgg_b1g4"])
+def test_repvgg_fuse_matches_unfused(name):
+    model = build_model(name, 10, (32, 32, 3), kind="repvgg")
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -200,7 +203,7 @@ def test_repvgg_fuse_matches_unfused():
                 for w in layer.get_weights()
             ])
     deploy = fuse_repvgg(model)
-    assert deploy.name == "repopt_vgg_s_deploy"
+    assert deploy.name == f"{name}_deploy"
     assert not any(isinstance(l, keras.layers.BatchNormalization)
                    for l in deploy.layers)
     x = rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
@@ -292,3 +295,14 @@ def test_fast_grad_conv_rejects_zero_padding_with_same():
         FastGradConv2D(4, 3, padding="same", zero_padding=1)
     with pytest.raises(ValueError, match="zero_padding"):
         FastGradConv2D(4, 3, zero_padding=-1)
+
+
+def test_groupwise_variants_group_every_other_block():
+    model = build_model("repvgg_b2g4", 10, (32, 32, 3), kind="repvgg")
+    assert model.get_layer("stage1_block1_conv").groups == 4
+    assert model.get_layer("stage1_block1_conv1x1").groups == 4
+    assert model.get_layer("stage1_block1_conv").kernel.shape == (3, 3, 40, 160)
+    assert model.get_layer("stage1_block2_conv").groups == 1
+    assert model.get_layer("stage4_block0_conv").groups == 1  # block 27
+    with pytest.raises(ValueError, match="groupwise RepVGG variant"):
+        build_model("repvgg_b2g4", 10, (32, 32, 3), kind="plain")

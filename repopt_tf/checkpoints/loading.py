@@ -86,7 +86,7 @@ def model_from_state_dict(state, variant=None, image_size=224, fuse=True,
             "its scales (load_scales / --config.scales), not a network to "
             "export. Train a target model from them."
         )
-    classes, channels = describe_state(state)[:2]
+    shape = describe_state(state)
     if variant is None:
         candidates = matching_variants(state)
         family = "repvgg_" if form.name.startswith("repvgg") else "repopt_vgg_"
@@ -96,8 +96,9 @@ def model_from_state_dict(state, variant=None, image_size=224, fuse=True,
                 f"{source} matches no variant in the table: it looks like "
                 f"{looks_like(state)}. Pass the variant explicitly.")
         variant = preferred[0]
-    model = build_model(variant, classes or 1000,
-                        (image_size, image_size, channels or 3), kind=form.kind)
+    model = build_model(variant, shape.num_classes or 1000,
+                        (image_size, image_size, shape.channels or 3),
+                        kind=form.kind)
     report = load_state_dict(model, state, source=source)
     if fuse and form.kind == "repvgg":
         model = fuse_repvgg(model)

@@ -14,6 +14,7 @@ from repopt_tf.checkpoints.torch_layouts import HEAD
 from repopt_tf.checkpoints.torch_layouts import torch_block_prefix
 from repopt_tf.models.blocks import has_identity
 from repopt_tf.models.repopt_vgg import VARIANTS
+from repopt_tf.models.repopt_vgg import block_groups
 from repopt_tf.models.repopt_vgg import block_plan
 
 _IDENTITY_PARTS = ("bn_identity", "scale_identity")
@@ -26,9 +27,10 @@ def synthetic_state_dict(variant, form, num_classes=1000, in_channels=3, seed=0)
     spec = VARIANTS[variant]
     state = {}
 
-    def conv(key, cout, cin, size, bias=False):
-        bound = 1.0 / np.sqrt(cin * size * size)
-        state[f"{key}.weight"] = rng.uniform(-bound, bound, (cout, cin, size, size))
+    def conv(key, cout, cin, size, bias=False, groups=1):
+        bound = 1.0 / np.sqrt(cin // groups * size * size)
+        state[f"{key}.weight"] = rng.uniform(
+            -bound, bound, (cout, cin // groups, size, size))
         if bias:
             state[f"{key}.bias"] = rng.uniform(-bound, bound, cout)
 
@@ -39,7 +41,8 @@ def synthetic_state_dict(variant, form, num_classes=1000, in_channels=3, seed=0)
         state[f"{key}.running_var"] = rng.uniform(0.5, 1.5, channels)
         state[f"{key}.num_batches_tracked"] = np.array(100, np.int64)
 
-    for name, cin, cout, stride, _ in block_plan(spec, in_channels):
+    for (name, cin, cout, stride, _), groups in zip(
+            block_plan(spec, in_channels), block_groups(spec)):
         stage, index = (int(n) for n in name[len("stage"):].split("_block"))
         prefix = torch_block_prefix(stage, index)
         identity = has_identity(cin, cout, stride)
@@ -48,9 +51,9 @@ def synthetic_state_dict(variant, form, num_classes=1000, in_channels=3, seed=0)
             if part in _IDENTITY_PARTS and not identity:
                 continue
             if part == "conv":
-                conv(key, cout, cin, 3, bias=form.kind == "deploy")
+                conv(key, cout, cin, 3, bias=form.kind == "deploy", groups=groups)
             elif part == "conv1x1":
-                conv(key, cout, cin, 1)
+                conv(key, cout, cin, 1, groups=groups)
             elif part.startswith("bn"):
                 batch_norm(key, cout)
             elif part.startswith("scale"):

@@ -21,6 +21,7 @@ ignored); Linear `(K, C)` -> Dense `(C, K)`; scale vectors -> `ChannelScale`.
 """
 
 import dataclasses
+import typing
 
 import keras
 import numpy as np
@@ -28,6 +29,7 @@ import numpy as np
 from repopt_tf.models.blocks import ChannelScale
 from repopt_tf.models.blocks import split_block_layer
 from repopt_tf.models.repopt_vgg import VARIANTS
+from repopt_tf.models.repopt_vgg import block_groups
 
 HEAD = "linear"
 _SE = {"se_reduce": "post_se.down", "se_expand": "post_se.up"}
@@ -81,14 +83,31 @@ def detect_form(state, source="state dict"):
     )
 
 
-def describe_state(state):
-    """`(num_classes, input_channels, blocks per stage, widths, stem, se)`.
+class StateShape(typing.NamedTuple):
+    """The architecture a state dict describes (None where it cannot tell)."""
 
-    Read from the 3x3 kernels (every form has exactly one per block) and the
-    head; SE is the presence of `post_se` modules.
+    num_classes: int | None
+    channels: int | None
+    blocks: tuple
+    widths: tuple
+    stem: int | None
+    se: bool
+    groups: tuple  # conv groups per block, in model order
+
+    def variant_key(self):
+        return self.blocks, self.widths, self.stem, self.se, self.groups
+
+
+def describe_state(state):
+    """The `StateShape` of a RepOpt-VGG / RepVGG state dict.
+
+    Read from the 3x3 kernels (every form has exactly one per block, of
+    shape `(Cout, Cin / groups, 3, 3)`) and the head; SE is the presence of
+    `post_se` modules.
     """
     blocks, widths = [0, 0, 0, 0], [0, 0, 0, 0]
     stem = channels = None
+    group_inputs = {}  # (stage, index) -> Cin / groups
     for key, value in state.items():
         if value.ndim != 4 or tuple(value.shape[2:]) != (3, 3):
             continue
@@ -101,31 +120,41 @@ def describe_state(state):
                 position = int(stage[-1]) - 1
                 blocks[position] = max(blocks[position], int(index) + 1)
                 widths[position] = int(value.shape[0])
+                group_inputs[int(stage[-1]), int(index)] = int(value.shape[1])
+    groups, cin = [1], stem
+    for stage, (depth, width) in enumerate(zip(blocks, widths), start=1):
+        for index in range(depth):
+            inputs = group_inputs.get((stage, index))
+            groups.append(cin // inputs if cin and inputs else 1)
+            cin = width
     head = state.get(f"{HEAD}.weight")
     num_classes = int(head.shape[0]) if head is not None else None
     se = any(".post_se." in key for key in state)
-    return num_classes, channels, tuple(blocks), tuple(widths), stem, se
+    return StateShape(num_classes, channels, tuple(blocks), tuple(widths), stem,
+                      se, tuple(groups))
 
 
 def matching_variants(state):
     """Variant names whose table entry has the state dict's shape."""
-    _, _, blocks, widths, stem, se = describe_state(state)
+    key = describe_state(state).variant_key()
     return [
         name for name, spec in sorted(VARIANTS.items())
-        if (spec["blocks"], spec["widths"], spec["stem"], bool(spec.get("se")))
-        == (blocks, widths, stem, se)
+        if (spec["blocks"], spec["widths"], spec["stem"], bool(spec.get("se")),
+            tuple(block_groups(spec))) == key
     ]
 
 
 def looks_like(state):
     """A phrase naming the variant(s) the state dict has the shape of."""
-    _, _, blocks, widths, stem, se = describe_state(state)
+    shape = describe_state(state)
     names = matching_variants(state)
-    shape = (f"blocks {blocks}, widths {widths}, stem {stem}"
-             + (", SE" if se else ""))
+    grouped = max(shape.groups) if shape.groups else 1
+    text = (f"blocks {shape.blocks}, widths {shape.widths}, stem {shape.stem}"
+            + (", SE" if shape.se else "")
+            + (f", groupwise convs ({grouped} groups)" if grouped > 1 else ""))
     if names:
-        return f"{' / '.join(names)} ({shape})"
-    return f"no variant in the table ({shape})"
+        return f"{' / '.join(names)} ({text})"
+    return f"no variant in the table ({text})"
 
 
 def model_kind(model):
@@ -235,7 +264,7 @@ def load_state_dict(model, state, skip_head=False, source="state dict"):
             f"{source} is in {form.description}, which loads into "
             f"kind={form.kind!r}, but the model has kind={kind!r}{hint}."
         )
-    head_classes = describe_state(state)[0]
+    head_classes = describe_state(state).num_classes
     model_classes = model.get_layer("classifier").units
     head_mismatch = head_classes is not None and head_classes != model_classes
     if head_mismatch and not skip_head:

@@ -79,11 +79,13 @@ def has_identity(in_channels, out_channels, stride):
     return in_channels == out_channels and stride == 1
 
 
-def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None):
+def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None,
+          groups=1):
     """Applies one block of the given kind (see the module docstring).
 
     `ring=(ring_tensor, offset, seed, mode, ring_std)` makes the 3x3 conv of
-    a plain block a `RingConv2D` generated from that ring.
+    a plain block a `RingConv2D` generated from that ring. `groups` splits
+    the 3x3 and 1x1 convs into groups (RepVGG's g2/g4 variants).
     """
     if kind not in BLOCK_KINDS:
         raise ValueError(f"kind must be one of {BLOCK_KINDS}, got {kind!r}.")
@@ -96,7 +98,7 @@ def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None):
     else:
         conv = FastGradConv2D(
             filters, 3, strides=stride, zero_padding=1,
-            use_bias=kind == "deploy", name=f"{name}_conv",
+            use_bias=kind == "deploy", groups=groups, name=f"{name}_conv",
         )(x)
     if kind in ("plain", "deploy"):
         out = conv if kind == "deploy" else batch_norm(f"{name}_bn")(conv)
@@ -104,7 +106,7 @@ def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None):
 
     conv1x1 = FastGradConv2D(
         filters, 1, strides=stride, padding="valid", use_bias=False,
-        name=f"{name}_conv1x1",
+        groups=groups, name=f"{name}_conv1x1",
     )(x)
     if kind == "hs":
         branches = [

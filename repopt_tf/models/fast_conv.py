@@ -32,6 +32,8 @@ copies and is as fast or faster on the shapes measured (docs/results.md).
 A 1x1 kernel without padding is a single matmul of the subsampled `x` and
 `dy`. On GPUs the stock gradients are used.
 
+Grouped convs (`groups > 1`) use the stock gradients.
+
 `zero_padding` pads every side (PyTorch's `padding=p`, which keeps a 1x1
 branch on the 3x3 centre tap at stride 2, where Keras's "same" pads one side
 only) inside the convolution: with a separate `ZeroPadding2D` layer the input
@@ -202,7 +204,7 @@ class FastGradConv2D(keras.layers.Conv2D):
         return super().compute_output_shape(self._padded_shape(input_shape))
 
     def convolution_op(self, inputs, kernel):
-        if (tuple(self.dilation_rate) == (1, 1)
+        if (tuple(self.dilation_rate) == (1, 1) and self.groups == 1
                 and self.data_format == "channels_last"):
             return fast_grad_conv2d(inputs, kernel, self.strides, self.padding,
                                     self.zero_padding)

@@ -82,6 +82,17 @@ VARIANTS = {
         description="RepVGG-B3 (111.0M deployed).",
     ),
 }
+# RepVGG's groupwise variants: the 3x3 and 1x1 convs of the blocks at
+# GROUPED_BLOCKS (positions in model order, the stem is 0) have `groups`.
+GROUPED_BLOCKS = tuple(range(2, 27, 2))
+VARIANTS.update({
+    f"{base}g{groups}": dict(
+        VARIANTS[base], groups=groups,
+        description=f"RepVGG-{base[-2:].upper()}g{groups}: groupwise "
+        f"({groups} groups) convs in every other block.",
+    )
+    for base in ("repvgg_b1", "repvgg_b2", "repvgg_b3") for groups in (2, 4)
+})
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
@@ -99,6 +110,14 @@ def block_names(name):
     for stage, depth in enumerate(spec["blocks"], start=1):
         names += [f"stage{stage}_block{i}" for i in range(depth)]
     return names
+
+
+def block_groups(spec):
+    """Conv groups of each block in model order (1 unless groupwise)."""
+    depth = 1 + sum(spec["blocks"])
+    groups = spec.get("groups", 1)
+    return [groups if position in GROUPED_BLOCKS else 1
+            for position in range(depth)]
 
 
 def hs_scale_init(block_index):
@@ -144,6 +163,10 @@ def build_model(
             loading all but the classifier.
     """
     spec = _spec(name)
+    if spec.get("groups") and kind not in ("repvgg", "deploy"):
+        raise ValueError(
+            f"{name} is a groupwise RepVGG variant: build it with "
+            f"kind='repvgg' or kind='deploy', not {kind!r}.")
     plan = list(block_plan(spec, input_shape[-1]))
     inputs = keras.Input(input_shape, name="image")
     x = inputs
@@ -166,9 +189,10 @@ def build_model(
         ring_layer = ParameterRing(size, seed=rpg_seed, init_std=ring_std,
                                    name="ring")
         ring = [ring_layer(inputs), 0, rpg_seed, rpg_mode, ring_std]
-    for block_name, cin, cout, stride, index in plan:
+    for (block_name, cin, cout, stride, index), groups in zip(
+            plan, block_groups(spec)):
         x = block(x, cout, stride, block_name, kind,
-                  hs_scale_init=hs_scale_init(index), ring=ring)
+                  hs_scale_init=hs_scale_init(index), ring=ring, groups=groups)
         if ring is not None:
             ring[1] += 9 * cin * cout
         if spec.get("se"):

@@ -34,9 +34,10 @@ def fused_block_kernel(model, prefix):
     kernel[1, 1] += k1[0, 0]
     bias = bias + b1
     if f"{prefix}_bn_identity" in names:
-        channels = kernel.shape[-1]
+        # Output c reads input c, which is input c % (C / groups) of its group.
+        group_inputs, channels = kernel.shape[2:]
         eye = np.zeros_like(kernel)
-        eye[1, 1, np.arange(channels), np.arange(channels)] = 1.0
+        eye[1, 1, np.arange(channels) % group_inputs, np.arange(channels)] = 1.0
         ki, bi = fold_batch_norm(eye, model.get_layer(f"{prefix}_bn_identity"))
         kernel = kernel + ki
         bias = bias + bi
