@@ -24,7 +24,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-flags.DEFINE_string("workdir", None, "A train.py workdir (uses target/model.keras).")
+from repopt_tf.export.runs import STAGE_MODELS  # noqa: E402
+
+flags.DEFINE_string("workdir", None,
+                    "A train.py workdir: its one model, or --stage, or (asked at a "
+                    "terminal) one of several; else target.")
+flags.DEFINE_enum("stage", None, list(STAGE_MODELS),
+                  "With --workdir: which stage's model to export.")
 flags.DEFINE_string("model", None, "Path of a .keras model (overrides --workdir).")
 flags.DEFINE_string("checkpoint", None,
                     "The authors' PyTorch checkpoint (.pth) to import and export.")
@@ -57,6 +63,20 @@ the report shows int8-vs-fp32 agreement on {limit} images only. For real numbers
 pass --data=imagenet2012 --manual_dir=DIR, or --data=folder:/path/to/images.
 ==============================================================================
 """
+
+
+def _ask(stages):
+    """Asks at the terminal which of several stage models to export."""
+    for number, stage in enumerate(stages, start=1):
+        print(f"  {number}. {stage}")
+    while True:
+        answer = input(f"Export which model? [1-{len(stages)}, default 1] ").strip()
+        if not answer:
+            return stages[0]
+        if answer.isdigit() and 1 <= int(answer) <= len(stages):
+            return stages[int(answer) - 1]
+        if answer in stages:
+            return answer
 
 
 def main(argv):
@@ -101,7 +121,9 @@ def main(argv):
             crop_fraction = FLAGS.crop_fraction or 0.875
             measure_top1 = bool(FLAGS.data)
         else:
-            model_path = locate_model(FLAGS.workdir, FLAGS.model)
+            model_path = locate_model(FLAGS.workdir, FLAGS.model, FLAGS.stage,
+                                      ask=_ask if sys.stdin.isatty() else None,
+                                      log=log)
             log(f"model {model_path}")
             model = keras.models.load_model(model_path, compile=False)
             train, test = load_run_data(model_path, FLAGS.data, FLAGS.data_dir,

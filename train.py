@@ -7,9 +7,12 @@
     python train.py --config=configs/imagenet_b1.py --strategy=mirrored \\
         --config.data.manual_dir=/data/imagenet --workdir=runs/b1
 
-Any config field can be overridden with --config.<field>=<value>. The
-resolved config is written to WORKDIR/config.json. Rerunning with the same
-WORKDIR resumes an interrupted stage from its last finished epoch.
+Any config field can be overridden with --config.<field>=<value>. Each stage
+records the config it trains with in WORKDIR/<stage>/config.json, and the
+whole resolved config goes to WORKDIR/config.json when the run finishes.
+Rerunning with the same WORKDIR resumes an interrupted stage from its last
+finished epoch and reuses finished stages; a stage whose config changed is
+refused with the fields that differ.
 """
 
 import os
@@ -55,11 +58,10 @@ def main(argv):
         if FLAGS.cpu_devices:
             split_cpu(FLAGS.cpu_devices)
         strategy = get_strategy(FLAGS.strategy, FLAGS.tpu)
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
         print(f"[repopt] mode {config.mode}, workdir {workdir}, strategy "
               f"{FLAGS.strategy} ({strategy.num_replicas_in_sync} replicas)")
         results = Experiment(config, workdir, strategy).run()
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     except (ValueError, FileNotFoundError, TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,47 @@ def test_cli_checkpoint_errors_are_messages(args, message):
     process = _export_cli(*(a.format(fixtures=fixtures) for a in args))
     assert process.returncode == 1
     assert message in process.stderr and "Traceback" not in process.stderr
+
+
+def test_qat_without_the_extra_says_how_to_install(tmp_path):
+    fake = tmp_path / "tensorflow_model_optimization"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('not installed')\n")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{ROOT}")
+    process = subprocess.run(
+        [sys.executable, "-m", "repopt_tf.qat", "--model=x.keras"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert process.returncode == 1
+    assert "QAT needs the optional extra" in process.stderr
+    assert "Traceback" not in process.stderr
+
+
+def test_workdir_models_are_found_by_stage(tmp_path):
+    from repopt_tf.export.runs import locate_model
+
+    for relative in ("hs/model.keras", "target/model.keras",
+                     "baseline_sgd/model.keras", "baseline_repvgg/model.keras",
+                     "baseline_repvgg/model_fused.keras"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    said = []
+    path = locate_model(tmp_path, log=said.append)
+    assert path == tmp_path / "target/model.keras"
+    assert "others: baseline_sgd, baseline_repvgg_fused, baseline_repvgg;" in said[0]
+    assert locate_model(tmp_path, stage="baseline_repvgg_fused") == (
+        tmp_path / "baseline_repvgg/model_fused.keras")
+    offered = []
+    chosen = locate_model(tmp_path, ask=lambda s: offered.extend(s) or s[1])
+    assert offered == ["target", "baseline_sgd", "baseline_repvgg_fused",
+                       "baseline_repvgg"]  # hs is not a deployment model
+    assert chosen == tmp_path / "baseline_sgd/model.keras"
+    (tmp_path / "target/model.keras").unlink()
+    with pytest.raises(FileNotFoundError, match="has no target model.*it has: "
+                       "baseline_sgd"):
+        locate_model(tmp_path, stage="target")
+    with pytest.raises(ValueError, match="--stage must be one of"):
+        locate_model(tmp_path, stage="final")
+    only_hs = tmp_path / "hs_run"
+    (only_hs / "hs").mkdir(parents=True)
+    (only_hs / "hs/model.keras").write_bytes(b"")
+    assert locate_model(only_hs) == only_hs / "hs/model.keras"

@@ -96,9 +96,18 @@ def test_qat_cli_gives_full_integer_model_close_to_fp32(trained_model):
     folder = trained_model.parent
     report = json.loads((folder / "qat_report.json").read_text())
     assert set(report) == {"model", "epochs", "learning_rate", "keras_fp32",
-                           "tflite_int8_qat", "qat_minus_fp32"}
+                           "fp32_finetuned", "tflite_int8_ptq",
+                           "tflite_int8_qat", "ptq_minus_fp32",
+                           "qat_minus_fp32_finetuned"}
     assert report["keras_fp32"] > 0.6
-    assert abs(report["qat_minus_fp32"]) <= 0.03
+    assert report["fp32_finetuned"] > 0.6
+    # QAT is compared with fp32 fine-tuned the same way, PTQ with fp32 before.
+    assert abs(report["qat_minus_fp32_finetuned"]) <= 0.03
+    assert abs(report["ptq_minus_fp32"]) <= 0.03
+    assert report["qat_minus_fp32_finetuned"] == pytest.approx(
+        report["tflite_int8_qat"] - report["fp32_finetuned"])
+    table = (folder / "qat_report.md").read_text()
+    assert "| fp32 fine-tuned 1 epochs (no fake quant) |" in table
     content = (folder / "model_int8_qat.tflite").read_bytes()
     from repopt_tf.export.verify import integer_report
     assert integer_report(content) == []

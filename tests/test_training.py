@@ -99,6 +99,21 @@ def test_quickstart_workflow_end_to_end(tmp_path):
     with pytest.raises(ValueError, match="on 256 training images, not "
                        "repopt_vgg_tiny for 1 on 320; use a new --workdir"):
         Experiment(other_data, tmp_path, get_strategy()).run()
+    # Any other change to what a stage trains is refused, naming the field.
+    other_lr = tiny_config(mode="baseline_sgd", base_lr=0.05)
+    with pytest.raises(ValueError, match=r"holds a finished run with another "
+                       r"config \(train\.base_lr: 0\.1 -> 0\.05\)"):
+        Experiment(other_lr, tmp_path, get_strategy()).run()
+    other_augment = tiny_config(mode="hs")
+    other_augment.data.augment = "none"
+    with pytest.raises(ValueError, match="data.augment: 'crop_flip' -> 'none'"):
+        Experiment(other_augment, tmp_path, get_strategy()).run()
+    # A change only another stage reads keeps the stage valid.
+    other_hs = tiny_config(mode="baseline_sgd")
+    other_hs.hs.clip_global_norm = 1.0
+    Experiment(other_hs, tmp_path, get_strategy()).run()
+    saved = json.loads((tmp_path / "baseline_sgd/config.json").read_text())
+    assert saved["train.base_lr"] == 0.1 and "hs.epochs" not in saved
 
 
 def test_target_mode_uses_scales_and_logs_mults(tmp_path, capsys):
@@ -183,6 +198,14 @@ def test_killed_run_resumes_from_last_epoch(tmp_path):
     assert epochs[:done_before] == list(range(done_before))
     assert epochs[done_before] in (done_before, done_before + 1)
     assert epochs[-1] == 11
+
+    # A refused rerun (another LR) leaves the run's config.json as it was.
+    written = (tmp_path / "config.json").read_text()
+    process = _train_py(*args, "--config.train.base_lr=0.05")
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert "train.base_lr: 0.1 -> 0.05" in err and "Traceback" not in err
+    assert (tmp_path / "config.json").read_text() == written
 
 
 def _free_port():

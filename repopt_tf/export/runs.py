@@ -3,11 +3,36 @@
 import json
 from pathlib import Path
 
-MODEL_CANDIDATES = ("model.keras", "target/model.keras")
+# Stage -> model file inside a train.py workdir, in the order offered.
+STAGE_MODELS = {
+    "target": "target/model.keras",
+    "baseline_sgd": "baseline_sgd/model.keras",
+    "baseline_repvgg_fused": "baseline_repvgg/model_fused.keras",
+    "baseline_repvgg": "baseline_repvgg/model.keras",
+    "hs": "hs/model.keras",
+}
+# What --workdir picks when it holds several and nobody can be asked.
+DEFAULT_STAGE = "target"
 
 
-def locate_model(workdir=None, model=None):
-    """Path of `model`, else of the first of MODEL_CANDIDATES in `workdir`."""
+def run_models(workdir):
+    """`{stage: path}` of the models a workdir holds (the hs model only when
+    it is the only one: it is a search model, not one to deploy)."""
+    found = {stage: Path(workdir) / relative
+             for stage, relative in STAGE_MODELS.items()
+             if (Path(workdir) / relative).is_file()}
+    if set(found) - {"hs"}:
+        found.pop("hs", None)
+    return found
+
+
+def locate_model(workdir=None, model=None, stage=None, ask=None, log=print):
+    """Path of `model`, else of the `stage` model in `workdir`.
+
+    Without `stage`, a workdir with one model gives it; with several, `ask`
+    (a function from the stage names to the chosen one, used at a terminal)
+    picks, else the target (RepOpt) model is taken and the others are named.
+    """
     if model:
         path = Path(model)
         if not path.is_file():
@@ -15,14 +40,33 @@ def locate_model(workdir=None, model=None):
         return path
     if not workdir:
         raise ValueError("Pass --workdir=DIR (a train.py workdir) or --model=PATH.")
-    for candidate in MODEL_CANDIDATES:
-        path = Path(workdir) / candidate
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"No model in {workdir}: looked for {', '.join(MODEL_CANDIDATES)}. "
-        "Train one with train.py first."
-    )
+    if (Path(workdir) / "model.keras").is_file():  # a stage folder itself
+        return Path(workdir) / "model.keras"
+    found = run_models(workdir)
+    if stage:
+        if stage not in STAGE_MODELS:
+            raise ValueError(f"--stage must be one of {', '.join(STAGE_MODELS)}, "
+                             f"got {stage!r}.")
+        path = Path(workdir) / STAGE_MODELS[stage]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{workdir} has no {stage} model ({STAGE_MODELS[stage]}); it has: "
+                f"{', '.join(found) or 'none'}.")
+        return path
+    if not found:
+        raise FileNotFoundError(
+            f"No model in {workdir}: looked for "
+            f"{', '.join(STAGE_MODELS.values())}. Train one with train.py first."
+        )
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if ask is not None:
+        return found[ask(list(found))]
+    chosen = DEFAULT_STAGE if DEFAULT_STAGE in found else next(iter(found))
+    others = ", ".join(s for s in found if s != chosen)
+    log(f"{workdir} holds several models; exporting {chosen} (others: {others}; "
+        "pick one with --stage=NAME)")
+    return found[chosen]
 
 
 def run_data_config(model_path):

@@ -3,8 +3,10 @@
 `quantize_aware_finetune` annotates every layer except `Rescaling` (TFMOT
 has no config for it; the converter calibrates it), applies the default 8-bit
 scheme (Conv-BN folding, per-channel weights), sets the activation ranges
-from calibration images, fine-tunes with SGD and returns the QAT model; `convert_qat_int8` turns it into a full-integer
-`.tflite`.
+from calibration images, fine-tunes with SGD and returns the QAT model;
+`convert_qat_int8` turns it into a full-integer `.tflite`.
+`float_finetune` runs the same fine-tuning without fake quantization, the
+fair fp32 baseline for QAT.
 """
 
 import numpy as np
@@ -61,6 +63,11 @@ def quantize_aware_finetune(twin, train_data, epochs, calibration_images,
                             learning_rate=1e-3, verbose=2):
     model = quantize_aware_model(twin)
     calibrate_ranges(model, twin, calibration_images)
+    return float_finetune(model, train_data, epochs, learning_rate, verbose)
+
+
+def float_finetune(model, train_data, epochs, learning_rate=1e-3, verbose=2):
+    """Fine-tunes a tf_keras model with the QAT recipe (SGD, Nesterov 0.9)."""
     model.compile(
         optimizer=tf_keras.optimizers.SGD(learning_rate, momentum=0.9,
                                           nesterov=True),

@@ -150,7 +150,10 @@ class Experiment:
     def baseline_sgd(self):
         epochs = self.config.train.epochs
         _, accuracy = self._train("baseline_sgd", "plain", epochs)
-        return self._result("baseline_sgd", "plain", epochs, accuracy)
+        form = "plain"
+        if self.config.rpg.dof:  # named like the model: <variant>_rpg<dof>
+            form = f"rpg{self.config.rpg.dof:g} ({self.config.rpg.mode})"
+        return self._result("baseline_sgd", form, epochs, accuracy)
 
     def baseline_repvgg(self):
         epochs = self.config.train.epochs
@@ -188,15 +191,31 @@ class Experiment:
                 f"training images, not {config.model} for {epochs} on "
                 f"{images}; use a new --workdir."
             )
+        stage_config = self._stage_config(stage)
+        differences = _differences(workdir / "config.json", stage_config)
+        if differences:
+            state = "finished" if finished else "interrupted"
+            raise ValueError(
+                f"{workdir} holds a {state} run with another config ("
+                + "; ".join(differences[:6])
+                + (f"; +{len(differences) - 6} more" if len(differences) > 6
+                   else "")
+                + f"): use a new --workdir, or delete {workdir} to retrain."
+            )
         if finished and (workdir / "model.keras").exists():
-            log(f"{stage}: already trained in {workdir}, reusing it (delete "
-                "that folder to retrain)")
+            log(f"{stage}: already trained in {workdir} with this config, "
+                "reusing it (delete that folder to retrain)")
             with self.strategy.scope():
                 model = keras.models.load_model(workdir / "model.keras")
             return model, finished["test_accuracy"]
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(json.dumps(stage_config, indent=2))
         keras.utils.set_random_seed(config.seed)
         lr, weight_decay = scaled_hyperparameters(train, self.global_batch)
-        log(f"{stage}: {config.model} ({kind}), {epochs} epochs x "
+        form = kind
+        if config.rpg.dof:
+            form = f"RPG ring {config.rpg.dof:g} of the 3x3 weights, {config.rpg.mode}"
+        log(f"{stage}: {config.model} ({form}), {epochs} epochs x "
             f"{self.steps_per_epoch} steps, global batch {self.global_batch} "
             f"({train.batch_size} x {self.strategy.num_replicas_in_sync} "
             f"replicas), lr {train.base_lr} x {self.global_batch}/"
@@ -258,6 +277,17 @@ class Experiment:
             log(f"target: {line}")
         return mults
 
+    def _stage_config(self, stage):
+        """The resolved config fields that decide what `stage` trains, plus
+        the number of training images (`{"dotted.key": value}`)."""
+        ignored = {"mode", "quickstart"} | {
+            section for section, owner in _STAGE_SECTIONS.items()
+            if owner != stage}
+        flat = {key: value for key, value in _flatten(self.config.to_dict())
+                if key.split(".")[0] not in ignored}
+        flat["data.train_images"] = self.train_source.num_examples
+        return json.loads(json.dumps(flat))  # as it reads back from disk
+
     def _evaluate(self, model):
         metrics = model.evaluate(self.test_data, verbose=0, return_dict=True)
         return float(metrics["accuracy"])
@@ -279,6 +309,30 @@ class Experiment:
     def _recorded(self):
         path = self.workdir / "results.json"
         return json.loads(path.read_text()) if path.exists() else {}
+
+
+# Config fields that only one stage reads: a change elsewhere keeps it valid.
+_STAGE_SECTIONS = {"hs": "hs", "scales": "target", "reinit": "target",
+                   "use_identity_scales": "target", "rpg": "baseline_sgd"}
+
+
+def _flatten(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _differences(saved_path, current):
+    """`["key: saved -> current", ...]` against a stage's saved config.json."""
+    if not saved_path.is_file():
+        return []
+    saved = json.loads(saved_path.read_text())
+    return [f"{key}: {saved.get(key, '(unset)')!r} -> "
+            f"{current.get(key, '(unset)')!r}"
+            for key in sorted(set(saved) | set(current))
+            if saved.get(key) != current.get(key)]
 
 
 def results_table(results):
