@@ -1,5 +1,6 @@
 """RepOpt-VGG family, hyper-search model, RepVGG and plain VGG baselines."""
 
+from repopt_tf.models.csla_form import csla_form
 from repopt_tf.models.hyper_search import extract_scales
 from repopt_tf.models.hyper_search import reinitialize
 from repopt_tf.models.repopt_vgg import VARIANTS
@@ -12,6 +13,7 @@ __all__ = [
     "VARIANTS",
     "block_names",
     "build_model",
+    "csla_form",
     "extract_scales",
     "fuse_repvgg",
     "list_models",

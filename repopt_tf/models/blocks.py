@@ -27,6 +27,13 @@ BLOCK_KINDS = ("plain", "hs", "repvgg", "deploy")
 _BLOCK_LAYER = re.compile(r"(stage(\d+)_block(\d+))_(\w+)")
 
 
+def csla_layer_name(conv_name, part):
+    """Name of a CSLA branch layer of the 3x3 conv `conv_name`:
+    `{base}_{part}`, `base` being the name less a `_conv` suffix
+    (`stage1_block0_conv` -> `stage1_block0_scale_1x1`)."""
+    return f"{conv_name.removesuffix('_conv')}_{part}"
+
+
 def split_block_layer(layer_name):
     """`"stage3_block7_bn1x1"` -> `("stage3_block7", 3, 7, "bn1x1")`, else None."""
     match = _BLOCK_LAYER.fullmatch(layer_name)
@@ -109,15 +116,17 @@ def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None,
         groups=groups, name=f"{name}_conv1x1",
     )(x)
     if kind == "hs":
+        conv_name = f"{name}_conv"
         branches = [
-            ChannelScale(hs_scale_init, name=f"{name}_scale_conv")(conv),
-            ChannelScale(hs_scale_init, name=f"{name}_scale_1x1")(conv1x1),
+            ChannelScale(hs_scale_init,
+                         name=csla_layer_name(conv_name, "scale_conv"))(conv),
+            ChannelScale(hs_scale_init,
+                         name=csla_layer_name(conv_name, "scale_1x1"))(conv1x1),
         ]
         if identity:
-            branches.append(
-                ChannelScale(1.0, kernel_like=True,
-                             name=f"{name}_scale_identity")(x)
-            )
+            branches.append(ChannelScale(
+                1.0, kernel_like=True,
+                name=csla_layer_name(conv_name, "scale_identity"))(x))
         out = keras.layers.Add(name=f"{name}_add")(branches)
         out = batch_norm(f"{name}_bn")(out)
     else:  # repvgg

@@ -1,7 +1,8 @@
 """Hyper-search model -> scales, and the Rule of Initialization.
 
 `extract_scales(hs_model)` reads the trained CSLA scales of a `kind="hs"`
-model into the list format of `repopt_tf.scales.load_scales`.
+model (or of `csla_form(model, layer_pattern)`) into the list format of
+`repopt_tf.scales.load_scales`.
 
 `reinitialize(model, blocks)` applies Ding et al. Eq. 4 to a plain target::
 
@@ -11,37 +12,39 @@ with W3 (3x3) and W1 (1x1) drawn like PyTorch's default conv init,
 U(+-1/sqrt(fan_in)), i.e. `VarianceScaling(1/3, "fan_in", "uniform")`.
 """
 
-import re
 import warnings
 
 import keras
 import numpy as np
 
+from repopt_tf.models.blocks import csla_layer_name
 from repopt_tf.optimizers.grad_mult import grad_mults_for_model
+from repopt_tf.optimizers.grad_mult import is_3x3_conv
 
-BLOCK_CONV = re.compile(r"stage\d+_block\d+_conv")
-
-
-def block_convs(model):
-    """The 3x3 conv of every block, in model order."""
-    return [layer for layer in model.layers if BLOCK_CONV.fullmatch(layer.name)]
+# RepOpt-VGG's block convs; any other model passes its own `layer_pattern`.
+BLOCK_CONV = r"stage\d+_block\d+_conv"
 
 
-def extract_scales(hs_model):
+def block_convs(model, layer_pattern=BLOCK_CONV):
+    """The 3x3 convs whose name fully matches `layer_pattern`, in model order."""
+    return [layer for layer in model.layers if is_3x3_conv(layer, layer_pattern)]
+
+
+def extract_scales(hs_model, layer_pattern=BLOCK_CONV):
     """Returns `[{"conv": s, "1x1": t, "identity": gamma or None}, ...]`."""
     layers = {layer.name: layer for layer in hs_model.layers}
     blocks = []
-    for conv in block_convs(hs_model):
-        prefix = conv.name[: -len("_conv")]
-        try:
-            s = hs_model.get_layer(f"{prefix}_scale_conv").scale
-            t = hs_model.get_layer(f"{prefix}_scale_1x1").scale
-        except ValueError as error:
+    for conv in block_convs(hs_model, layer_pattern):
+        names = {part: csla_layer_name(conv.name, f"scale_{part}")
+                 for part in ("conv", "1x1", "identity")}
+        if names["conv"] not in layers or names["1x1"] not in layers:
             raise ValueError(
-                f"{hs_model.name} is not a hyper-search model: block {prefix} "
-                "has no trainable scales (build it with kind='hs')."
-            ) from error
-        identity = layers.get(f"{prefix}_scale_identity")
+                f"{hs_model.name} is not a hyper-search model: conv {conv.name} "
+                f"has no trainable scales ({names['conv']}; build it with "
+                "kind='hs', or with csla_form for your own model)."
+            )
+        s, t = layers[names["conv"]].scale, layers[names["1x1"]].scale
+        identity = layers.get(names["identity"])
         if identity is not None:
             identity = np.asarray(identity.scale).reshape(-1)
         blocks.append({
@@ -52,22 +55,24 @@ def extract_scales(hs_model):
     return blocks
 
 
-def reinitialize(model, blocks, use_identity_scales=True, seed=None):
+def reinitialize(model, blocks, use_identity_scales=True, seed=None,
+                 layer_pattern=BLOCK_CONV):
     """Sets every block kernel of a plain model by the Rule of Initialization.
 
     Args:
-        model: a `kind="plain"` RepOpt-VGG (or any model whose 3x3 block
-            convs are named `stageI_blockJ_conv`).
+        model: a `kind="plain"` RepOpt-VGG, or any model whose 3x3 convs
+            matching `layer_pattern` are its RepOpt blocks.
         blocks: scales in `load_scales` format, one per block.
         use_identity_scales: add the searched identity scale on the diagonal
             (the official code's default) instead of 1.
         seed: for the draws of W3 and W1.
+        layer_pattern: regex (full match) of the block convs' names.
 
     Warns when the model's BN gammas are not all 1: reinitialising a trained
     model throws its training away (fine-tuning should skip this).
     """
-    convs = block_convs(model)
-    grad_mults_for_model(model, blocks, BLOCK_CONV.pattern)  # validates
+    convs = block_convs(model, layer_pattern)
+    grad_mults_for_model(model, blocks, layer_pattern)  # validates
     gammas = [
         np.asarray(layer.gamma) for layer in model.layers
         if isinstance(layer, keras.layers.BatchNormalization)

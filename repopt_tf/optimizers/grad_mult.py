@@ -53,6 +53,21 @@ def grad_mult(scale_conv, scale_1x1, has_identity, in_channels, power=2):
     return mult
 
 
+def is_3x3_conv(layer, regex):
+    """Whether `layer` is a 3x3 `Conv2D` whose name fully matches `regex`:
+    the layers that Grad Mults, scales and CSLA forms attach to."""
+    return (isinstance(layer, keras.layers.Conv2D)
+            and tuple(layer.kernel_size) == (3, 3)
+            and re.fullmatch(regex, layer.name) is not None)
+
+
+def can_carry_identity(layer):
+    """Whether a 3x3 conv can have a CSLA identity branch: C -> C at stride 1
+    (the branch reads each window's centre pixel, whatever the padding)."""
+    in_channels, out_channels = layer.kernel.shape[2], layer.kernel.shape[3]
+    return in_channels == out_channels and tuple(layer.strides) == (1, 1)
+
+
 def grad_mults_for_model(model, blocks, layer_pattern=r".*", power=2):
     """Builds `{variable.path: M}` for the 3x3 convs of any Keras model.
 
@@ -66,14 +81,8 @@ def grad_mults_for_model(model, blocks, layer_pattern=r".*", power=2):
         ValueError: naming the block, when the number of matched layers,
             a width, or the presence of an identity branch does not fit.
     """
-    regex = re.compile(layer_pattern)
-    convs = [
-        layer
-        for layer in _iter_layers(model)
-        if isinstance(layer, keras.layers.Conv2D)
-        and tuple(layer.kernel_size) == (3, 3)
-        and regex.fullmatch(layer.name)
-    ]
+    convs = [layer for layer in _iter_layers(model)
+             if is_3x3_conv(layer, layer_pattern)]
     if len(convs) != len(blocks):
         raise ValueError(
             f"The scales describe {len(blocks)} blocks but the model has "
@@ -91,9 +100,7 @@ def grad_mults_for_model(model, blocks, layer_pattern=r".*", power=2):
                     f"has {out_channels} output channels."
                 )
         has_identity = block.get("identity") is not None
-        can_have_identity = in_channels == out_channels and tuple(
-            layer.strides
-        ) == (1, 1)
+        can_have_identity = can_carry_identity(layer)
         if has_identity and not can_have_identity:
             raise ValueError(
                 f"{where}: the scales have an identity branch but the layer "
