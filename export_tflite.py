@@ -20,6 +20,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Quiet TF start-up unless --verbose (see repopt_tf.quiet); set before any import.
+os.environ.setdefault("REPOPT_TF_QUIET", "0" if any(
+    a in ("--verbose", "--verbose=true", "--verbose=True") for a in sys.argv) else "1")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -89,12 +92,14 @@ def main(argv):
         return 1
     import keras
 
-    import repopt_tf.models  # noqa: F401  (registers custom layers)
     from repopt_tf.checkpoints import model_from_checkpoint
     from repopt_tf.export import export_model
     from repopt_tf.export.runs import load_export_data
     from repopt_tf.export.runs import load_run_data
     from repopt_tf.export.runs import locate_model
+    from repopt_tf.quiet import quiet_logs
+
+    quiet_logs(FLAGS.verbose)
 
     def log(message):
         print(f"[export] {message}", flush=True)

@@ -20,6 +20,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Quiet TF start-up unless --verbose (see repopt_tf.quiet); set before any import.
+os.environ.setdefault("REPOPT_TF_QUIET", "0" if any(
+    a in ("--verbose", "--verbose=true", "--verbose=True") for a in sys.argv) else "1")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -37,6 +40,7 @@ flags.DEFINE_enum("strategy", "default",
                   ["default", "mirrored", "multi_worker", "tpu"],
                   "tf.distribute strategy.")
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's start-up and INFO logs.")
 flags.DEFINE_integer("cpu_devices", 0,
                      "Split the CPU into N logical devices (for --strategy="
                      "mirrored on a CPU-only machine); 0 leaves it whole.")
@@ -51,6 +55,9 @@ def main(argv):
     from repopt_tf.training import get_strategy
     from repopt_tf.training import results_table
     from repopt_tf.training import split_cpu
+    from repopt_tf.quiet import quiet_logs
+
+    quiet_logs(FLAGS.verbose)
 
     config = FLAGS.config
     workdir = Path(FLAGS.workdir)

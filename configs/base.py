@@ -27,6 +27,11 @@ def get_config():
     config.data.channels = 0  # 0: the data set's own
     config.data.augment = "crop_flip"  # none | crop_flip | inception
     config.data.eval_split = "test"
+    # Per-epoch validation in log.csv / TensorBoard: "holdout" (the last
+    # validation_fraction of the training images, not trained on), "test"
+    # (the eval split) or "none".
+    config.data.validation = "holdout"
+    config.data.validation_fraction = 0.05
     config.data.train_limit = 0  # 0: all images
     config.data.eval_limit = 0
     config.data.data_dir = ""

@@ -89,3 +89,18 @@ def test_batched_crop_flip_takes_one_window_per_image():
         flipped_any |= flipped and not plain
     assert flipped_any
     assert out.shape == images.shape
+
+
+def test_holdout_split_keeps_the_last_images_apart():
+    from repopt_tf.data import Source
+    from repopt_tf.data import split_holdout
+
+    images = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1)
+    source = Source(tf.data.Dataset.from_tensor_slices((images, np.arange(20))),
+                    20, 20, 1)
+    train, held = split_holdout(source, 0.1)
+    assert (train.num_examples, held.num_examples) == (18, 2)
+    assert [int(y) for _, y in held.dataset] == [18, 19]
+    assert [int(y) for _, y in train.dataset] == list(range(18))
+    with pytest.raises(ValueError, match=r"validation_fraction must be in \(0, 1\)"):
+        split_holdout(source, 1.5)

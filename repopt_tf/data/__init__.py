@@ -5,6 +5,7 @@ from repopt_tf.data.pipeline import Source
 from repopt_tf.data.pipeline import load_source
 from repopt_tf.data.pipeline import make_dataset
 from repopt_tf.data.pipeline import representative_images
+from repopt_tf.data.pipeline import split_holdout
 
 __all__ = [
     "Source",
@@ -12,4 +13,5 @@ __all__ = [
     "load_source",
     "make_dataset",
     "representative_images",
+    "split_holdout",
 ]

@@ -58,6 +58,21 @@ def load_source(name, split, data_dir=None, manual_dir=None, limit=None,
     return source
 
 
+def split_holdout(source, fraction):
+    """`(train, validation)`: the last `fraction` of `source` held out."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {fraction}.")
+    held = max(1, round(source.num_examples * fraction))
+    kept = source.num_examples - held
+    if kept < 1:
+        raise ValueError(f"{source.num_examples} images cannot spare "
+                         f"{held} for validation.")
+    return (dataclasses.replace(source, dataset=source.dataset.take(kept),
+                                num_examples=kept),
+            dataclasses.replace(source, dataset=source.dataset.skip(kept),
+                                num_examples=held))
+
+
 def make_dataset(source, image_size, batch_size, training, augment="crop_flip",
                  channels=None, seed=None, shuffle_buffer=20000,
                  crop_fraction=1.0):

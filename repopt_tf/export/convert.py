@@ -10,7 +10,7 @@ folded into the convs by the converter; weights are quantized per channel.
 import numpy as np
 import tensorflow as tf
 
-from repopt_tf.export.quiet import quiet
+from repopt_tf.quiet import quiet
 
 
 def _converter(model):

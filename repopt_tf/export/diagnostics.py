@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from repopt_tf.export.convert import int8_converter
-from repopt_tf.export.quiet import quiet
+from repopt_tf.quiet import quiet
 from repopt_tf.models.hyper_search import block_convs
 from repopt_tf.models.repvgg import fold_batch_norm
 

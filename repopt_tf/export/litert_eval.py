@@ -14,7 +14,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.interpreter import OpResolverType
 
-from repopt_tf.export.quiet import quiet
+from repopt_tf.quiet import quiet
 
 
 def quantize(values, detail):
@@ -71,13 +71,22 @@ class TFLiteModel:
         return dequantize(raw, self.output_detail)
 
 
-def tflite_outputs(model_content, dataset):
-    """`(outputs (N, K), labels (N,))` over `(images, one-hot labels)` batches."""
+def tflite_outputs(model_content, dataset, log=None, total=None):
+    """`(outputs (N, K), labels (N,))` over `(images, one-hot labels)` batches.
+
+    With `log` (a function taking a line), progress is reported about every
+    10 % of `total` images (or every batch when the total is unknown).
+    """
     model = TFLiteModel(model_content)
     outputs, labels = [], []
+    done = reported = 0
     for images, onehot in dataset:
         outputs.append(model(images.numpy()))
         labels.append(onehot.numpy().argmax(-1))
+        done += len(images)
+        if log and (not total or done - reported >= total / 10 or done >= total):
+            log(f"{done}/{total or '?'} images")
+            reported = done
     return np.concatenate(outputs), np.concatenate(labels)
 
 

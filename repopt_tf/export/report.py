@@ -57,8 +57,11 @@ def export_model(model, train_source, test_source, output_dir,
     test = make_dataset(test_source, size, 256, training=False,
                         channels=channels, crop_fraction=crop_fraction)
     log(f"running fp32 and int8 TFLite on {test_source.num_examples} test images")
-    fp32_outputs, labels = tflite_outputs(fp32, test)
-    int8_outputs, _ = tflite_outputs(int8, test)
+    count = test_source.num_examples
+    fp32_outputs, labels = tflite_outputs(
+        fp32, test, lambda m: log(f"fp32 TFLite: {m}"), count)
+    int8_outputs, _ = tflite_outputs(
+        int8, test, lambda m: log(f"int8 TFLite: {m}"), count)
     agreement = output_agreement(fp32_outputs, int8_outputs)
     log("int8 vs fp32: top-1 agreement {top1_agreement:.4f}, relative RMSE "
         "{relative_rmse:.4f}".format(**agreement))

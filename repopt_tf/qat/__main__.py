@@ -31,6 +31,7 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_integer("train_limit", 0, "Fine-tune on the first N images (0: all).")
 flags.DEFINE_integer("eval_limit", 0, "Evaluate on the first N test images (0: all).")
 flags.DEFINE_integer("representative", 300, "Representative images.", lower_bound=1)
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's start-up and INFO logs.")
 FLAGS = flags.FLAGS
 
 
@@ -45,7 +46,9 @@ def main(argv):
         return 1
     import keras
 
-    import repopt_tf.models  # noqa: F401  (registers custom layers)
+    from repopt_tf.quiet import quiet_logs
+
+    quiet_logs(FLAGS.verbose)
     from repopt_tf.data import make_dataset
     from repopt_tf.data import representative_images
     from repopt_tf.export import check_full_integer

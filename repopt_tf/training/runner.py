@@ -28,6 +28,7 @@ import numpy as np
 from repopt_tf.checkpoints import load_weights
 from repopt_tf.data import load_source
 from repopt_tf.data import make_dataset
+from repopt_tf.data import split_holdout
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
 from repopt_tf.models import fuse_repvgg
@@ -45,6 +46,7 @@ from repopt_tf.training.recipe import learning_rate_schedule
 from repopt_tf.training.recipe import scaled_hyperparameters
 
 MODES = ("quickstart", "hs", "target", "baseline_sgd", "baseline_repvgg")
+VALIDATIONS = ("holdout", "test", "none")
 
 
 @dataclasses.dataclass
@@ -91,6 +93,15 @@ class Experiment:
                                         limit=data.train_limit or None, **common)
         self.test_source = load_source(data.name, data.eval_split,
                                        limit=data.eval_limit or None, **common)
+        if data.validation not in VALIDATIONS:
+            raise ValueError(f"config.data.validation must be one of "
+                             f"{VALIDATIONS}, got {data.validation!r}.")
+        validation_source = None
+        if data.validation == "holdout":
+            self.train_source, validation_source = split_holdout(
+                self.train_source, data.validation_fraction)
+        elif data.validation == "test":
+            validation_source = self.test_source
         channels = data.channels or self.train_source.channels
         self.input_shape = (data.image_size, data.image_size, channels)
         self.num_classes = self.train_source.num_classes
@@ -108,9 +119,16 @@ class Experiment:
                                        **dataset_args)
         self.test_data = make_dataset(self.test_source, training=False,
                                       **dataset_args)
+        self.validation_data = validation_source and make_dataset(
+            validation_source, training=False, **dataset_args)
+        validation = {
+            "holdout": f"{validation_source and validation_source.num_examples}"
+                       " validation (held out of train) / ",
+            "test": f"validation on the {data.eval_split} split / ",
+            "none": "no validation / "}[data.validation]
         log(f"data {data.name}: {self.train_source.num_examples} train / "
-            f"{self.test_source.num_examples} {data.eval_split} images, "
-            f"{self.num_classes} classes, input {self.input_shape}")
+            f"{validation}{self.test_source.num_examples} {data.eval_split} "
+            f"images, {self.num_classes} classes, input {self.input_shape}")
 
     def run(self):
         mode = self.config.mode
@@ -247,6 +265,7 @@ class Experiment:
             )
         callbacks = standard_callbacks(workdir)
         model.fit(self.train_data, epochs=epochs, callbacks=callbacks, shuffle=False,
+                  validation_data=self.validation_data,
                   verbose=1 if sys.stdout.isatty() else 2)
         nan_guard = next(c for c in callbacks if isinstance(c, StopOnNaN))
         if nan_guard.message:
@@ -289,7 +308,8 @@ class Experiment:
         return json.loads(json.dumps(flat))  # as it reads back from disk
 
     def _evaluate(self, model):
-        metrics = model.evaluate(self.test_data, verbose=0, return_dict=True)
+        metrics = model.evaluate(self.test_data, return_dict=True,
+                                 verbose=1 if sys.stdout.isatty() else 2)
         return float(metrics["accuracy"])
 
     def _result(self, stage, kind, epochs, accuracy, repopt=False):
