@@ -167,15 +167,16 @@ def main(argv):
     entries = [entry.split("=", 1) for entry in FLAGS.models]
     if any(len(entry) != 2 for entry in entries):
         sys.exit(f"error: --models takes label=source entries, got {FLAGS.models}")
-    if not entries:
-        config = quickstart.get_config()
-        config.model = FLAGS.model
-        config.train.epochs = FLAGS.epochs
-        if FLAGS.train_limit is not None:
-            config.data.train_limit = FLAGS.train_limit
-        Experiment(config, workdir, get_strategy()).run()  # reuses finished stages
-        entries = [(label, str(workdir / path)) for label, path in QUICKSTART_MODELS]
     try:
+        if not entries:
+            config = quickstart.get_config()
+            config.model = FLAGS.model
+            config.train.epochs = FLAGS.epochs
+            if FLAGS.train_limit is not None:
+                config.data.train_limit = FLAGS.train_limit
+            Experiment(config, workdir, get_strategy()).run()  # reuses finished stages
+            entries = [(label, str(workdir / path))
+                       for label, path in QUICKSTART_MODELS]
         train, test = load_export_data(FLAGS.data, FLAGS.data_dir, FLAGS.manual_dir,
                                        FLAGS.eval_split, FLAGS.eval_limit)
         rows, kernels = [], {}

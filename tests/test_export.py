@@ -228,3 +228,19 @@ def test_workdir_models_are_found_by_stage(tmp_path):
     (only_hs / "hs").mkdir(parents=True)
     (only_hs / "hs/model.keras").write_bytes(b"")
     assert locate_model(only_hs) == only_hs / "hs/model.keras"
+
+
+def test_histograms_cover_the_depth_without_clipping(tmp_path):
+    from repopt_tf.export.diagnostics import histogram_layers
+    from repopt_tf.export.diagnostics import kernel_histograms
+
+    rng = np.random.default_rng(0)
+    kernels = {f"l{i}": rng.normal(0, 0.05, (3, 3, 4, 4)) for i in range(10)}
+    assert histogram_layers(kernels) == ["l1", "l5", "l9"]
+    outlier = {k: v.copy() for k, v in kernels.items()}
+    outlier["l5"][1, 1, 0, 0] = 3.0  # a tail a per-tensor scale must cover
+    path = kernel_histograms({"a": kernels, "b": outlier}, tmp_path / "h.png")
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert width > 2 * 4.2 * 100 * 0.9 and height > 3 * 2.8 * 100 * 0.9

@@ -5,7 +5,8 @@
   int8 quantizes) and, for BN models, before it.
 - `layer_quantization_error`: TF's QuantizationDebugger comparing each int8
   layer's output with its float counterpart on the same inputs.
-- `kernel_histograms`: PNG histograms of one layer's kernel per model.
+- `kernel_histograms`: a PNG grid of kernel histograms (layers x models,
+  centre and surround taps apart, log counts, shared ranges).
 """
 
 import csv
@@ -105,11 +106,26 @@ def _layer_name(tensor_name):
     return re.sub(r"_\d+$", "", parts[1] if len(parts) > 1 else parts[0])
 
 
-def kernel_histograms(kernels_by_model, path, layer=None, bins=100, limit=None):
-    """Writes a PNG with one histogram per model of a layer's kernel values.
+def histogram_layers(kernels, count=3):
+    """Up to `count` block layers spread over the depth: first, middle, last
+    (the stem excluded when there are others)."""
+    names = list(kernels)[1:] or list(kernels)
+    if len(names) <= count:
+        return names
+    picks = np.linspace(0, len(names) - 1, count).round().astype(int)
+    return [names[i] for i in picks]
 
-    `kernels_by_model` maps a model label to its `{layer: kernel}`; `layer`
-    defaults to the middle block layer of the first model.
+
+def kernel_histograms(kernels_by_model, path, layers=None, bins=80):
+    """Writes a PNG grid of kernel histograms: a row per layer, a column per
+    model, the centre tap and the 8 surrounding taps drawn separately.
+
+    `kernels_by_model` maps a label to `{layer: (3, 3, Cin, Cout) kernel}` as
+    int8 sees it (`deploy_kernels`); `layers` defaults to
+    `histogram_layers` of the first model. Nothing is clipped: every panel
+    of a row spans the row's largest |w|, the count axis is logarithmic (the
+    tails that decide a per-tensor int8 scale stay visible), and dotted lines
+    mark one per-tensor int8 step (max |w| / 127) of that kernel.
     """
     import matplotlib
 
@@ -117,18 +133,36 @@ def kernel_histograms(kernels_by_model, path, layer=None, bins=100, limit=None):
     import matplotlib.pyplot as plt
 
     first = next(iter(kernels_by_model.values()))
-    layer = layer or list(first)[len(first) // 2]
-    fig, axes = plt.subplots(1, len(kernels_by_model),
-                             figsize=(4.5 * len(kernels_by_model), 3.4))
-    axes = np.atleast_1d(axes)
-    for axis, (label, kernels) in zip(axes, kernels_by_model.items()):
-        values = kernels[layer].reshape(-1)
-        span = limit or float(np.percentile(np.abs(values), 99.5))
-        axis.hist(values, bins=bins, range=(-span, span), color="tab:blue")
-        axis.set_title(f"{label}\n{layer}: std {values.std():.4f}", fontsize=9)
-        axis.set_xlabel("weight")
-    axes[0].set_ylabel("count")
+    layers = layers or histogram_layers(first)
+    labels = list(kernels_by_model)
+    fig, axes = plt.subplots(len(layers), len(labels), squeeze=False,
+                             figsize=(4.2 * len(labels), 2.8 * len(layers)))
+    surround = np.ones((3, 3), bool)
+    surround[1, 1] = False
+    for row, layer in enumerate(layers):
+        span = max(float(np.abs(k[layer]).max()) for k in kernels_by_model.values())
+        edges = np.linspace(-span, span, bins + 1)
+        for column, label in enumerate(labels):
+            kernel = kernels_by_model[label][layer]
+            axis = axes[row, column]
+            axis.hist(kernel[surround].reshape(-1), edges, histtype="step",
+                      color="tab:blue", label="8 surrounding taps")
+            axis.hist(kernel[1, 1].reshape(-1), edges, histtype="step",
+                      color="tab:red", label="centre tap")
+            step = float(np.abs(kernel).max()) / 127
+            for x in (-step, step):
+                axis.axvline(x, color="black", linestyle=":", linewidth=0.8)
+            axis.set_yscale("log")
+            axis.set_xlim(-span, span)
+            axis.set_title(f"{label}\n{layer}: std {kernel.std():.4f}, "
+                           f"max|w|/std {np.abs(kernel).max() / kernel.std():.0f}",
+                           fontsize=8)
+            if row == len(layers) - 1:
+                axis.set_xlabel("weight (dotted: one per-tensor int8 step)",
+                                fontsize=8)
+        axes[row, 0].set_ylabel("count (log)")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
