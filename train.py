@@ -15,68 +15,7 @@ finished epoch and reuses finished stages; a stage whose config changed is
 refused with the fields that differ.
 """
 
-import os
-import sys
-from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Quiet TF start-up unless --verbose (see repopt_tf.quiet); set before any import.
-os.environ.setdefault("REPOPT_TF_QUIET", "0" if any(
-    a in ("--verbose", "--verbose=true", "--verbose=True") for a in sys.argv) else "1")
-
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-
-config_flags.DEFINE_config_file(
-    "config", str(ROOT / "configs/quickstart.py"),
-    "Config file (configs/*.py), optionally with ':arg'.", lock_config=True,
-)
-flags.DEFINE_string("workdir", "runs/quickstart", "Output directory.")
-flags.DEFINE_enum("strategy", "default",
-                  ["default", "mirrored", "multi_worker", "tpu"],
-                  "tf.distribute strategy.")
-flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
-flags.DEFINE_bool("verbose", False, "Show TensorFlow's start-up and INFO logs.")
-flags.DEFINE_integer("cpu_devices", 0,
-                     "Split the CPU into N logical devices (for --strategy="
-                     "mirrored on a CPU-only machine); 0 leaves it whole.")
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from repopt_tf.training import Experiment
-    from repopt_tf.training import TrainingDiverged
-    from repopt_tf.training import get_strategy
-    from repopt_tf.training import results_table
-    from repopt_tf.training import split_cpu
-    from repopt_tf.quiet import quiet_logs
-
-    quiet_logs(FLAGS.verbose)
-
-    config = FLAGS.config
-    workdir = Path(FLAGS.workdir)
-    try:
-        if FLAGS.cpu_devices:
-            split_cpu(FLAGS.cpu_devices)
-        strategy = get_strategy(FLAGS.strategy, FLAGS.tpu)
-        print(f"[repopt] mode {config.mode}, workdir {workdir}, strategy "
-              f"{FLAGS.strategy} ({strategy.num_replicas_in_sync} replicas)")
-        results = Experiment(config, workdir, strategy).run()
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-    except (ValueError, FileNotFoundError, TrainingDiverged) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    table = results_table(results)
-    (workdir / "results.md").write_text(table + "\n")
-    print("\n" + table)
-    return 0
-
+from repopt_tf.cli.train import run  # the console script `repopt-train`
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from configs import base  # noqa: E402
+from repopt_tf.configs import base  # noqa: E402
 from repopt_tf.training import Experiment  # noqa: E402
 from repopt_tf.training import get_strategy  # noqa: E402
 

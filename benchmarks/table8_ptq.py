@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from configs import quickstart  # noqa: E402
+from repopt_tf.configs import quickstart  # noqa: E402
 from repopt_tf.checkpoints import is_torch_checkpoint  # noqa: E402
 from repopt_tf.checkpoints import model_from_checkpoint  # noqa: E402
 from repopt_tf.checkpoints import model_from_state_dict  # noqa: E402

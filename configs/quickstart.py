@@ -1,15 +1,3 @@
-"""Default run of train.py: HS -> scales -> RepOpt target -> baselines.
+"""The default quick start (lives in `repopt_tf/configs/quickstart.py`)."""
 
-Fashion-MNIST (embedded), RepOpt-VGG-S at 28x28, all 60,000 training
-images and 3 epochs per stage, so the four stages finish in about 5 minutes
-on 2 CPU cores. `configs/fashion_mnist.py` has the longer single-stage runs.
-"""
-
-from configs import base
-
-
-def get_config():
-    config = base.get_config()
-    config.hs.epochs = 3
-    config.train.epochs = 3
-    return config
+from repopt_tf.configs.quickstart import get_config  # noqa: F401

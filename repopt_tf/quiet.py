@@ -1,10 +1,12 @@
 """Silencing of native libraries' console chatter (TF, converter, LiteRT).
 
-The command-line tools run quietly unless `--verbose`: they set
-`REPOPT_TF_QUIET=1` before importing `repopt_tf`, whose import of TensorFlow
-then hides the C++ start-up banners (oneDNN, absl), and call
-`quiet_logs()` to keep TF's and absl's Python INFO lines (e.g.
-MirroredStrategy's device list) out of the console.
+The command-line tools (`TOOLS`) run quietly unless `--verbose`: when the
+process is one of them (or `REPOPT_TF_QUIET=1`), `import repopt_tf` imports
+TensorFlow with its C++ start-up banners (oneDNN, absl) hidden and
+`TF_CPP_MIN_LOG_LEVEL=2` by default, and the tools call `quiet_logs()` to
+keep TF's and absl's Python INFO lines (e.g. MirroredStrategy's device list)
+out of the console. `REPOPT_TF_QUIET=0` shows everything. A library import
+in any other program changes nothing.
 """
 
 import contextlib
@@ -39,11 +41,30 @@ def quiet(verbose=False):
 
 
 QUIET_ENV = "REPOPT_TF_QUIET"
+TOOLS = ("repopt-train", "repopt-export", "train.py", "export_tflite.py")
+
+
+def quiet_start(argv=None, environ=None):
+    """Whether this process starts quietly (see the module docstring)."""
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    if environ.get(QUIET_ENV) in ("0", "1"):
+        return environ[QUIET_ENV] == "1"
+    tool = os.path.basename(argv[0]) if argv else ""
+    verbose = any(a in ("--verbose", "--verbose=true", "--verbose=True")
+                  for a in argv[1:])
+    return tool in TOOLS and not verbose
 
 
 def import_tensorflow():
-    """Imports TensorFlow, without its start-up banners under `QUIET_ENV=1`."""
-    with quiet(verbose=os.environ.get(QUIET_ENV) != "1"):
+    """Imports TensorFlow, without its start-up chatter when `quiet_start()`."""
+    if "tensorflow" in sys.modules:
+        return
+    if not quiet_start():
+        import tensorflow  # noqa: F401
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet():
         import tensorflow  # noqa: F401
 
 

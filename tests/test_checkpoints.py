@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from configs import base
+from repopt_tf.configs import base
 from repopt_tf import grad_mults_for_model
 from repopt_tf.checkpoints import UnsafeCheckpointError
 from repopt_tf.checkpoints import load_state_dict

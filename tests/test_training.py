@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import base
+from repopt_tf.configs import base
 from repopt_tf.training import Experiment
 from repopt_tf.training import TrainingDiverged
 from repopt_tf.training import get_strategy

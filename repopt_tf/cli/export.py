@@ -1,0 +1,159 @@
+"""Export a model to full-integer int8 TFLite and report on it.
+
+    python export_tflite.py --workdir=runs/quickstart        # exports target/model.keras
+    python export_tflite.py --model=runs/x/baseline_repvgg/model_fused.keras
+    python export_tflite.py --checkpoint=RepOpt-VGG-B1-acc78.62.pth \\
+        --data=imagenet2012 --manual_dir=/data/imagenet   # authors' .pth, no torch
+
+Writes model_fp32.tflite, model_int8.tflite, export_report.json,
+export_report.md and kernel_histogram.png next to the model (for a
+checkpoint: into CHECKPOINT_STEM_tflite/ beside it; or into --output_dir).
+For a train.py model the data set is read from the run's config.json when
+there is one (else --data). A PyTorch checkpoint (RepOpt-VGG target, RepVGG
+train or deploy form) is imported without torch; its variant, classes and
+form come from the file, a RepVGG training form is fused first. Converter
+messages are hidden unless --verbose.
+"""
+
+import sys
+from pathlib import Path
+
+from absl import app
+from absl import flags
+
+from repopt_tf.export.runs import STAGE_MODELS
+
+flags.DEFINE_string("workdir", None,
+                    "A train.py workdir: its one model, or --stage, or (asked at a "
+                    "terminal) one of several; else target.")
+flags.DEFINE_enum("stage", None, list(STAGE_MODELS),
+                  "With --workdir: which stage's model to export.")
+flags.DEFINE_string("model", None, "Path of a .keras model (overrides --workdir).")
+flags.DEFINE_string("checkpoint", None,
+                    "The authors' PyTorch checkpoint (.pth) to import and export.")
+flags.DEFINE_string("variant", None,
+                    "With --checkpoint: the variant (default: from the file's shapes).")
+flags.DEFINE_bool("ema", False, "With --checkpoint: export its EMA weights.")
+flags.DEFINE_integer("image_size", 224, "With --checkpoint: input size.", lower_bound=8)
+flags.DEFINE_float("crop_fraction", None,
+                   "Evaluation centre crop (default 0.875 for --checkpoint, "
+                   "else 1: fit the image).", lower_bound=0.1, upper_bound=1.0)
+flags.DEFINE_string("manual_dir", None, "imagenet2012 tar files (tensorflow-datasets).")
+flags.DEFINE_string("eval_split", None,
+                    "Evaluation split (default: validation for imagenet2012, else test).")
+flags.DEFINE_string("output_dir", None, "Where to write (default: the model's folder).")
+flags.DEFINE_string("data", None, "Data set (default: the run's config, else fashion_mnist).")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets / Fashion-MNIST folder.")
+flags.DEFINE_integer("representative", 300, "Representative training images.", lower_bound=1)
+flags.DEFINE_integer("eval_limit", 0, "Evaluate on the first N test images (0: all).", lower_bound=0)
+flags.DEFINE_integer("latency_runs", 100, "Timed invokes per latency setting.", lower_bound=1)
+flags.DEFINE_list("threads", ["1", "2"], "Thread counts for latency.")
+flags.DEFINE_bool("verbose", False, "Show the converter's messages.")
+FLAGS = flags.FLAGS
+
+FALLBACK_WARNING = """
+==============================================================================
+WARNING: no --data given. Calibrating on Fashion-MNIST, grey images resized to
+{size}x{size} RGB: NOT the data this checkpoint was trained on. int8 ranges are
+calibrated on the wrong images and top-1 cannot be measured (other classes);
+the report shows int8-vs-fp32 agreement on {limit} images only. For real numbers
+pass --data=imagenet2012 --manual_dir=DIR, or --data=folder:/path/to/images.
+==============================================================================
+"""
+
+
+def _ask(stages):
+    """Asks at the terminal which of several stage models to export."""
+    for number, stage in enumerate(stages, start=1):
+        print(f"  {number}. {stage}")
+    while True:
+        answer = input(f"Export which model? [1-{len(stages)}, default 1] ").strip()
+        if not answer:
+            return stages[0]
+        if answer.isdigit() and 1 <= int(answer) <= len(stages):
+            return stages[int(answer) - 1]
+        if answer in stages:
+            return answer
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        threads = [int(t) for t in FLAGS.threads]
+    except ValueError:
+        print(f"error: --threads must be integers, got {FLAGS.threads}", file=sys.stderr)
+        return 1
+    import keras
+
+    from repopt_tf.checkpoints import model_from_checkpoint
+    from repopt_tf.export import export_model
+    from repopt_tf.export.runs import load_export_data
+    from repopt_tf.export.runs import load_run_data
+    from repopt_tf.export.runs import locate_model
+    from repopt_tf.quiet import quiet_logs
+
+    quiet_logs(FLAGS.verbose)
+
+    def log(message):
+        print(f"[export] {message}", flush=True)
+
+    try:
+        if FLAGS.checkpoint:
+            checkpoint = Path(FLAGS.checkpoint)
+            model, loaded = model_from_checkpoint(
+                checkpoint, FLAGS.variant, FLAGS.image_size, FLAGS.ema)
+            log(f"{loaded}")
+            log(f"model {model.name}: {model.count_params():,} parameters, "
+                f"input {model.input_shape[1:]}, {model.output_shape[-1]} classes")
+            eval_limit = FLAGS.eval_limit
+            if not FLAGS.data:
+                eval_limit = eval_limit or 500
+                print(FALLBACK_WARNING.format(size=FLAGS.image_size,
+                                              limit=eval_limit),
+                      file=sys.stderr, flush=True)
+            train, test = load_export_data(
+                FLAGS.data or "fashion_mnist", FLAGS.data_dir, FLAGS.manual_dir,
+                FLAGS.eval_split, eval_limit)
+            output_dir = Path(FLAGS.output_dir or checkpoint.parent
+                              / f"{checkpoint.name.split('.')[0]}_tflite")
+            crop_fraction = FLAGS.crop_fraction or 0.875
+            measure_top1 = bool(FLAGS.data)
+        else:
+            model_path = locate_model(FLAGS.workdir, FLAGS.model, FLAGS.stage,
+                                      ask=_ask if sys.stdin.isatty() else None,
+                                      log=log)
+            log(f"model {model_path}")
+            model = keras.models.load_model(model_path, compile=False)
+            train, test = load_run_data(model_path, FLAGS.data, FLAGS.data_dir,
+                                        FLAGS.eval_limit)
+            output_dir = Path(FLAGS.output_dir or model_path.parent)
+            crop_fraction = FLAGS.crop_fraction or 1.0
+            measure_top1 = True
+        report = export_model(
+            model, train, test, output_dir, representative=FLAGS.representative,
+            latency_runs=FLAGS.latency_runs, threads=threads,
+            verbose=FLAGS.verbose, log=log, crop_fraction=crop_fraction,
+            measure_top1=measure_top1,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    a, agreement = report["accuracy"], report["agreement"]
+    quality = (f"int8 top-1 {a['tflite_int8']:.4f} vs fp32 {a['keras_fp32']:.4f} "
+               f"({100 * a['int8_minus_fp32']:+.2f} points)" if a else
+               f"int8 agrees with fp32 on {100 * agreement['top1_agreement']:.1f}% "
+               "of top-1 predictions")
+    log(f"wrote {output_dir}/model_int8.tflite "
+        f"({report['sizes_bytes']['int8'] / 1024:.0f} KB, verified full integer): "
+        f"{quality}; report in {output_dir}/export_report.md")
+    return 0
+
+
+def run():
+    """Console script `repopt-export`."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,81 @@
+"""Train RepOpt-VGG: hyper-search, target, baselines, or the whole quick start.
+
+    python train.py                                   # quick start on Fashion-MNIST
+    python train.py --config=configs/fashion_mnist.py:hs --workdir=runs/hs
+    python train.py --config=configs/fashion_mnist.py:target \\
+        --config.scales=runs/hs/hs/scales.npz --workdir=runs/target
+    python train.py --config=configs/imagenet_b1.py --strategy=mirrored \\
+        --config.data.manual_dir=/data/imagenet --workdir=runs/b1
+
+Any config field can be overridden with --config.<field>=<value>. Each stage
+records the config it trains with in WORKDIR/<stage>/config.json, and the
+whole resolved config goes to WORKDIR/config.json when the run finishes.
+Rerunning with the same WORKDIR resumes an interrupted stage from its last
+finished epoch and reuses finished stages; a stage whose config changed is
+refused with the fields that differ.
+"""
+
+import sys
+from pathlib import Path
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from repopt_tf.configs import CONFIG_DIR
+
+config_flags.DEFINE_config_file(
+    "config", str(CONFIG_DIR / "quickstart.py"),
+    f"Config file, optionally with ':arg' (bundled: {CONFIG_DIR}/*.py; in a "
+    "checkout also configs/*.py).", lock_config=True,
+)
+flags.DEFINE_string("workdir", "runs/quickstart", "Output directory.")
+flags.DEFINE_enum("strategy", "default",
+                  ["default", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy.")
+flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's start-up and INFO logs.")
+flags.DEFINE_integer("cpu_devices", 0,
+                     "Split the CPU into N logical devices (for --strategy="
+                     "mirrored on a CPU-only machine); 0 leaves it whole.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from repopt_tf.training import Experiment
+    from repopt_tf.training import TrainingDiverged
+    from repopt_tf.training import get_strategy
+    from repopt_tf.training import results_table
+    from repopt_tf.training import split_cpu
+    from repopt_tf.quiet import quiet_logs
+
+    quiet_logs(FLAGS.verbose)
+
+    config = FLAGS.config
+    workdir = Path(FLAGS.workdir)
+    try:
+        if FLAGS.cpu_devices:
+            split_cpu(FLAGS.cpu_devices)
+        strategy = get_strategy(FLAGS.strategy, FLAGS.tpu)
+        print(f"[repopt] mode {config.mode}, workdir {workdir}, strategy "
+              f"{FLAGS.strategy} ({strategy.num_replicas_in_sync} replicas)")
+        results = Experiment(config, workdir, strategy).run()
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    except (ValueError, FileNotFoundError, TrainingDiverged) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    table = results_table(results)
+    (workdir / "results.md").write_text(table + "\n")
+    print("\n" + table)
+    return 0
+
+
+def run():
+    """Console script `repopt-train`."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,78 @@
+"""Defaults every config starts from (Fashion-MNIST, small model, CPU).
+
+Override any field on the command line, e.g.
+`--config.train.epochs=10 --config.data.train_limit=5000`.
+"""
+
+import ml_collections
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.mode = "quickstart"  # quickstart | hs | target | baseline_sgd | baseline_repvgg
+    config.model = "repopt_vgg_s"
+    config.seed = 0
+    config.scales = ""  # target mode: preset name or scales .npz / .pth
+    config.reinit = True  # Rule of Initialization (skipped with init_checkpoint)
+    # Start from trained weights (fine-tuning, no reinit): the authors' .pth
+    # of the stage's form, or a .keras / .weights.h5 of this library.
+    config.init_checkpoint = ""
+    config.init_ema = False  # .pth: its EMA weights
+    config.init_skip_head = False  # keep a fresh classifier (other classes)
+    config.use_identity_scales = True  # diagonal gets the searched identity scale
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "fashion_mnist"  # or a tfds name, or folder:/path
+    config.data.image_size = 28
+    config.data.channels = 0  # 0: the data set's own
+    config.data.augment = "crop_flip"  # none | crop_flip | inception
+    config.data.eval_split = "test"
+    # Per-epoch validation in log.csv / TensorBoard: "holdout" (the last
+    # validation_fraction of the training images, not trained on), "test"
+    # (the eval split) or "none".
+    config.data.validation = "holdout"
+    config.data.validation_fraction = 0.05
+    config.data.train_limit = 0  # 0: all images
+    config.data.eval_limit = 0
+    config.data.data_dir = ""
+    config.data.manual_dir = ""
+    config.data.download = False
+
+    config.train = ml_collections.ConfigDict()
+    config.train.optimizer = "sgd"  # sgd | adamw
+    config.train.epochs = 5
+    config.train.batch_size = 128  # per replica
+    config.train.reference_batch = 128  # lr = base_lr * global_batch / reference
+    config.train.base_lr = 0.1
+    config.train.warmup_epochs = 0.0
+    config.train.momentum = 0.9
+    config.train.nesterov = True
+    config.train.weight_decay = 4e-5
+    config.train.scale_weight_decay = False
+    config.train.label_smoothing = 0.0
+
+    config.hs = ml_collections.ConfigDict()
+    config.hs.epochs = 3
+    config.hs.clip_global_norm = 5.0  # the official HS command clips at 5
+
+    config.rpg = ml_collections.ConfigDict()
+    config.rpg.dof = 0.0  # > 0: ring of dof x generated weights (baseline_sgd mode)
+    config.rpg.mode = "signed_permutation"  # shared | permutation | signed_permutation
+    config.rpg.seed = 0
+
+    config.quickstart = ml_collections.ConfigDict()
+    config.quickstart.baselines = True
+    return config
+
+
+def paper_schedule(config):
+    """The paper's recipe (Ding et al. §4.1): reference batch 256, LR 0.1
+    cosine with 5 warm-up epochs, wd 4e-5, label smoothing 0.1, Nesterov 0.9."""
+    config.train.reference_batch = 256
+    config.train.base_lr = 0.1
+    config.train.warmup_epochs = 5.0
+    config.train.weight_decay = 4e-5
+    config.train.label_smoothing = 0.1
+    config.train.momentum = 0.9
+    config.train.nesterov = True
+    return config

@@ -1,0 +1,54 @@
+"""A built wheel installs the console scripts and bundled configs and runs
+them from another directory (issue #15)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from repopt_tf.quiet import quiet_start
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(command, **kwargs):
+    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, (result.stdout[-1500:], result.stderr[-3000:])
+    return result
+
+
+def test_wheel_console_scripts_train_and_export(tmp_path):
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+          "-q", "-w", str(tmp_path / "dist"), str(ROOT)], timeout=300)
+    wheel = next((tmp_path / "dist").glob("repopt_tf-*.whl"))
+    site = tmp_path / "site"
+    _run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+          str(site), str(wheel)], timeout=300)
+    env = dict(os.environ, PYTHONPATH=str(site))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = _run([sys.executable, "-c", "import repopt_tf.configs as c, "
+                  "repopt_tf.scales as s; print(c.CONFIG_DIR); "
+                  "print(s.list_presets())"], env=env, cwd=elsewhere, timeout=120)
+    assert where.stdout.startswith(str(site))
+    assert "repopt_vgg_b1" in where.stdout
+    _run([str(site / "bin/repopt-train"), "--workdir=run",
+          "--config.mode=baseline_sgd", "--config.model=repopt_vgg_tiny",
+          "--config.data.train_limit=256", "--config.data.eval_limit=64",
+          "--config.train.epochs=1"], env=env, cwd=elsewhere, timeout=300)
+    assert json.loads((elsewhere / "run/results.json").read_text())["baseline_sgd"]
+    export = _run([str(site / "bin/repopt-export"), "--workdir=run",
+                   "--representative=16", "--eval_limit=64", "--latency_runs=2",
+                   "--threads=1"], env=env, cwd=elsewhere, timeout=300)
+    assert "verified full integer" in export.stdout
+    assert (elsewhere / "run/baseline_sgd/model_int8.tflite").stat().st_size > 0
+
+
+def test_tools_start_quietly_unless_verbose():
+    assert quiet_start(["/venv/bin/repopt-train", "--workdir=x"], {})
+    assert quiet_start(["train.py"], {})
+    assert not quiet_start(["train.py", "--verbose"], {})
+    assert not quiet_start(["/usr/bin/ipython"], {})  # a library user
+    assert quiet_start(["anything"], {"REPOPT_TF_QUIET": "1"})
+    assert not quiet_start(["repopt-export"], {"REPOPT_TF_QUIET": "0"})
