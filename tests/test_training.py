@@ -141,7 +141,7 @@ def test_mirrored_strategy_uses_global_batch(tmp_path):
     assert strategy.num_replicas_in_sync == 2  # conftest's logical CPUs
     experiment = Experiment(tiny_config("baseline_sgd"), tmp_path, strategy)
     assert experiment.global_batch == 64
-    assert experiment.steps_per_epoch == 4
+    assert experiment.steps_per_epoch == 3  # 243 images (13 held out) // 64
     (result,) = experiment.run()
     assert 0.0 <= result.test_accuracy <= 1.0
 
