@@ -114,6 +114,10 @@ class Experiment:
             )
         dataset_args = dict(image_size=data.image_size,
                             batch_size=self.global_batch, channels=channels)
+        self.test_source = self._splits_evenly(self.test_source, "test")
+        if validation_source is not None:
+            validation_source = self._splits_evenly(validation_source,
+                                                    "validation")
         self.train_data = make_dataset(self.train_source, training=True,
                                        augment=data.augment, seed=config.seed,
                                        **dataset_args)
@@ -129,6 +133,24 @@ class Experiment:
         log(f"data {data.name}: {self.train_source.num_examples} train / "
             f"{validation}{self.test_source.num_examples} {data.eval_split} "
             f"images, {self.num_classes} classes, input {self.input_shape}")
+
+    def _splits_evenly(self, source, label):
+        """`source`, trimmed to a multiple of the replica count when it is
+        smaller than one global batch: Keras builds a distributed model from
+        the replica mean of the first batch, which fails on an uneven split
+        (keras/src/backend/tensorflow/trainer.py, `_maybe_symbolic_build`)."""
+        replicas = self.strategy.num_replicas_in_sync
+        count = source.num_examples
+        if replicas == 1 or count >= self.global_batch or count % replicas == 0:
+            return source
+        kept = count - count % replicas
+        if kept == 0:
+            raise ValueError(f"{count} {label} images cannot be split over "
+                             f"{replicas} replicas.")
+        log(f"{label}: {kept} of {count} images, a multiple of the "
+            f"{replicas} replicas")
+        return dataclasses.replace(source, dataset=source.dataset.take(kept),
+                                   num_examples=kept)
 
     def run(self):
         mode = self.config.mode
