@@ -244,3 +244,11 @@ def test_histograms_cover_the_depth_without_clipping(tmp_path):
 
     height, width = matplotlib.image.imread(path).shape[:2]
     assert width > 2 * 4.2 * 100 * 0.9 and height > 3 * 2.8 * 100 * 0.9
+
+
+def test_help_lists_the_tools_flags():
+    for script, flag in (("export_tflite.py", "--checkpoint"),
+                         ("train.py", "--workdir")):
+        process = subprocess.run([sys.executable, str(ROOT / script), "--help"],
+                                 capture_output=True, text=True, timeout=120)
+        assert flag in process.stdout + process.stderr

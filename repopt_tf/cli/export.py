@@ -21,6 +21,7 @@ from pathlib import Path
 from absl import app
 from absl import flags
 
+from repopt_tf.cli import run_main
 from repopt_tf.export.runs import STAGE_MODELS
 
 flags.DEFINE_string("workdir", None,
@@ -152,7 +153,7 @@ def main(argv):
 
 def run():
     """Console script `repopt-export`."""
-    app.run(main)
+    run_main(main, __name__)
 
 
 if __name__ == "__main__":

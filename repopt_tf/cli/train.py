@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from repopt_tf.cli import run_main
 from repopt_tf.configs import CONFIG_DIR
 
 config_flags.DEFINE_config_file(
@@ -74,7 +75,7 @@ def main(argv):
 
 def run():
     """Console script `repopt-train`."""
-    app.run(main)
+    run_main(main, __name__)
 
 
 if __name__ == "__main__":
