@@ -164,6 +164,7 @@ def test_cli_exports_a_pytorch_checkpoint(tmp_path):
     assert "WARNING: no --data given" in process.stderr
     assert "RepVGG training form" in process.stdout
     assert "model repopt_vgg_tiny_deploy" in process.stdout  # fused
+    assert "int8 TFLite: 64/64 images" in process.stdout  # progress
     report = json.loads((tmp_path / "export_report.json").read_text())
     assert report["accuracy"] is None  # stand-in data: no top-1
     assert report["test_images"] == 64

@@ -15,6 +15,7 @@ from repopt_tf.configs import base
 from repopt_tf.training import Experiment
 from repopt_tf.training import TrainingDiverged
 from repopt_tf.training import get_strategy
+from repopt_tf.training import results_table
 from repopt_tf.training.recipe import grad_mult_summary
 from repopt_tf.training.recipe import learning_rate_schedule
 from repopt_tf.training.recipe import scaled_hyperparameters
@@ -260,3 +261,12 @@ def test_default_quickstart_end_to_end(tmp_path):
     assert recorded["target"]["test_accuracy"] > 0.82
     assert recorded["baseline_sgd"]["test_accuracy"] > 0.82
     assert "| target | repopt_vgg_s | plain | RepOptSGD |" in out
+
+
+def test_rpg_runs_are_named_as_such(tmp_path, capsys):
+    config = tiny_config("baseline_sgd")
+    config.rpg.dof = 0.05
+    (result,) = Experiment(config, tmp_path, get_strategy()).run()
+    assert result.kind == "rpg0.05 (signed_permutation)"
+    assert "RPG ring 0.05 of the 3x3 weights" in capsys.readouterr().out
+    assert "| rpg0.05 (signed_permutation) | SGD |" in results_table([result])
