@@ -232,7 +232,10 @@ class Experiment:
                 f"{images}; use a new --workdir."
             )
         stage_config = self._stage_config(stage)
-        differences = _differences(workdir / "config.json", stage_config)
+        # Only a finished stage or a resumable one (backup/) is protected.
+        protected = finished or (workdir / "backup").exists()
+        differences = protected and _differences(workdir / "config.json",
+                                                 stage_config)
         if differences:
             state = "finished" if finished else "interrupted"
             raise ValueError(
@@ -248,8 +251,6 @@ class Experiment:
             with self.strategy.scope():
                 model = keras.models.load_model(workdir / "model.keras")
             return model, finished["test_accuracy"]
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(json.dumps(stage_config, indent=2))
         keras.utils.set_random_seed(config.seed)
         lr, weight_decay = scaled_hyperparameters(train, self.global_batch)
         form = kind
@@ -286,6 +287,7 @@ class Experiment:
                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
             )
         callbacks = standard_callbacks(workdir)
+        (workdir / "config.json").write_text(json.dumps(stage_config, indent=2))
         model.fit(self.train_data, epochs=epochs, callbacks=callbacks, shuffle=False,
                   validation_data=self.validation_data,
                   verbose=1 if sys.stdout.isatty() else 2)
