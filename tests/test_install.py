@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from repopt_tf.quiet import quiet_start
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +20,27 @@ def _run(command, **kwargs):
     return result
 
 
+def _train_and_export(python, scripts, env, tmp_path, site):
+    """Both console scripts, run from a directory outside the checkout."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = _run([python, "-c", "import repopt_tf.configs as c, "
+                  "repopt_tf.scales as s; print(c.CONFIG_DIR); "
+                  "print(s.list_presets())"], env=env, cwd=elsewhere, timeout=120)
+    assert where.stdout.startswith(str(site))
+    assert "repopt_vgg_b1" in where.stdout
+    _run([str(scripts / "repopt-train"), "--workdir=run",
+          "--config.mode=baseline_sgd", "--config.model=repopt_vgg_tiny",
+          "--config.data.train_limit=256", "--config.data.eval_limit=64",
+          "--config.train.epochs=1"], env=env, cwd=elsewhere, timeout=300)
+    assert json.loads((elsewhere / "run/results.json").read_text())["baseline_sgd"]
+    export = _run([str(scripts / "repopt-export"), "--workdir=run",
+                   "--representative=16", "--eval_limit=64", "--latency_runs=2",
+                   "--threads=1"], env=env, cwd=elsewhere, timeout=300)
+    assert "verified full integer" in export.stdout
+    assert (elsewhere / "run/baseline_sgd/model_int8.tflite").stat().st_size > 0
+
+
 def test_wheel_console_scripts_train_and_export(tmp_path):
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
           "-q", "-w", str(tmp_path / "dist"), str(ROOT)], timeout=300)
@@ -26,23 +49,20 @@ def test_wheel_console_scripts_train_and_export(tmp_path):
     _run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
           str(site), str(wheel)], timeout=300)
     env = dict(os.environ, PYTHONPATH=str(site))
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    where = _run([sys.executable, "-c", "import repopt_tf.configs as c, "
-                  "repopt_tf.scales as s; print(c.CONFIG_DIR); "
-                  "print(s.list_presets())"], env=env, cwd=elsewhere, timeout=120)
-    assert where.stdout.startswith(str(site))
-    assert "repopt_vgg_b1" in where.stdout
-    _run([str(site / "bin/repopt-train"), "--workdir=run",
-          "--config.mode=baseline_sgd", "--config.model=repopt_vgg_tiny",
-          "--config.data.train_limit=256", "--config.data.eval_limit=64",
-          "--config.train.epochs=1"], env=env, cwd=elsewhere, timeout=300)
-    assert json.loads((elsewhere / "run/results.json").read_text())["baseline_sgd"]
-    export = _run([str(site / "bin/repopt-export"), "--workdir=run",
-                   "--representative=16", "--eval_limit=64", "--latency_runs=2",
-                   "--threads=1"], env=env, cwd=elsewhere, timeout=300)
-    assert "verified full integer" in export.stdout
-    assert (elsewhere / "run/baseline_sgd/model_int8.tflite").stat().st_size > 0
+    _train_and_export(sys.executable, site / "bin", env, tmp_path, site)
+
+
+@pytest.mark.slow
+def test_pip_install_in_a_clean_venv(tmp_path):
+    """`pip install .` with its declared dependencies into a new venv."""
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
+    python = str(venv / "bin/python")
+    _run([python, "-m", "pip", "install", "-q", "-c", str(ROOT / "requirements.txt"),
+          str(ROOT)], timeout=1200)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    _train_and_export(python, venv / "bin", env, tmp_path, site)
 
 
 def test_tools_start_quietly_unless_verbose():
