@@ -283,3 +283,30 @@ def test_train_refuses_a_checkpoint_of_another_form(tmp_path):
     config = _fine_tune_config(FIXTURES / "repopt_tiny_target.pth", "quickstart")
     with pytest.raises(ValueError, match="pick its mode"):
         Experiment(config, tmp_path, get_strategy())
+
+
+def test_first_step_loss_is_the_loaded_models(tmp_path):
+    """One batch of 32 images, one step: the logged loss is that of the
+    loaded checkpoint (training mode) on those images, so training started
+    from the checkpoint, not from a fresh init or the Rule of Initialization."""
+    import csv
+
+    from repopt_tf.data import load_source
+    from repopt_tf.data import make_dataset
+
+    checkpoint = FIXTURES / "repopt_tiny_target.pth"
+    config = _fine_tune_config(checkpoint)
+    config.data.update(train_limit=32, validation="none", augment="none")
+    config.train.base_lr = 0.1
+    Experiment(config, tmp_path, get_strategy()).run()
+    logged = float(next(csv.DictReader(open(tmp_path / "target/log.csv")))["loss"])
+    source = load_source("fashion_mnist", "train", limit=32)
+    images, labels = next(iter(make_dataset(source, 32, 32, training=False,
+                                            channels=3)))
+    loaded = _tiny("plain", weights=checkpoint)
+    expected = float(keras.losses.CategoricalCrossentropy(from_logits=True)(
+        labels, loaded(images, training=True)))
+    assert logged == pytest.approx(expected, rel=1e-4)
+    fresh = float(keras.losses.CategoricalCrossentropy(from_logits=True)(
+        labels, _tiny("plain")(images, training=True)))
+    assert abs(fresh - expected) > 1e-2
