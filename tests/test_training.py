@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from repopt_tf.configs import base
 from repopt_tf.training import Experiment
