@@ -61,6 +61,10 @@ def test_pip_install_in_a_clean_venv(tmp_path):
     _run([python, "-m", "pip", "install", "-q", "-c", str(ROOT / "requirements.txt"),
           str(ROOT)], timeout=1200)
     site = next((venv / "lib").glob("python3*/site-packages"))
+    installed = _run([python, "-m", "pip", "list", "--format=freeze"],
+                     timeout=120).stdout.lower()
+    assert "tensorflow==2.21" in installed  # the CPU/GPU wheel, not ...
+    assert "tensorflow-cpu" not in installed  # ... two TFs in one folder
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     _train_and_export(python, venv / "bin", env, tmp_path, site)
 

@@ -306,3 +306,41 @@ def test_groupwise_variants_group_every_other_block():
     assert model.get_layer("stage4_block0_conv").groups == 1  # block 27
     with pytest.raises(ValueError, match="groupwise RepVGG variant"):
         build_model("repvgg_b2g4", 10, (32, 32, 3), kind="plain")
+
+
+def test_stock_gradient_path_matches_the_fast_one():
+    """The GPU rule's stock-gradient path, forced on this CPU."""
+    import tensorflow as tf
+
+    from repopt_tf.models.fast_conv import FastGradConv2D
+    from repopt_tf.models.fast_conv import set_fast_gradient
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 9, 9, 4)), tf.float32)
+    layer = FastGradConv2D(6, 3, strides=2, zero_padding=1, use_bias=False)
+    layer.build(x.shape)
+
+    def gradients():
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(tf.sin(layer(x)))
+            return tape.gradient(loss, [x, layer.kernel])
+
+        ops = {op.type for op in step.get_concrete_function(x).graph.get_operations()}
+        return [g.numpy() for g in step(x)], ops
+
+    try:
+        set_fast_gradient(False)
+        stock, stock_ops = gradients()
+        set_fast_gradient(True)
+        fast, fast_ops = gradients()
+    finally:
+        set_fast_gradient("auto")
+    assert "Conv2DBackpropInput" in stock_ops
+    assert "Conv2DBackpropInput" not in fast_ops
+    for ours, theirs in zip(fast, stock):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="mode must be"):
+        set_fast_gradient("gpu")

@@ -50,6 +50,10 @@ def get_config():
     config.train.weight_decay = 4e-5
     config.train.scale_weight_decay = False
     config.train.label_smoothing = 0.0
+    # Compute dtype: float32 | mixed_bfloat16 | mixed_float16 (variables,
+    # Grad Mults and momentum stay float32; float16 adds loss scaling).
+    config.train.precision = "float32"
+    config.train.jit_compile = "auto"  # XLA: auto (on with a GPU) | on | off
 
     config.hs = ml_collections.ConfigDict()
     config.hs.epochs = 3

@@ -7,6 +7,7 @@ data set of real training images preprocessed exactly as for evaluation
 folded into the convs by the converter; weights are quantized per channel.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -17,10 +18,30 @@ def _converter(model):
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
+def float32_model(model):
+    """`model` itself if it computes in float32, else a float32 twin with the
+    same weights (a model trained under a mixed-precision policy)."""
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    twin = keras.models.clone_model(model, clone_function=clone)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def convert_float32(model, verbose=False):
     """Returns the float32 `.tflite` bytes of a Keras model."""
-    with quiet(verbose):
-        return _converter(model).convert()
+    try:
+        with quiet(verbose):
+            return _converter(model).convert()
+    except Exception as error:  # the converter raises ConverterError & co.
+        raise ValueError(f"float32 conversion failed: "
+                         f"{_first_lines(str(error))}") from error
 
 
 def int8_converter(model, representative_images, per_channel=True):

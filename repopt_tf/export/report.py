@@ -12,6 +12,7 @@ from repopt_tf.data import make_dataset
 from repopt_tf.data import representative_images
 from repopt_tf.export.convert import convert_float32
 from repopt_tf.export.convert import convert_int8
+from repopt_tf.export.convert import float32_model
 from repopt_tf.export.diagnostics import deploy_kernels
 from repopt_tf.export.diagnostics import kernel_histograms
 from repopt_tf.export.diagnostics import kernel_statistics
@@ -31,7 +32,8 @@ def export_model(model, train_source, test_source, output_dir,
                  verbose=False, log=print, crop_fraction=1.0, measure_top1=True):
     """Exports `model` and returns the report dict (also written as JSON).
 
-    RPG models are materialized first (ring -> plain kernels). Top-1
+    RPG models are materialized first (ring -> plain kernels), models
+    trained under a mixed-precision policy become float32 twins. Top-1
     accuracy is measured when the test data has the model's classes (and
     `measure_top1`: off when the data is a stand-in); int8-vs-fp32 agreement
     (`output_agreement`) always. `crop_fraction`: see `make_dataset` (0.875
@@ -40,6 +42,10 @@ def export_model(model, train_source, test_source, output_dir,
     if ring_layers(model):
         model = materialize(model)
         log("RPG model materialized: ring layers -> plain Conv2D/Dense")
+    twin = float32_model(model)
+    if twin is not model:
+        model = twin
+        log("mixed-precision model: exporting its float32 twin")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     _, size, _, channels = model.input_shape

@@ -30,7 +30,15 @@ is instead one forward convolution with batch and channels swapped: input
 by `s`, output `(C_in, k_h, k_w, C_out)`. It needs only the two transposed
 copies and is as fast or faster on the shapes measured (docs/results.md).
 A 1x1 kernel without padding is a single matmul of the subsampled `x` and
-`dy`. On GPUs the stock gradients are used.
+`dy`.
+
+Which gradients run (`use_fast_gradient`): the fast ones when the backend is
+TensorFlow, no GPU is visible, the strides are equal, the padding is
+"valid" (plus `zero_padding`), the spatial shapes are static and the conv
+is not grouped; otherwise TF's stock gradients (GPU kernels are fast, and
+cuDNN's own algorithms beat these rewrites there). `set_fast_gradient(
+"auto" | True | False)` overrides the rule process-wide (tests force both
+paths on a CPU); the forward pass is the same either way.
 
 Grouped convs (`groups > 1`) use the stock gradients.
 
@@ -152,18 +160,33 @@ def _conv_fast_dx(x, kernel, stride, padding):
     return conv(x, kernel)
 
 
+_FAST_GRADIENT = "auto"
+
+
+def set_fast_gradient(mode):
+    """`"auto"` (the rule in the module docstring), True or False."""
+    global _FAST_GRADIENT
+    if mode not in ("auto", True, False):
+        raise ValueError(f"mode must be 'auto', True or False, got {mode!r}.")
+    _FAST_GRADIENT = mode
+
+
+def use_fast_gradient(inputs, strides, padding):
+    """Whether `fast_grad_conv2d` takes the fast-gradient path (see above)."""
+    if _FAST_GRADIENT is not True and (
+            _FAST_GRADIENT is False or tf.config.list_logical_devices("GPU")):
+        return False
+    return (strides[0] == strides[1] and padding == "valid"
+            and keras.backend.backend() == "tensorflow"
+            and None not in inputs.shape[1:])
+
+
 def fast_grad_conv2d(inputs, kernel, strides=(1, 1), padding="valid",
                      zero_padding=0):
-    """NHWC `ops.conv` of `inputs` zero-padded by `zero_padding` on each side.
-
-    Uses the fast input gradient (module docstring) on the TF backend on CPU
-    for equal strides, `padding="valid"` and static spatial shapes.
-    """
+    """NHWC `ops.conv` of `inputs` zero-padded by `zero_padding` on each side,
+    with the fast gradients where `use_fast_gradient` says so."""
     strides = tuple(np.broadcast_to(strides, 2).tolist())
-    if (strides[0] == strides[1] and padding == "valid"
-            and keras.backend.backend() == "tensorflow"
-            and None not in inputs.shape[1:]
-            and not tf.config.list_logical_devices("GPU")):
+    if use_fast_gradient(inputs, strides, padding):
         return _conv_fast_dx(inputs, tf.convert_to_tensor(kernel), strides[0],
                              zero_padding)
     if zero_padding:

@@ -15,6 +15,7 @@ import re
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from repopt_tf.optimizers import RepOptAdamW
 from repopt_tf.optimizers import RepOptSGD
@@ -58,6 +59,25 @@ def build_optimizer(train, schedule, weight_decay, grad_mults=None,
     raise ValueError(
         f"train.optimizer must be 'sgd' or 'adamw', got {train.optimizer!r}."
     )
+
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+JIT_MODES = ("auto", "on", "off")
+
+
+def compute_settings(train):
+    """`(precision policy, jit_compile)` from `train.precision` and
+    `train.jit_compile` ("auto": XLA on when a GPU is visible; on CPUs it is
+    slower and fails under MirroredStrategy)."""
+    if train.precision not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {PRECISIONS}, got "
+                         f"{train.precision!r}.")
+    if train.jit_compile not in JIT_MODES:
+        raise ValueError(f"train.jit_compile must be one of {JIT_MODES}, got "
+                         f"{train.jit_compile!r}.")
+    jit = train.jit_compile == "on" or (
+        train.jit_compile == "auto" and bool(tf.config.list_logical_devices("GPU")))
+    return train.precision, jit
 
 
 def grad_mult_summary(grad_mults):

@@ -41,6 +41,7 @@ from repopt_tf.training.callbacks import TrainingDiverged
 from repopt_tf.training.callbacks import standard_callbacks
 from repopt_tf.training.evaluation import keras_accuracy
 from repopt_tf.training.recipe import build_optimizer
+from repopt_tf.training.recipe import compute_settings
 from repopt_tf.training.recipe import grad_mult_summary
 from repopt_tf.training.recipe import learning_rate_schedule
 from repopt_tf.training.recipe import scaled_hyperparameters
@@ -263,6 +264,24 @@ class Experiment:
             f"{train.reference_batch} = {lr:g}, weight decay {weight_decay:g}")
         schedule = learning_rate_schedule(lr, epochs, train.warmup_epochs,
                                           self.steps_per_epoch)
+        precision, jit = compute_settings(train)
+        log(f"{stage}: precision {precision}"
+            + (" (variables, Grad Mults and momentum in float32)"
+               if precision != "float32" else "")
+            + f", XLA {'on' if jit else 'off'}")
+        previous_policy = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(precision)
+        try:
+            return self._fit(stage, kind, epochs, scales, clip_global_norm,
+                             schedule, weight_decay, jit)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+
+    def _fit(self, stage, kind, epochs, scales, clip_global_norm, schedule,
+             weight_decay, jit):
+        config, train = self.config, self.config.train
+        workdir = self.workdir / stage
+        stage_config = self._stage_config(stage)
         with self.strategy.scope():
             rpg = {}
             if config.rpg.dof:
@@ -285,6 +304,7 @@ class Experiment:
                 loss=keras.losses.CategoricalCrossentropy(
                     from_logits=True, label_smoothing=train.label_smoothing),
                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                jit_compile=jit,
             )
         callbacks = standard_callbacks(workdir)
         (workdir / "config.json").write_text(json.dumps(stage_config, indent=2))
