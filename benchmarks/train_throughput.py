@@ -46,6 +46,9 @@ flags.DEFINE_integer("windows", 5, "Timed windows per form.", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps per form.", lower_bound=1)
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
 flags.DEFINE_integer("threads", 0, "TF intra- and inter-op threads (0: TF default).")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "Keras dtype policy (variables and optimizer state stay float32).")
+flags.DEFINE_bool("jit_compile", False, "Compile the train steps with XLA.")
 flags.DEFINE_enum("onednn", "tf_default", ["tf_default", "on", "off"],
                   "TF_ENABLE_ONEDNN_OPTS (TF's default is off on AVX2 CPUs).")
 flags.DEFINE_bool("memory", True, "Measure peak memory (one child process per form).")
@@ -79,6 +82,7 @@ def build_form(form, strategy):
     from repopt_tf.optimizers import grad_mults_for_model
 
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
+    keras.mixed_precision.set_global_policy(FLAGS.precision)
     with strategy.scope():
         model = build_model(FLAGS.model, 10, shape,
                             kind="repvgg" if form == "repvgg" else "plain")
@@ -90,6 +94,7 @@ def build_form(form, strategy):
             optimizer=RepOptSGD(0.01, momentum=0.9, nesterov=True,
                                 weight_decay=4e-5, grad_mults=mults),
             loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            jit_compile=FLAGS.jit_compile,
         )
     return model
 
@@ -229,7 +234,8 @@ def main(argv):
           f"{FLAGS.image_size}x{FLAGS.channels}, {FLAGS.windows} windows x "
           f"{FLAGS.steps} steps, strategy {FLAGS.strategy} "
           f"({strategy.num_replicas_in_sync} replicas on {device[0].device_type}), "
-          f"onednn {FLAGS.onednn}, threads {FLAGS.threads or 'default'}")
+          f"onednn {FLAGS.onednn}, threads {FLAGS.threads or 'default'}, "
+          f"precision {FLAGS.precision}, XLA {'on' if FLAGS.jit_compile else 'off'}")
     memory = measure_memory() if FLAGS.memory else {}
     for form in FORMS:
         rates = sorted(FLAGS.batch / s for s in seconds[form])
