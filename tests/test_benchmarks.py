@@ -104,3 +104,14 @@ def test_table8_ptq_imports_synthetic_checkpoints(tmp_path):
     assert re.search(r"\| repvgg \| - \| .*\| [\d.]+ \| [\d.]+ \|$", out, re.M)
     names = [r["name"] for r in json.loads((tmp_path / "table8_ptq.json").read_text())]
     assert names == ["repopt_vgg_tiny_plain", "repvgg_a0_deploy"]
+
+def test_vs_pytorch_prints_four_rates_and_ratios():
+    pytest.importorskip("torch", reason="benchmarks/vs_pytorch.py needs torch "
+                        "(pip install '.[bench]')")
+    out = _run("vs_pytorch.py", "--model=repopt_vgg_tiny", "--batch=8",
+               "--image_size=16", "--steps=2", "--windows=2", "--warmup=1")
+    for name in ("keras_repopt", "torch_repopt", "keras_repvgg", "torch_repvgg"):
+        assert re.search(rf"{name}: +[\d.]+ img/s", out)
+    for label in ("Keras/PyTorch, RepOpt-VGG", "Keras/PyTorch, RepVGG",
+                  "RepOpt/RepVGG, Keras", "RepOpt/RepVGG, PyTorch"):
+        assert re.search(rf"ratio {label}: median [\d.]+", out)
