@@ -344,3 +344,35 @@ def test_stock_gradient_path_matches_the_fast_one():
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="mode must be"):
         set_fast_gradient("gpu")
+
+
+def test_fast_batch_norm_equals_keras_batch_norm():
+    import tensorflow as tf
+
+    from repopt_tf.models.fast_norm import FastBatchNorm
+
+    x = tf.constant(np.random.default_rng(0).normal(2, 3, (8, 5, 5, 4)), tf.float32)
+    layers = [keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9),
+              FastBatchNorm(epsilon=1e-5, momentum=0.9)]
+    results = []
+    for layer in layers:
+        layer.build(x.shape)
+        layer.gamma.assign([1.0, 2.0, 0.5, 1.5])
+        layer.beta.assign([0.0, 1.0, -1.0, 0.2])
+
+        @tf.function
+        def step(x, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(tf.sin(layer(x, training=True)))
+            return [loss, *tape.gradient(loss, [x, layer.gamma, layer.beta])]
+
+        ops = {op.type for op in step.get_concrete_function(x).graph.get_operations()}
+        values = [v.numpy() for v in step(x)]
+        results.append((values + [layer.moving_mean.numpy(),
+                                  layer.moving_variance.numpy(),
+                                  layer(x, training=False).numpy()], ops))
+    (ours, our_ops), (keras_values, _) = results[1], results[0]
+    assert "FusedBatchNormV3" in our_ops
+    for a, b in zip(ours, keras_values):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=5e-5)

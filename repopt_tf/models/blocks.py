@@ -21,6 +21,7 @@ import re
 import keras
 
 from repopt_tf.models.fast_conv import FastGradConv2D
+from repopt_tf.models.fast_norm import FastBatchNorm
 from repopt_tf.models.rpg import RingConv2D
 
 BLOCK_KINDS = ("plain", "hs", "repvgg", "deploy")
@@ -44,8 +45,9 @@ def split_block_layer(layer_name):
 
 
 def batch_norm(name):
-    """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1)."""
-    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
+    """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1), fused
+    training step (`FastBatchNorm`)."""
+    return FastBatchNorm(epsilon=1e-5, momentum=0.9, name=name)
 
 
 @keras.saving.register_keras_serializable(package="repopt_tf")

@@ -16,6 +16,8 @@ def _twin_layer(layer):
     kind = type(layer).__name__
     if isinstance(layer, keras.layers.Conv2D):
         kind = "Conv2D"  # e.g. FastGradConv2D: same forward
+    if isinstance(layer, keras.layers.BatchNormalization):
+        kind = "BatchNormalization"  # e.g. FastBatchNorm: same maths
     if kind == "Rescaling":
         return tf_keras.layers.Rescaling(config["scale"], config["offset"], name=name)
     if kind == "ZeroPadding2D":
