@@ -2,7 +2,8 @@
 
 Importing the package registers its Keras objects (layers, optimizers,
 models), so `keras.models.load_model` reads every file the library writes;
-it changes no environment variable, device setting or TF logging.
+it changes no environment variable, device setting or TF logging (the
+command-line tools alone start TF quietly: `repopt_tf.quiet`).
 """
 
 from repopt_tf.quiet import import_tensorflow
