@@ -48,11 +48,13 @@ from repopt_tf.data import make_dataset  # noqa: E402
 from repopt_tf.data import representative_images  # noqa: E402
 from repopt_tf.export import convert_float32  # noqa: E402
 from repopt_tf.export import convert_int8  # noqa: E402
+from repopt_tf.export import kernel_statistics  # noqa: E402
 from repopt_tf.export import layer_quantization_error  # noqa: E402
 from repopt_tf.export import output_agreement  # noqa: E402
 from repopt_tf.export import tflite_outputs  # noqa: E402
 from repopt_tf.export.diagnostics import deploy_kernels  # noqa: E402
 from repopt_tf.export.diagnostics import kernel_histograms  # noqa: E402
+from repopt_tf.export.runs import STAGE_MODELS  # noqa: E402
 from repopt_tf.export.runs import load_export_data  # noqa: E402
 from repopt_tf.training import Experiment  # noqa: E402
 from repopt_tf.training import get_strategy  # noqa: E402
@@ -74,10 +76,10 @@ flags.DEFINE_float("crop_fraction", None, "Evaluation centre crop (default: 0.87
                    "ImageNet sizes, else 1).", lower_bound=0.1, upper_bound=1.0)
 FLAGS = flags.FLAGS
 
-QUICKSTART_MODELS = (
-    ("RepOpt-VGG (RepOptSGD)", "target/model.keras"),
-    ("plain VGG (SGD)", "baseline_sgd/model.keras"),
-    ("RepVGG (SGD, fused)", "baseline_repvgg/model_fused.keras"),
+QUICKSTART_MODELS = (  # label, stage (its file: export.runs.STAGE_MODELS)
+    ("RepOpt-VGG (RepOptSGD)", "target"),
+    ("plain VGG (SGD)", "baseline_sgd"),
+    ("RepVGG (SGD, fused)", "baseline_repvgg_fused"),
 )
 
 
@@ -95,14 +97,12 @@ def load(source):
 
 def kernel_summary(model):
     """Mean std, mean centre/surround std and max |w|/std of block kernels."""
-    kernels = list(deploy_kernels(model).values())[1:]  # without the stem
-    mask = np.ones((3, 3), bool)
-    mask[1, 1] = False
+    rows = kernel_statistics(model)[1:]  # without the stem
     return {
-        "kernel_std": float(np.mean([k.std() for k in kernels])),
-        "centre_surround": float(np.mean([k[1, 1].std() / k[mask].std()
-                                          for k in kernels])),
-        "max_tail": float(max(np.abs(k).max() / k.std() for k in kernels)),
+        "kernel_std": float(np.mean([r["std"] for r in rows])),
+        "centre_surround": float(np.mean([r["std_centre"] / r["std_surround"]
+                                          for r in rows])),
+        "max_tail": max(r["max_abs_over_std"] for r in rows),
     }
 
 
@@ -175,8 +175,8 @@ def main(argv):
             if FLAGS.train_limit is not None:
                 config.data.train_limit = FLAGS.train_limit
             Experiment(config, workdir, get_strategy()).run()  # reuses finished stages
-            entries = [(label, str(workdir / path))
-                       for label, path in QUICKSTART_MODELS]
+            entries = [(label, str(workdir / STAGE_MODELS[stage]))
+                       for label, stage in QUICKSTART_MODELS]
         train, test = load_export_data(FLAGS.data, FLAGS.data_dir, FLAGS.manual_dir,
                                        FLAGS.eval_split, FLAGS.eval_limit)
         rows, kernels = [], {}

@@ -12,10 +12,10 @@ import numpy as np
 from repopt_tf.checkpoints.torch_layouts import FORMS
 from repopt_tf.checkpoints.torch_layouts import HEAD
 from repopt_tf.checkpoints.torch_layouts import torch_block_prefix
-from repopt_tf.models.blocks import has_identity
 from repopt_tf.models.repopt_vgg import VARIANTS
 from repopt_tf.models.repopt_vgg import block_groups
 from repopt_tf.models.repopt_vgg import block_plan
+from repopt_tf.optimizers.grad_mult import identity_fits
 
 _IDENTITY_PARTS = ("bn_identity", "scale_identity")
 
@@ -45,7 +45,7 @@ def synthetic_state_dict(variant, form, num_classes=1000, in_channels=3, seed=0)
             block_plan(spec, in_channels), block_groups(spec)):
         stage, index = (int(n) for n in name[len("stage"):].split("_block"))
         prefix = torch_block_prefix(stage, index)
-        identity = has_identity(cin, cout, stride)
+        identity = identity_fits(cin, cout, stride)
         for part, module in form.modules.items():
             key = f"{prefix}.{module}"
             if part in _IDENTITY_PARTS and not identity:

@@ -6,6 +6,7 @@ from repopt_tf.data.pipeline import load_source
 from repopt_tf.data.pipeline import make_dataset
 from repopt_tf.data.pipeline import representative_images
 from repopt_tf.data.pipeline import split_holdout
+from repopt_tf.data.pipeline import take
 
 __all__ = [
     "Source",
@@ -14,4 +15,5 @@ __all__ = [
     "make_dataset",
     "representative_images",
     "split_holdout",
+    "take",
 ]

@@ -52,10 +52,13 @@ def load_source(name, split, data_dir=None, manual_dir=None, limit=None,
         source = _folder_source(Path(name[len("folder:"):]) / split)
     else:
         source = _tfds_source(name, split, data_dir, manual_dir, download)
-    if limit:
-        source.dataset = source.dataset.take(limit)
-        source.num_examples = min(source.num_examples, limit)
-    return source
+    return take(source, limit) if limit else source
+
+
+def take(source, count):
+    """The first `count` examples of `source`, as a new `Source`."""
+    return dataclasses.replace(source, dataset=source.dataset.take(count),
+                               num_examples=min(source.num_examples, count))
 
 
 def split_holdout(source, fraction):
@@ -67,8 +70,7 @@ def split_holdout(source, fraction):
     if kept < 1:
         raise ValueError(f"{source.num_examples} images cannot spare "
                          f"{held} for validation.")
-    return (dataclasses.replace(source, dataset=source.dataset.take(kept),
-                                num_examples=kept),
+    return (take(source, kept),
             dataclasses.replace(source, dataset=source.dataset.skip(kept),
                                 num_examples=held))
 

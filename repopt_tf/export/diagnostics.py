@@ -1,8 +1,9 @@
 """Quantization diagnostics (Ding et al. §4.4, Fig. 3, Table 11).
 
 - `kernel_statistics`: per 3x3 block kernel, the std over all taps, the
-  centre tap and the 8 surrounding taps, after folding the following BN (what
-  int8 quantizes) and, for BN models, before it.
+  centre tap and the 8 surrounding taps, and the largest |w| in stds (the
+  tail a per-tensor int8 scale must cover), after folding the following BN
+  (what int8 quantizes) and, for BN models, before it.
 - `layer_quantization_error`: TF's QuantizationDebugger comparing each int8
   layer's output with its float counterpart on the same inputs.
 - `kernel_histograms`: a PNG grid of kernel histograms (layers x models,
@@ -30,6 +31,7 @@ def _std_parts(kernel):
         "std": float(kernel.std()),
         "std_centre": float(centre.std()),
         "std_surround": float(kernel[mask].std()),
+        "max_abs_over_std": float(np.abs(kernel).max() / kernel.std()),
     }
 
 
@@ -154,8 +156,9 @@ def kernel_histograms(kernels_by_model, path, layers=None, bins=80):
                 axis.axvline(x, color="black", linestyle=":", linewidth=0.8)
             axis.set_yscale("log")
             axis.set_xlim(-span, span)
-            axis.set_title(f"{label}\n{layer}: std {kernel.std():.4f}, "
-                           f"max|w|/std {np.abs(kernel).max() / kernel.std():.0f}",
+            parts = _std_parts(kernel)
+            axis.set_title(f"{label}\n{layer}: std {parts['std']:.4f}, "
+                           f"max|w|/std {parts['max_abs_over_std']:.0f}",
                            fontsize=8)
             if row == len(layers) - 1:
                 axis.set_xlabel("weight (dotted: one per-tensor int8 step)",

@@ -23,6 +23,7 @@ import keras
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.fast_norm import FastBatchNorm
 from repopt_tf.models.rpg import RingConv2D
+from repopt_tf.optimizers.grad_mult import identity_fits
 
 BLOCK_KINDS = ("plain", "hs", "repvgg", "deploy")
 _BLOCK_LAYER = re.compile(r"(stage(\d+)_block(\d+))_(\w+)")
@@ -84,10 +85,6 @@ class ChannelScale(keras.layers.Layer):
         return config
 
 
-def has_identity(in_channels, out_channels, stride):
-    return in_channels == out_channels and stride == 1
-
-
 def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None,
           groups=1):
     """Applies one block of the given kind (see the module docstring).
@@ -98,7 +95,7 @@ def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None,
     """
     if kind not in BLOCK_KINDS:
         raise ValueError(f"kind must be one of {BLOCK_KINDS}, got {kind!r}.")
-    identity = has_identity(x.shape[-1], filters, stride)
+    identity = identity_fits(x.shape[-1], filters, stride)
     if ring is not None:
         ring_tensor, offset, seed, mode, ring_std = ring
         conv = RingConv2D(filters, 3, strides=stride, zero_padding=1,

@@ -40,8 +40,6 @@ cuDNN's own algorithms beat these rewrites there). `set_fast_gradient(
 "auto" | True | False)` overrides the rule process-wide (tests force both
 paths on a CPU); the forward pass is the same either way.
 
-Grouped convs (`groups > 1`) use the stock gradients.
-
 `zero_padding` pads every side (PyTorch's `padding=p`, which keeps a 1x1
 branch on the 3x3 centre tap at stride 2, where Keras's "same" pads one side
 only) inside the convolution: with a separate `ZeroPadding2D` layer the input

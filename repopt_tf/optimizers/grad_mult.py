@@ -61,11 +61,17 @@ def is_3x3_conv(layer, regex):
             and re.fullmatch(regex, layer.name) is not None)
 
 
-def can_carry_identity(layer):
+def identity_fits(in_channels, out_channels, strides):
     """Whether a 3x3 conv can have a CSLA identity branch: C -> C at stride 1
     (the branch reads each window's centre pixel, whatever the padding)."""
-    in_channels, out_channels = layer.kernel.shape[2], layer.kernel.shape[3]
-    return in_channels == out_channels and tuple(layer.strides) == (1, 1)
+    return (in_channels == out_channels
+            and tuple(np.broadcast_to(strides, 2).tolist()) == (1, 1))
+
+
+def can_carry_identity(layer):
+    """`identity_fits` for a built conv layer."""
+    return identity_fits(layer.kernel.shape[2], layer.kernel.shape[3],
+                         layer.strides)
 
 
 def grad_mults_for_model(model, blocks, layer_pattern=r".*", power=2):

@@ -51,6 +51,7 @@ def main(argv):
     quiet_logs(FLAGS.verbose)
     from repopt_tf.data import make_dataset
     from repopt_tf.data import representative_images
+    from repopt_tf.data import take
     from repopt_tf.export import check_full_integer
     from repopt_tf.export import convert_int8
     from repopt_tf.export import tflite_accuracy
@@ -77,8 +78,7 @@ def main(argv):
         return 1
     _, size, _, channels = model.input_shape
     if FLAGS.train_limit:
-        train.dataset = train.dataset.take(FLAGS.train_limit)
-        train.num_examples = min(train.num_examples, FLAGS.train_limit)
+        train = take(train, FLAGS.train_limit)
     train_data = make_dataset(train, size, FLAGS.batch_size, training=True,
                               channels=channels)
     test_data = make_dataset(test, size, 256, training=False, channels=channels)

@@ -29,6 +29,7 @@ from repopt_tf.checkpoints import load_weights
 from repopt_tf.data import load_source
 from repopt_tf.data import make_dataset
 from repopt_tf.data import split_holdout
+from repopt_tf.data import take
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
 from repopt_tf.models import fuse_repvgg
@@ -126,11 +127,13 @@ class Experiment:
                                       **dataset_args)
         self.validation_data = validation_source and make_dataset(
             validation_source, training=False, **dataset_args)
-        validation = {
-            "holdout": f"{validation_source and validation_source.num_examples}"
-                       " validation (held out of train) / ",
-            "test": f"validation on the {data.eval_split} split / ",
-            "none": "no validation / "}[data.validation]
+        if data.validation == "holdout":
+            validation = (f"{validation_source.num_examples} validation "
+                          "(held out of train) / ")
+        elif data.validation == "test":
+            validation = f"validation on the {data.eval_split} split / "
+        else:
+            validation = "no validation / "
         log(f"data {data.name}: {self.train_source.num_examples} train / "
             f"{validation}{self.test_source.num_examples} {data.eval_split} "
             f"images, {self.num_classes} classes, input {self.input_shape}")
@@ -150,8 +153,7 @@ class Experiment:
                              f"{replicas} replicas.")
         log(f"{label}: {kept} of {count} images, a multiple of the "
             f"{replicas} replicas")
-        return dataclasses.replace(source, dataset=source.dataset.take(kept),
-                                   num_examples=kept)
+        return take(source, kept)
 
     def run(self):
         mode = self.config.mode
@@ -273,15 +275,14 @@ class Experiment:
         keras.mixed_precision.set_global_policy(precision)
         try:
             return self._fit(stage, kind, epochs, scales, clip_global_norm,
-                             schedule, weight_decay, jit)
+                             schedule, weight_decay, jit, stage_config)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
 
     def _fit(self, stage, kind, epochs, scales, clip_global_norm, schedule,
-             weight_decay, jit):
+             weight_decay, jit, stage_config):
         config, train = self.config, self.config.train
         workdir = self.workdir / stage
-        stage_config = self._stage_config(stage)
         with self.strategy.scope():
             rpg = {}
             if config.rpg.dof:
