@@ -118,6 +118,15 @@ def test_quickstart_workflow_end_to_end(tmp_path):
     Experiment(other_hs, tmp_path, get_strategy()).run()
     saved = json.loads((tmp_path / "baseline_sgd/config.json").read_text())
     assert saved["train.base_lr"] == 0.1 and "hs.epochs" not in saved
+    # A stage recorded before a config field existed stays valid while the
+    # field keeps its default, and is refused once it does not.
+    del saved["train.precision"]
+    (tmp_path / "baseline_sgd/config.json").write_text(json.dumps(saved))
+    Experiment(tiny_config(mode="baseline_sgd"), tmp_path, get_strategy()).run()
+    with pytest.raises(ValueError, match="train.precision: 'float32' -> "
+                       "'mixed_bfloat16'"):
+        Experiment(tiny_config(mode="baseline_sgd", precision="mixed_bfloat16"),
+                   tmp_path, get_strategy()).run()
 
 
 def test_target_mode_uses_scales_and_logs_mults(tmp_path, capsys):

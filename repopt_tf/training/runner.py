@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from repopt_tf.checkpoints import load_weights
+from repopt_tf.configs import base
 from repopt_tf.data import load_source
 from repopt_tf.data import make_dataset
 from repopt_tf.data import split_holdout
@@ -390,14 +391,23 @@ def _flatten(tree, prefix=""):
 
 
 def _differences(saved_path, current):
-    """`["key: saved -> current", ...]` against a stage's saved config.json."""
+    """`["key: saved -> current", ...]` against a stage's saved config.json.
+
+    A field that one side lacks counts as its default in `configs/base.py`,
+    so a run recorded before a field existed stays valid while the field
+    keeps its default.
+    """
     if not saved_path.is_file():
         return []
     saved = json.loads(saved_path.read_text())
-    return [f"{key}: {saved.get(key, '(unset)')!r} -> "
-            f"{current.get(key, '(unset)')!r}"
+    defaults = dict(_flatten(json.loads(base.get_config().to_json())))
+
+    def value(config, key):
+        return config.get(key, defaults.get(key, "(unset)"))
+
+    return [f"{key}: {value(saved, key)!r} -> {value(current, key)!r}"
             for key in sorted(set(saved) | set(current))
-            if saved.get(key) != current.get(key)]
+            if value(saved, key) != value(current, key)]
 
 
 def results_table(results):
