@@ -32,7 +32,7 @@ from repopt_tf.data import make_dataset  # noqa: E402
 from repopt_tf.models import build_model  # noqa: E402
 from repopt_tf.optimizers.multirate import MultirateModel  # noqa: E402
 from repopt_tf.optimizers.multirate import MultirateOptimizer  # noqa: E402
-from repopt_tf.training.evaluation import keras_accuracy  # noqa: E402
+from repopt_tf.evaluation import keras_accuracy  # noqa: E402
 
 flags.DEFINE_string("workdir", "runs/multirate", "Output folder.")
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant.")

@@ -54,7 +54,7 @@ from repopt_tf.export import output_agreement  # noqa: E402
 from repopt_tf.export import tflite_outputs  # noqa: E402
 from repopt_tf.export.diagnostics import deploy_kernels  # noqa: E402
 from repopt_tf.export.diagnostics import kernel_histograms  # noqa: E402
-from repopt_tf.export.runs import STAGE_MODELS  # noqa: E402
+from repopt_tf.rundir import RunDir  # noqa: E402
 from repopt_tf.export.runs import load_export_data  # noqa: E402
 from repopt_tf.training import Experiment  # noqa: E402
 from repopt_tf.training import get_strategy  # noqa: E402
@@ -76,7 +76,7 @@ flags.DEFINE_float("crop_fraction", None, "Evaluation centre crop (default: 0.87
                    "ImageNet sizes, else 1).", lower_bound=0.1, upper_bound=1.0)
 FLAGS = flags.FLAGS
 
-QUICKSTART_MODELS = (  # label, stage (its file: export.runs.STAGE_MODELS)
+QUICKSTART_MODELS = (  # label, stage (its file: RunDir.model_path)
     ("RepOpt-VGG (RepOptSGD)", "target"),
     ("plain VGG (SGD)", "baseline_sgd"),
     ("RepVGG (SGD, fused)", "baseline_repvgg_fused"),
@@ -175,7 +175,7 @@ def main(argv):
             if FLAGS.train_limit is not None:
                 config.data.train_limit = FLAGS.train_limit
             Experiment(config, workdir, get_strategy()).run()  # reuses finished stages
-            entries = [(label, str(workdir / STAGE_MODELS[stage]))
+            entries = [(label, str(RunDir(workdir).model_path(stage)))
                        for label, stage in QUICKSTART_MODELS]
         train, test = load_export_data(FLAGS.data, FLAGS.data_dir, FLAGS.manual_dir,
                                        FLAGS.eval_split, FLAGS.eval_limit)

@@ -21,7 +21,7 @@ from repopt_tf.export.litert_eval import dequantize
 from repopt_tf.export.litert_eval import quantize
 from repopt_tf.export.verify import integer_report
 from repopt_tf.models import build_model
-from repopt_tf.models.repvgg import fold_batch_norm
+from repopt_tf.models.repvgg import fold_layer
 from repopt_tf.optimizers import RepOptSGD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +130,7 @@ def test_kernel_statistics_fold_batch_norm():
     bn.gamma.assign(np.full(16, 2.0))
     bn.moving_variance.assign(np.full(16, 4.0 - 1e-5))
     folded = deploy_kernels(model)["stage2_block1_conv"]
-    np.testing.assert_allclose(folded, fold_batch_norm(kernel, bn)[0])
+    np.testing.assert_allclose(folded, fold_layer(kernel, bn)[0])
     np.testing.assert_allclose(folded, kernel, rtol=1e-6)  # gamma/std = 1
     row = next(r for r in kernel_statistics(model)
                if r["layer"] == "stage2_block1_conv")

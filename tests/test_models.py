@@ -13,7 +13,7 @@ from repopt_tf.models import extract_scales
 from repopt_tf.models import fuse_repvgg
 from repopt_tf.models import list_models
 from repopt_tf.models import reinitialize
-from repopt_tf.models.hyper_search import block_convs
+from repopt_tf.models import block_convs
 
 
 def _trainable_millions(model):

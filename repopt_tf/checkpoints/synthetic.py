@@ -15,7 +15,7 @@ from repopt_tf.checkpoints.torch_layouts import torch_block_prefix
 from repopt_tf.models.repopt_vgg import VARIANTS
 from repopt_tf.models.repopt_vgg import block_groups
 from repopt_tf.models.repopt_vgg import block_plan
-from repopt_tf.optimizers.grad_mult import identity_fits
+from repopt_tf.csla import identity_fits
 
 _IDENTITY_PARTS = ("bn_identity", "scale_identity")
 

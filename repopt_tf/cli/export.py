@@ -22,14 +22,10 @@ from absl import app
 from absl import flags
 
 from repopt_tf.cli import run_main
-from repopt_tf.export.runs import STAGE_MODELS
+from repopt_tf.cli.run_flags import define_run_flags
+from repopt_tf.cli.run_flags import load_trained_model
 
-flags.DEFINE_string("workdir", None,
-                    "A train.py workdir: its one model, or --stage, or (asked at a "
-                    "terminal) one of several; else target.")
-flags.DEFINE_enum("stage", None, list(STAGE_MODELS),
-                  "With --workdir: which stage's model to export.")
-flags.DEFINE_string("model", None, "Path of a .keras model (overrides --workdir).")
+define_run_flags()
 flags.DEFINE_string("checkpoint", None,
                     "The authors' PyTorch checkpoint (.pth) to import and export.")
 flags.DEFINE_string("variant", None,
@@ -42,14 +38,9 @@ flags.DEFINE_float("crop_fraction", None,
 flags.DEFINE_string("manual_dir", None, "imagenet2012 tar files (tensorflow-datasets).")
 flags.DEFINE_string("eval_split", None,
                     "Evaluation split (default: validation for imagenet2012, else test).")
-flags.DEFINE_string("output_dir", None, "Where to write (default: the model's folder).")
-flags.DEFINE_string("data", None, "Data set (default: the run's config, else fashion_mnist).")
-flags.DEFINE_string("data_dir", None, "tensorflow-datasets / Fashion-MNIST folder.")
 flags.DEFINE_integer("representative", 300, "Representative training images.", lower_bound=1)
-flags.DEFINE_integer("eval_limit", 0, "Evaluate on the first N test images (0: all).", lower_bound=0)
 flags.DEFINE_integer("latency_runs", 100, "Timed invokes per latency setting.", lower_bound=1)
 flags.DEFINE_list("threads", ["1", "2"], "Thread counts for latency.")
-flags.DEFINE_bool("verbose", False, "Show the converter's messages.")
 FLAGS = flags.FLAGS
 
 FALLBACK_WARNING = """
@@ -63,20 +54,6 @@ pass --data=imagenet2012 --manual_dir=DIR, or --data=folder:/path/to/images.
 """
 
 
-def _ask(stages):
-    """Asks at the terminal which of several stage models to export."""
-    for number, stage in enumerate(stages, start=1):
-        print(f"  {number}. {stage}")
-    while True:
-        answer = input(f"Export which model? [1-{len(stages)}, default 1] ").strip()
-        if not answer:
-            return stages[0]
-        if answer.isdigit() and 1 <= int(answer) <= len(stages):
-            return stages[int(answer) - 1]
-        if answer in stages:
-            return answer
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -85,13 +62,9 @@ def main(argv):
     except ValueError:
         print(f"error: --threads must be integers, got {FLAGS.threads}", file=sys.stderr)
         return 1
-    import keras
-
     from repopt_tf.checkpoints import model_from_checkpoint
     from repopt_tf.export import export_model
     from repopt_tf.export.runs import load_export_data
-    from repopt_tf.export.runs import load_run_data
-    from repopt_tf.export.runs import locate_model
     from repopt_tf.quiet import quiet_logs
 
     quiet_logs(FLAGS.verbose)
@@ -121,14 +94,7 @@ def main(argv):
             crop_fraction = FLAGS.crop_fraction or 0.875
             measure_top1 = bool(FLAGS.data)
         else:
-            model_path = locate_model(FLAGS.workdir, FLAGS.model, FLAGS.stage,
-                                      ask=_ask if sys.stdin.isatty() else None,
-                                      log=log)
-            log(f"model {model_path}")
-            model = keras.models.load_model(model_path, compile=False)
-            train, test = load_run_data(model_path, FLAGS.data, FLAGS.data_dir,
-                                        FLAGS.eval_limit)
-            output_dir = Path(FLAGS.output_dir or model_path.parent)
+            _, model, train, test, output_dir = load_trained_model(log)
             crop_fraction = FLAGS.crop_fraction or 1.0
             measure_top1 = True
         report = export_model(

@@ -51,6 +51,7 @@ def main(argv):
     from repopt_tf.training import results_table
     from repopt_tf.training import split_cpu
     from repopt_tf.quiet import quiet_logs
+    from repopt_tf.rundir import RunDir
 
     quiet_logs(FLAGS.verbose)
 
@@ -63,12 +64,13 @@ def main(argv):
         print(f"[repopt] mode {config.mode}, workdir {workdir}, strategy "
               f"{FLAGS.strategy} ({strategy.num_replicas_in_sync} replicas)")
         results = Experiment(config, workdir, strategy).run()
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        run_dir = RunDir(workdir)
+        run_dir.config.write_text(config.to_json_best_effort(indent=2))
     except (ValueError, FileNotFoundError, TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     table = results_table(results)
-    (workdir / "results.md").write_text(table + "\n")
+    run_dir.results_table.write_text(table + "\n")
     print("\n" + table)
     return 0
 

@@ -19,8 +19,9 @@ import tensorflow as tf
 
 from repopt_tf.export.convert import int8_converter
 from repopt_tf.quiet import quiet
-from repopt_tf.models.hyper_search import block_convs
-from repopt_tf.models.repvgg import fold_batch_norm
+from repopt_tf.models import block_convs
+from repopt_tf.models.blocks import csla_layer_name
+from repopt_tf.models.repvgg import fold_layer
 
 
 def _std_parts(kernel):
@@ -41,9 +42,9 @@ def deploy_kernels(model):
     names = {layer.name for layer in model.layers}
     for conv in block_convs(model):
         kernel = np.asarray(conv.kernel)
-        bn_name = conv.name[: -len("_conv")] + "_bn"
+        bn_name = csla_layer_name(conv.name, "bn")
         if bn_name in names:
-            kernel, _ = fold_batch_norm(kernel, model.get_layer(bn_name))
+            kernel, _ = fold_layer(kernel, model.get_layer(bn_name))
         kernels[conv.name] = kernel
     return kernels
 

@@ -24,7 +24,7 @@ from repopt_tf.export.litert_eval import tflite_outputs
 from repopt_tf.export.verify import check_full_integer
 from repopt_tf.models.rpg import materialize
 from repopt_tf.models.rpg import ring_layers
-from repopt_tf.training.evaluation import keras_accuracy
+from repopt_tf.evaluation import keras_accuracy
 
 
 def export_model(model, train_source, test_source, output_dir,

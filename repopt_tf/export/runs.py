@@ -1,29 +1,11 @@
-"""Finding a trained model and its data settings in a train.py workdir."""
+"""Finding a trained model and its data in a train.py workdir (`RunDir`)."""
 
-import json
 from pathlib import Path
 
-# Stage -> model file inside a train.py workdir, in the order offered.
-STAGE_MODELS = {
-    "target": "target/model.keras",
-    "baseline_sgd": "baseline_sgd/model.keras",
-    "baseline_repvgg_fused": "baseline_repvgg/model_fused.keras",
-    "baseline_repvgg": "baseline_repvgg/model.keras",
-    "hs": "hs/model.keras",
-}
-# What --workdir picks when it holds several and nobody can be asked.
-DEFAULT_STAGE = "target"
-
-
-def run_models(workdir):
-    """`{stage: path}` of the models a workdir holds (the hs model only when
-    it is the only one: it is a search model, not one to deploy)."""
-    found = {stage: Path(workdir) / relative
-             for stage, relative in STAGE_MODELS.items()
-             if (Path(workdir) / relative).is_file()}
-    if set(found) - {"hs"}:
-        found.pop("hs", None)
-    return found
+from repopt_tf.rundir import DEFAULT_STAGE
+from repopt_tf.rundir import STAGE_MODELS
+from repopt_tf.rundir import RunDir
+from repopt_tf.rundir import data_config_of
 
 
 def locate_model(workdir=None, model=None, stage=None, ask=None, log=print):
@@ -40,23 +22,26 @@ def locate_model(workdir=None, model=None, stage=None, ask=None, log=print):
         return path
     if not workdir:
         raise ValueError("Pass --workdir=DIR (a train.py workdir) or --model=PATH.")
-    if (Path(workdir) / "model.keras").is_file():  # a stage folder itself
-        return Path(workdir) / "model.keras"
-    found = run_models(workdir)
+    run = RunDir(workdir)
+    if (run.path / "model.keras").is_file():  # a stage folder itself
+        return run.path / "model.keras"
+    found = run.models()
     if stage:
         if stage not in STAGE_MODELS:
             raise ValueError(f"--stage must be one of {', '.join(STAGE_MODELS)}, "
                              f"got {stage!r}.")
-        path = Path(workdir) / STAGE_MODELS[stage]
+        path = run.model_path(stage)
         if not path.is_file():
             raise FileNotFoundError(
-                f"{workdir} has no {stage} model ({STAGE_MODELS[stage]}); it has: "
+                f"{workdir} has no {stage} model "
+                f"({path.relative_to(run.path)}); it has: "
                 f"{', '.join(found) or 'none'}.")
         return path
     if not found:
         raise FileNotFoundError(
             f"No model in {workdir}: looked for "
-            f"{', '.join(STAGE_MODELS.values())}. Train one with train.py first."
+            f"{', '.join(str(run.model_path(s).relative_to(run.path)) for s in STAGE_MODELS)}. "
+            "Train one with train.py first."
         )
     if len(found) == 1:
         return next(iter(found.values()))
@@ -69,18 +54,9 @@ def locate_model(workdir=None, model=None, stage=None, ask=None, log=print):
     return found[chosen]
 
 
-def run_data_config(model_path):
-    """The `data` section of the nearest config.json above the model."""
-    for folder in list(Path(model_path).resolve().parents)[:3]:
-        config = folder / "config.json"
-        if config.is_file():
-            return json.loads(config.read_text()).get("data", {})
-    return {}
-
-
 def load_run_data(model_path, name=None, data_dir=None, eval_limit=None):
     """`(train_source, test_source)` for a model, from its run's config."""
-    data = run_data_config(model_path)
+    data = data_config_of(model_path)
     return load_export_data(
         name or data.get("name") or "fashion_mnist",
         data_dir=data_dir or data.get("data_dir") or None,

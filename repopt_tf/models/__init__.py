@@ -1,16 +1,18 @@
-"""RepOpt-VGG family, hyper-search model, RepVGG and plain VGG baselines."""
+"""Model families (RepOpt-VGG / RepVGG), their forms and block handlers."""
 
 from repopt_tf.models.csla_form import csla_form
-from repopt_tf.models.hyper_search import extract_scales
-from repopt_tf.models.hyper_search import reinitialize
+from repopt_tf.models.registry import block_convs
+from repopt_tf.models.registry import build_model
+from repopt_tf.models.registry import extract_scales
+from repopt_tf.models.registry import fuse_repvgg
+from repopt_tf.models.registry import list_models
+from repopt_tf.models.registry import reinitialize
 from repopt_tf.models.repopt_vgg import VARIANTS
 from repopt_tf.models.repopt_vgg import block_names
-from repopt_tf.models.repopt_vgg import build_model
-from repopt_tf.models.repopt_vgg import list_models
-from repopt_tf.models.repvgg import fuse_repvgg
 
 __all__ = [
     "VARIANTS",
+    "block_convs",
     "block_names",
     "build_model",
     "csla_form",

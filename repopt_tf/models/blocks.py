@@ -4,8 +4,8 @@ Every block maps `x` to `ReLU(BN(...))` (RepVGG: `ReLU(sum of BN branches)`)
 with a 3x3 conv of stride 1 or 2 and symmetric zero padding 1, so that the
 1x1 branch lands exactly on the 3x3 centre tap. Convs are `FastGradConv2D`
 (padding inside the op and a fast CPU input gradient), or `RingConv2D` (the
-same, with an RPG kernel). Names for a block called `name` (e.g.
-`stage3_block7`):
+same, with an RPG kernel, from `RingPlan.conv`). Names for a block called
+`name` (e.g. `stage3_block7`; `block_name`):
 
 - `plain`   : `{name}_conv` (3x3, no bias) -> `{name}_bn` -> `{name}_relu`
 - `hs`      : `s*{name}_conv(x) + t*{name}_conv1x1(x) (+ gamma*x)` with
@@ -14,6 +14,9 @@ same, with an RPG kernel). Names for a block called `name` (e.g.
 - `repvgg`  : `{name}_bn(conv) + {name}_bn1x1(conv1x1) (+ {name}_bn_identity(x))`
               -> `{name}_relu`
 - `deploy`  : `{name}_conv` (3x3 with bias) -> `{name}_relu` (fused RepVGG)
+
+This module is the one home of that naming rule (`block_name`,
+`csla_layer_name`, `split_block_layer`, `BLOCK_CONV`, `model_name`).
 """
 
 import re
@@ -22,11 +25,22 @@ import keras
 
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.fast_norm import FastBatchNorm
-from repopt_tf.models.rpg import RingConv2D
-from repopt_tf.optimizers.grad_mult import identity_fits
+from repopt_tf.csla import identity_fits
 
 BLOCK_KINDS = ("plain", "hs", "repvgg", "deploy")
 _BLOCK_LAYER = re.compile(r"(stage(\d+)_block(\d+))_(\w+)")
+# The block convs of RepOpt-VGG; other models pass their own pattern.
+BLOCK_CONV = r"stage\d+_block\d+_conv"
+
+
+def block_name(stage, index):
+    """`stage3_block7`: block `index` of stage `stage` (the stem is stage 0)."""
+    return f"stage{stage}_block{index}"
+
+
+def model_name(variant, form):
+    """`{variant}_{form}`, e.g. `repopt_vgg_s_plain`, `repopt_vgg_s_rpg0.1`."""
+    return f"{variant}_{form}"
 
 
 def csla_layer_name(conv_name, part):
@@ -85,27 +99,21 @@ class ChannelScale(keras.layers.Layer):
         return config
 
 
-def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0, ring=None,
-          groups=1):
+def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0,
+          conv_factory=FastGradConv2D, groups=1):
     """Applies one block of the given kind (see the module docstring).
 
-    `ring=(ring_tensor, offset, seed, mode, ring_std)` makes the 3x3 conv of
-    a plain block a `RingConv2D` generated from that ring. `groups` splits
-    the 3x3 and 1x1 convs into groups (RepVGG's g2/g4 variants).
+    `conv_factory(filters, kernel_size, strides=, name=, **args)` makes the
+    3x3 conv (default `FastGradConv2D`; `RingPlan.conv` for an RPG model).
+    `groups` splits the 3x3 and 1x1 convs into groups (RepVGG's g2/g4).
     """
     if kind not in BLOCK_KINDS:
         raise ValueError(f"kind must be one of {BLOCK_KINDS}, got {kind!r}.")
     identity = identity_fits(x.shape[-1], filters, stride)
-    if ring is not None:
-        ring_tensor, offset, seed, mode, ring_std = ring
-        conv = RingConv2D(filters, 3, strides=stride, zero_padding=1,
-                          offset=offset, seed=seed, mode=mode, ring_std=ring_std,
-                          name=f"{name}_conv")([x, ring_tensor])
-    else:
-        conv = FastGradConv2D(
-            filters, 3, strides=stride, zero_padding=1,
-            use_bias=kind == "deploy", groups=groups, name=f"{name}_conv",
-        )(x)
+    grouped = {"groups": groups} if groups != 1 else {}
+    conv = conv_factory(filters, 3, strides=stride, zero_padding=1,
+                        use_bias=kind == "deploy", name=f"{name}_conv",
+                        **grouped)(x)
     if kind in ("plain", "deploy"):
         out = conv if kind == "deploy" else batch_norm(f"{name}_bn")(conv)
         return keras.layers.ReLU(name=f"{name}_relu")(out)

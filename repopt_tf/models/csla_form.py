@@ -37,8 +37,8 @@ import keras
 
 from repopt_tf.models.blocks import ChannelScale
 from repopt_tf.models.blocks import csla_layer_name
-from repopt_tf.optimizers.grad_mult import can_carry_identity
-from repopt_tf.optimizers.grad_mult import is_3x3_conv
+from repopt_tf.models.family import can_carry_identity
+from repopt_tf.models.family import is_3x3_conv
 
 
 def csla_form(model, layer_pattern, scale_init=1.0):

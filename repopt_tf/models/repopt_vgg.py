@@ -11,9 +11,19 @@ int8 models take raw pixels.
 import keras
 import numpy as np
 
+from repopt_tf.models.blocks import BLOCK_CONV
+from repopt_tf.models.blocks import BLOCK_KINDS
 from repopt_tf.models.blocks import block
+from repopt_tf.models.blocks import block_name
+from repopt_tf.models.blocks import model_name
 from repopt_tf.models.blocks import squeeze_excite
-from repopt_tf.models.rpg import ParameterRing
+from repopt_tf.models.family import ModelFamily
+from repopt_tf.models.fast_conv import FastGradConv2D
+from repopt_tf.models.preprocessing import preprocessing
+from repopt_tf.models.repvgg import fuse_into
+from repopt_tf.models.repvgg import has_branches
+from repopt_tf.models.preprocessing import preprocessing_options
+from repopt_tf.models.rpg import RingPlan
 
 # blocks: 3x3 layers per stage 1-4; widths: channels per stage 1-4; stem: the
 # stage-0 width, min(64, 64 * a) in the paper.
@@ -94,22 +104,10 @@ VARIANTS.update({
     for base in ("repvgg_b1", "repvgg_b2", "repvgg_b3") for groups in (2, 4)
 })
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
-
-
-def list_models():
-    """Names accepted by `build_model`."""
-    return sorted(VARIANTS)
-
 
 def block_names(name):
     """Block names of a variant in model order: `stage0_block0`, ..."""
-    spec = _spec(name)
-    names = ["stage0_block0"]
-    for stage, depth in enumerate(spec["blocks"], start=1):
-        names += [f"stage{stage}_block{i}" for i in range(depth)]
-    return names
+    return [plan[0] for plan in block_plan(_spec(name), 3)]
 
 
 def block_groups(spec):
@@ -125,7 +123,7 @@ def hs_scale_init(block_index):
     return 1.0 if block_index == 0 else float(np.sqrt(2.0 / block_index))
 
 
-def build_model(
+def build_repopt_vgg(
     name,
     num_classes=1000,
     input_shape=(224, 224, 3),
@@ -136,32 +134,8 @@ def build_model(
     rpg_dof=None,
     rpg_mode="signed_permutation",
     rpg_seed=0,
-    weights=None,
 ):
-    """Builds a RepOpt-VGG variant.
-
-    Args:
-        name: one of `list_models()`.
-        num_classes: classifier width (logits, no softmax).
-        input_shape: `(H, W, C)` of raw 0-255 pixels.
-        kind: `"plain"` (RepOpt-VGG target / plain VGG), `"hs"` (hyper-search
-            CSLA model), `"repvgg"` (RepVGG training form), `"deploy"` (fused
-            RepVGG: conv with bias, no BN).
-        include_preprocessing: put `x / 255` and `(x - mean) / std` inside
-            the model.
-        mean, std: per-channel statistics in [0, 1] pixel units; default
-            ImageNet's for 3 channels, Fashion-MNIST's for 1 channel.
-        rpg_dof: with kind "plain", generate every block's 3x3 kernel from one
-            shared ring (Recurrent Parameter Generators) of
-            `round(rpg_dof * T)` entries, T the generated weights; in (0, 1].
-        rpg_mode, rpg_seed: the ring's mode (see `repopt_tf.models.rpg`) and
-            the seed of its permutations, signs and init.
-        weights: a file to load (Keras applications' convention): the
-            authors' PyTorch checkpoint of this variant and kind (read
-            without torch), a `.keras` model or `.weights.h5`. See
-            `repopt_tf.checkpoints.load_weights` for EMA weights and for
-            loading all but the classifier.
-    """
+    """Builds a RepOpt-VGG or RepVGG variant (arguments: `build_model`)."""
     spec = _spec(name)
     if spec.get("groups") and kind not in ("repvgg", "deploy"):
         raise ValueError(
@@ -171,53 +145,36 @@ def build_model(
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     if include_preprocessing:
-        x = _preprocessing(input_shape[-1], mean, std)(x)
-    ring = None
+        x = preprocessing(input_shape[-1], mean, std)(x)
+    conv_factory, form = FastGradConv2D, kind
     if rpg_dof is not None:
         if kind != "plain":
             raise ValueError(f"rpg_dof needs kind='plain', got kind={kind!r}.")
-        total = sum(9 * cin * cout for _, cin, cout, _, _ in plan)
-        if not 0 < rpg_dof <= 1:
-            raise ValueError(
-                f"rpg_dof is the ring size as a fraction of the {total} "
-                f"generated weights and must be in (0, 1], got {rpg_dof}."
-            )
-        size = max(1, round(rpg_dof * total))
-        # Ring std = the weight-averaged He std, so per-layer gains are ~1.
-        ring_std = float(np.sqrt(sum(9 * cin * cout * 2 / (9 * cin)
-                                     for _, cin, cout, _, _ in plan) / total))
-        ring_layer = ParameterRing(size, seed=rpg_seed, init_std=ring_std,
-                                   name="ring")
-        ring = [ring_layer(inputs), 0, rpg_seed, rpg_mode, ring_std]
-    for (block_name, cin, cout, stride, index), groups in zip(
+        conv_factory = RingPlan.for_kernels(
+            inputs, [(3, 3, cin, cout) for _, cin, cout, _, _ in plan],
+            rpg_dof, rpg_mode, rpg_seed).conv
+        form = f"rpg{rpg_dof:g}"
+    for (block_name, _, cout, stride, index), groups in zip(
             plan, block_groups(spec)):
         x = block(x, cout, stride, block_name, kind,
-                  hs_scale_init=hs_scale_init(index), ring=ring, groups=groups)
-        if ring is not None:
-            ring[1] += 9 * cin * cout
+                  hs_scale_init=hs_scale_init(index),
+                  conv_factory=conv_factory, groups=groups)
         if spec.get("se"):
             x = squeeze_excite(x, block_name)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = keras.layers.Dense(num_classes, name="classifier")(x)
-    suffix = kind if ring is None else f"rpg{rpg_dof:g}"
-    model = keras.Model(inputs, outputs, name=f"{name}_{suffix}")
-    if weights is not None:
-        # Imported here: repopt_tf.checkpoints maps onto this module's models.
-        from repopt_tf.checkpoints import load_weights
-
-        load_weights(model, weights)
-    return model
+    return keras.Model(inputs, outputs, name=model_name(name, form))
 
 
 def block_plan(spec, channels):
     """`(name, in_channels, out_channels, stride, index in stage)` per block."""
-    yield "stage0_block0", channels, spec["stem"], 2, 0
+    yield block_name(0, 0), channels, spec["stem"], 2, 0
     channels = spec["stem"]
     for stage, (depth, width) in enumerate(
         zip(spec["blocks"], spec["widths"]), start=1
     ):
         for index in range(depth):
-            yield f"stage{stage}_block{index}", channels, width, \
+            yield block_name(stage, index), channels, width, \
                 2 if index == 0 else 1, index
             channels = width
 
@@ -225,27 +182,35 @@ def block_plan(spec, channels):
 def _spec(name):
     if name not in VARIANTS:
         raise ValueError(
-            f"Unknown model {name!r}. Available: {', '.join(list_models())}."
+            f"Unknown RepOpt-VGG model {name!r}. Available: "
+            f"{', '.join(sorted(VARIANTS))}."
         )
     return VARIANTS[name]
 
 
-def _preprocessing(channels, mean, std):
-    if mean is None or std is None:
-        if channels == 3:
-            mean, std = IMAGENET_MEAN, IMAGENET_STD
-        else:
-            mean = FASHION_MNIST_MEAN * channels
-            std = FASHION_MNIST_STD * channels
-    mean = np.asarray(mean, np.float32)
-    std = np.asarray(std, np.float32)
-    if mean.shape != (channels,) or std.shape != (channels,):
-        raise ValueError(
-            f"mean and std need {channels} values, got {mean.tolist()} and "
-            f"{std.tolist()}."
-        )
-    return keras.layers.Rescaling(
-        scale=(1.0 / (255.0 * std)).tolist(),
-        offset=(-mean / std).tolist(),
-        name="preprocessing",
-    )
+class RepOptVGG(ModelFamily):
+    """RepOpt-VGG and RepVGG: 3x3 conv blocks (`ConvBlocks` on `BLOCK_CONV`)."""
+
+    name = "repopt_vgg"
+    variants = VARIANTS
+    kinds = BLOCK_KINDS
+
+    def __init__(self):
+        super().__init__(BLOCK_CONV)
+
+    def build(self, variant, num_classes, input_shape, kind, **options):
+        return build_repopt_vgg(variant, num_classes, input_shape, kind,
+                                **options)
+
+    def fuse(self, model, variant):
+        if not has_branches(model, self.block_convs(model)):
+            raise ValueError(
+                f"fuse_repvgg expects a model built with kind='repvgg', got "
+                f"{model.name!r}.")
+        deploy = self.build(variant, model.get_layer("classifier").units,
+                            model.input_shape[1:], "deploy",
+                            **preprocessing_options(model))
+        return fuse_into(model, deploy, self.block_convs(deploy))
+
+
+FAMILY = RepOptVGG()

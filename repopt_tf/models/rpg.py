@@ -220,6 +220,48 @@ class RingDense(_RingKernel, keras.layers.Layer):
                 "use_bias": self.use_bias, **self._ring_config()}
 
 
+class RingPlan:
+    """Hands out consecutive windows of one ring to the convs of a model.
+
+    `RingPlan.for_kernels(inputs, shapes, dof, mode, seed)` adds the ring
+    layer for kernels of the given shapes: `round(dof * T)` entries for `T`
+    generated weights, `ring_std` the weight-averaged He std (so per-layer
+    gains are about 1). `plan.conv(filters, strides, name, **conv_args)` is a
+    conv factory: it returns a layer that applies the next `RingConv2D`.
+    """
+
+    def __init__(self, ring, seed, mode, ring_std):
+        self.ring, self.seed, self.mode, self.ring_std = ring, seed, mode, ring_std
+        self.offset = 0
+
+    @classmethod
+    def for_kernels(cls, inputs, shapes, dof, mode, seed):
+        total = sum(int(np.prod(shape)) for shape in shapes)
+        if not 0 < dof <= 1:
+            raise ValueError(
+                f"rpg_dof is the ring size as a fraction of the {total} "
+                f"generated weights and must be in (0, 1], got {dof}.")
+        he_variance = sum(int(np.prod(shape)) * 2 / int(np.prod(shape[:-1]))
+                          for shape in shapes)
+        ring_std = float(np.sqrt(he_variance / total))
+        ring = ParameterRing(max(1, round(dof * total)), seed=seed,
+                             init_std=ring_std, name="ring")(inputs)
+        return cls(ring, seed, mode, ring_std)
+
+    def conv(self, filters, kernel_size, strides=1, name=None, **conv_args):
+        """A callable `x -> RingConv2D(...)([x, ring])` on the next window."""
+
+        def apply(x):
+            layer = RingConv2D(filters, kernel_size, strides=strides,
+                               offset=self.offset, seed=self.seed,
+                               mode=self.mode, ring_std=self.ring_std,
+                               name=name, **conv_args)
+            self.offset += kernel_size * kernel_size * x.shape[-1] * filters
+            return layer([x, self.ring])
+
+        return apply
+
+
 def ring_layers(model):
     return [l for l in model.layers if isinstance(l, _RingKernel)]
 

@@ -7,11 +7,9 @@ The mults live in the optimizer as non-trainable variables created in
 are checkpointed with the optimizer. `get_config` stores them compactly so
 that `from_config` and `.keras` files restore them exactly.
 
-A Grad Mult of a `(k, k, Cin, Cout)` kernel is one value per output channel
-at every tap but the centre (Eq. 3, `repopt_tf.optimizers.grad_mult`), so it
-is kept as that `(Cout,)` row plus the `(Cin, Cout)` centre tap: 1/9 of a
-3x3 kernel's size instead of a full copy (RepOpt-VGG-S: 0.5 instead of
-4.4 MB). Other mults are kept whole.
+A Grad Mult with the CSLA structure (`repopt_tf.csla.CompactMult`) is kept
+as its `(Cout,)` off-centre row plus its `(Cin, Cout)` centre tap, 1/9 of a
+3x3 kernel's size; other mults are kept whole.
 """
 
 from collections.abc import Mapping
@@ -21,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from repopt_tf.csla import CompactMult
 from repopt_tf.optimizers.grad_mult import decode_grad_mult
 from repopt_tf.optimizers.grad_mult import encode_grad_mult
 
@@ -113,8 +112,8 @@ class GradMultMixin:
 
     def _add_mult_state(self, variable, mult):
         """A full mult variable, or `(row, centre)` variables (module doc)."""
-        parts = _row_and_centre(mult)
-        if parts is None:
+        compact = CompactMult.of(mult)
+        if compact is None:
             return self.add_variable_from_reference(
                 variable,
                 name="grad_mult",
@@ -125,7 +124,8 @@ class GradMultMixin:
                 part.shape, initializer=lambda shape, dtype, m=part: ops.cast(m, dtype),
                 dtype=variable.dtype,
                 name=f"{variable.path.replace('/', '_')}_grad_mult_{kind}")
-            for kind, part in zip(("row", "centre"), parts))
+            for kind, part in (("row", compact.surround),
+                               ("centre", compact.centre_tap())))
 
     def _scale(self, tensor, variable):
         """`tensor * M` for the mult `M` of `variable` (`M = 1` without one)."""
@@ -151,15 +151,3 @@ class GradMultMixin:
             path: encode_grad_mult(mult) for path, mult in self.grad_mults.items()
         }
 
-
-def _row_and_centre(mult):
-    """`(row, centre)` of a `(k, k, Cin, Cout)` mult (odd `k > 1`) whose taps
-    other than the centre all equal one `(Cout,)` row; else None."""
-    if (mult.ndim != 4 or mult.shape[0] % 2 == 0 or mult.shape[1] % 2 == 0
-            or mult.shape[:2] == (1, 1)):
-        return None
-    centre = mult[mult.shape[0] // 2, mult.shape[1] // 2]
-    taps = mult.reshape(-1, *mult.shape[2:])
-    others = np.delete(taps, taps.shape[0] // 2, axis=0)
-    row = others[0, 0]
-    return (row, centre) if np.array_equal(others, np.broadcast_to(row, others.shape)) else None

@@ -14,24 +14,21 @@ fp32 fine-tuned for the same epochs without fake quantization, and int8 PTQ.
 import json
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-flags.DEFINE_string("workdir", None, "A train.py workdir (uses target/model.keras).")
-flags.DEFINE_string("model", None, "Path of a .keras model (overrides --workdir).")
-flags.DEFINE_string("output_dir", None, "Where to write (default: the model's folder).")
-flags.DEFINE_string("data", None, "Data set (default: the run's config).")
+from repopt_tf.cli.run_flags import define_run_flags  # noqa: E402
+from repopt_tf.cli.run_flags import load_trained_model  # noqa: E402
+
+define_run_flags()
 flags.DEFINE_integer("epochs", 2, "QAT fine-tuning epochs.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "QAT SGD learning rate.", lower_bound=0)
 flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_integer("train_limit", 0, "Fine-tune on the first N images (0: all).")
-flags.DEFINE_integer("eval_limit", 0, "Evaluate on the first N test images (0: all).")
 flags.DEFINE_integer("representative", 300, "Representative images.", lower_bound=1)
-flags.DEFINE_bool("verbose", False, "Show TensorFlow's start-up and INFO logs.")
 FLAGS = flags.FLAGS
 
 
@@ -44,8 +41,6 @@ def main(argv):
         print("error: QAT needs the optional extra: run `bash scripts/setup_qat.sh` "
               "(or pip install 'repopt-tf[qat]').", file=sys.stderr)
         return 1
-    import keras
-
     from repopt_tf.quiet import quiet_logs
 
     quiet_logs(FLAGS.verbose)
@@ -55,19 +50,16 @@ def main(argv):
     from repopt_tf.export import check_full_integer
     from repopt_tf.export import convert_int8
     from repopt_tf.export import tflite_accuracy
-    from repopt_tf.export.runs import load_run_data
-    from repopt_tf.export.runs import locate_model
     from repopt_tf.qat import tf_keras_twin
     from repopt_tf.qat import weights_equal
     from repopt_tf.qat.finetune import convert_qat_int8
     from repopt_tf.qat.finetune import float_finetune
     from repopt_tf.qat.finetune import quantize_aware_finetune
-    from repopt_tf.training.evaluation import keras_accuracy
+    from repopt_tf.evaluation import keras_accuracy
 
     try:
-        model_path = locate_model(FLAGS.workdir, FLAGS.model)
-        model = keras.models.load_model(model_path, compile=False)
-        train, test = load_run_data(model_path, FLAGS.data, None, FLAGS.eval_limit)
+        model_path, model, train, test, output_dir = load_trained_model(
+            lambda message: print(f"[qat] {message}", flush=True))
         twin = tf_keras_twin(model)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -90,7 +82,6 @@ def main(argv):
                                         calibration, FLAGS.learning_rate)
     content = convert_qat_int8(qat_model, calibration)
     check_full_integer(content)
-    output_dir = Path(FLAGS.output_dir or model_path.parent)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "model_int8_qat.tflite").write_bytes(content)
     print(f"[qat] fine-tuning the fp32 twin {FLAGS.epochs} epochs without "

@@ -1,7 +1,6 @@
 """Callbacks every training run gets: logs, checkpoints, backup, NaN guard."""
 
 import sys
-from pathlib import Path
 
 import keras
 
@@ -33,19 +32,19 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
             print(f"\n{self.message}", file=sys.stderr)
 
 
-def standard_callbacks(workdir):
-    """TensorBoard, CSV log, last-epoch checkpoint, backup and NaN guard.
+def standard_callbacks(stage_dir):
+    """TensorBoard, CSV log, last-epoch checkpoint, backup and NaN guard,
+    writing into a `repopt_tf.rundir.StageDir`.
 
-    `BackupAndRestore` keeps `workdir/backup` until training ends, so a run
+    `BackupAndRestore` keeps the backup folder until training ends, so a run
     killed at any point resumes from its last finished epoch when rerun with
     the same workdir.
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    stage_dir.path.mkdir(parents=True, exist_ok=True)
     return [
-        keras.callbacks.BackupAndRestore(str(workdir / "backup")),
-        keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True),
-        keras.callbacks.ModelCheckpoint(str(workdir / "checkpoint.keras")),
-        keras.callbacks.TensorBoard(str(workdir / "tensorboard")),
+        keras.callbacks.BackupAndRestore(str(stage_dir.backup)),
+        keras.callbacks.CSVLogger(str(stage_dir.log), append=True),
+        keras.callbacks.ModelCheckpoint(str(stage_dir.checkpoint)),
+        keras.callbacks.TensorBoard(str(stage_dir.tensorboard)),
         StopOnNaN(),
     ]

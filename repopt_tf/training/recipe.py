@@ -11,12 +11,12 @@ decay to 0 at the end of training, stepped per iteration (as timm's
 CosineLRScheduler in the paper's code).
 """
 
-import re
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from repopt_tf.models.blocks import split_block_layer
 from repopt_tf.optimizers import RepOptAdamW
 from repopt_tf.optimizers import RepOptSGD
 
@@ -84,8 +84,9 @@ def grad_mult_summary(grad_mults):
     """One line per stage: count and min / mean / max of its Grad Mults."""
     stages = {}
     for path, mult in grad_mults.items():
-        match = re.match(r"(stage\d+)_", path)
-        stages.setdefault(match.group(1) if match else "other", []).append(mult)
+        parts = split_block_layer(path.split("/")[0])
+        stage = f"stage{parts[1]}" if parts else "other"
+        stages.setdefault(stage, []).append(mult)
     lines = []
     for stage in sorted(stages):
         values = np.concatenate([m.reshape(-1) for m in stages[stage]])

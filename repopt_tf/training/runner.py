@@ -12,15 +12,15 @@ Modes (config.mode):
   evaluated unfused and fused.
 - `quickstart`: hs -> scales -> target -> both baselines, one table.
 
-Each stage writes into `workdir/<stage>/`: `log.csv`, `tensorboard/`,
-`checkpoint.keras` (last epoch), `backup/` (while running) and
-`model.keras`; `workdir/results.json` collects the test accuracies.
+Each stage writes into its folder of the workdir (`repopt_tf.rundir`), and
+`results.json` collects the test accuracies. The model's family
+(`repopt_tf.models.registry`) answers every model-specific question: scales,
+Rule of Initialization, Grad Mults, fusion.
 """
 
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -31,17 +31,16 @@ from repopt_tf.data import load_source
 from repopt_tf.data import make_dataset
 from repopt_tf.data import split_holdout
 from repopt_tf.data import take
+from repopt_tf.evaluation import keras_accuracy
 from repopt_tf.models import build_model
-from repopt_tf.models import extract_scales
 from repopt_tf.models import fuse_repvgg
-from repopt_tf.models import reinitialize
-from repopt_tf.optimizers import grad_mults_for_model
+from repopt_tf.models.registry import family_of
+from repopt_tf.rundir import RunDir
 from repopt_tf.scales import load_scales
 from repopt_tf.scales import save_scales
 from repopt_tf.training.callbacks import StopOnNaN
 from repopt_tf.training.callbacks import TrainingDiverged
 from repopt_tf.training.callbacks import standard_callbacks
-from repopt_tf.training.evaluation import keras_accuracy
 from repopt_tf.training.recipe import build_optimizer
 from repopt_tf.training.recipe import compute_settings
 from repopt_tf.training.recipe import grad_mult_summary
@@ -87,7 +86,8 @@ class Experiment:
                 "ring has no per-kernel Grad Mults or branches."
             )
         self.config = config
-        self.workdir = Path(workdir)
+        self.family = family_of(config.model)
+        self.run_dir = RunDir(workdir)
         self.strategy = strategy
         data = config.data
         common = dict(data_dir=data.data_dir or None,
@@ -167,7 +167,7 @@ class Experiment:
         if mode == "baseline_repvgg":
             return self.baseline_repvgg()
         results = [self.hyper_search()]
-        results.append(self.target(load_scales(self.workdir / "hs/scales.npz")))
+        results.append(self.target(load_scales(self.run_dir.stage("hs").scales)))
         if self.config.quickstart.baselines:
             results.append(self.baseline_sgd())
             results += self.baseline_repvgg()
@@ -177,9 +177,9 @@ class Experiment:
         hs = self.config.hs
         model, accuracy = self._train("hs", "hs", hs.epochs,
                                       clip_global_norm=hs.clip_global_norm)
-        scales = extract_scales(model)
+        scales = self.family.extract_scales(model)
         path = save_scales(
-            self.workdir / "hs/scales.npz", scales, variant=self.config.model,
+            self.run_dir.stage("hs").scales, scales, variant=self.config.model,
             dataset=self.config.data.name, epochs=hs.epochs,
             test_accuracy=accuracy,
         )
@@ -204,7 +204,7 @@ class Experiment:
         model, accuracy = self._train("baseline_repvgg", "repvgg", epochs)
         deploy = fuse_repvgg(model)
         fused = keras_accuracy(deploy, self.test_data)
-        deploy.save(self.workdir / "baseline_repvgg/model_fused.keras")
+        deploy.save(self.run_dir.stage("baseline_repvgg").fused_model)
         log(f"baseline_repvgg: fused deploy model accuracy {fused:.4f}")
         return [
             self._result("baseline_repvgg", "repvgg", epochs, accuracy),
@@ -221,8 +221,9 @@ class Experiment:
 
     def _train(self, stage, kind, epochs, scales=None, clip_global_norm=0.0):
         config, train = self.config, self.config.train
-        workdir = self.workdir / stage
-        finished = self._recorded().get(stage)
+        stage_dir = self.run_dir.stage(stage)
+        workdir = stage_dir.path
+        finished = self.run_dir.recorded().get(stage)
         images = self.train_source.num_examples
         # Runs recorded before train_images was stored match any size.
         if finished and (finished["model"], finished["epochs"],
@@ -237,8 +238,8 @@ class Experiment:
             )
         stage_config = self._stage_config(stage)
         # Only a finished stage or a resumable one (backup/) is protected.
-        protected = finished or (workdir / "backup").exists()
-        differences = protected and _differences(workdir / "config.json",
+        protected = finished or stage_dir.backup.exists()
+        differences = protected and _differences(stage_dir.saved_config(),
                                                  stage_config)
         if differences:
             state = "finished" if finished else "interrupted"
@@ -249,11 +250,11 @@ class Experiment:
                    else "")
                 + f"): use a new --workdir, or delete {workdir} to retrain."
             )
-        if finished and (workdir / "model.keras").exists():
+        if finished and stage_dir.model.exists():
             log(f"{stage}: already trained in {workdir} with this config, "
                 "reusing it (delete that folder to retrain)")
             with self.strategy.scope():
-                model = keras.models.load_model(workdir / "model.keras")
+                model = keras.models.load_model(stage_dir.model)
             return model, finished["test_accuracy"]
         keras.utils.set_random_seed(config.seed)
         lr, weight_decay = scaled_hyperparameters(train, self.global_batch)
@@ -283,7 +284,7 @@ class Experiment:
     def _fit(self, stage, kind, epochs, scales, clip_global_norm, schedule,
              weight_decay, jit, stage_config):
         config, train = self.config, self.config.train
-        workdir = self.workdir / stage
+        stage_dir = self.run_dir.stage(stage)
         with self.strategy.scope():
             rpg = {}
             if config.rpg.dof:
@@ -308,8 +309,8 @@ class Experiment:
                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                 jit_compile=jit,
             )
-        callbacks = standard_callbacks(workdir)
-        (workdir / "config.json").write_text(json.dumps(stage_config, indent=2))
+        callbacks = standard_callbacks(stage_dir)
+        stage_dir.config.write_text(json.dumps(stage_config, indent=2))
         model.fit(self.train_data, epochs=epochs, callbacks=callbacks, shuffle=False,
                   validation_data=self.validation_data,
                   verbose=1 if sys.stdout.isatty() else 2)
@@ -317,7 +318,7 @@ class Experiment:
         if nan_guard.message:
             raise TrainingDiverged(nan_guard.message)
         accuracy = self._evaluate(model)
-        model.save(workdir / "model.keras")
+        model.save(stage_dir.model)
         log(f"{stage}: test accuracy {accuracy:.4f}")
         return model, accuracy
 
@@ -326,8 +327,8 @@ class Experiment:
         if config.init_checkpoint:
             log("target: no reinit (the weights come from init_checkpoint)")
         elif config.reinit:
-            reinitialize(model, scales, config.use_identity_scales,
-                         seed=config.seed)
+            self.family.reinitialize(model, scales, config.use_identity_scales,
+                                     seed=config.seed)
         else:
             log("target: reinit skipped (--config.reinit=False): training "
                 "starts from Keras's default init, not from trained weights "
@@ -337,7 +338,7 @@ class Experiment:
             power = 1
             scales = [{k: None if v is None else np.abs(v)
                        for k, v in block.items()} for block in scales]
-        mults = grad_mults_for_model(model, scales, power=power)
+        mults = self.family.grad_mults(model, scales, power=power)
         for line in grad_mult_summary(mults):
             log(f"target: {line}")
         return mults
@@ -359,22 +360,17 @@ class Experiment:
         return float(metrics["accuracy"])
 
     def _result(self, stage, kind, epochs, accuracy, repopt=False):
-        """Records a stage in `workdir/results.json` and returns it."""
+        """Records a stage in the run's results and returns it."""
         optimizer = self.config.train.optimizer.upper()
         result = StageResult(
             stage, self.config.model, kind,
             f"RepOpt{optimizer}" if repopt else optimizer, epochs, accuracy,
-            str(self.workdir / stage.removesuffix("_fused")),
+            str(self.run_dir.stage(stage.removesuffix("_fused")).path),
             self.train_source.num_examples,
         )
-        recorded = self._recorded()
-        recorded[stage] = dataclasses.asdict(result)
-        (self.workdir / "results.json").write_text(json.dumps(recorded, indent=2))
+        self.run_dir.record(stage, dataclasses.asdict(result))
         return result
 
-    def _recorded(self):
-        path = self.workdir / "results.json"
-        return json.loads(path.read_text()) if path.exists() else {}
 
 
 # Config fields that only one stage reads: a change elsewhere keeps it valid.
@@ -390,16 +386,15 @@ def _flatten(tree, prefix=""):
             yield f"{prefix}{key}", value
 
 
-def _differences(saved_path, current):
-    """`["key: saved -> current", ...]` against a stage's saved config.json.
+def _differences(saved, current):
+    """`["key: saved -> current", ...]` against a stage's saved config.
 
     A field that one side lacks counts as its default in `configs/base.py`,
     so a run recorded before a field existed stays valid while the field
     keeps its default.
     """
-    if not saved_path.is_file():
+    if saved is None:
         return []
-    saved = json.loads(saved_path.read_text())
     defaults = dict(_flatten(json.loads(base.get_config().to_json())))
 
     def value(config, key):
