@@ -35,9 +35,17 @@ def conv_shapes(model):
     """(name, input shape, kernel shape, stride, zero padding) of each conv."""
     from repopt_tf.models.fast_conv import FastGradConv2D
 
-    return [(layer.name, layer.input.shape[1:], tuple(layer.kernel.shape),
-             layer.strides[0], layer.zero_padding)
-            for layer in model.layers if isinstance(layer, FastGradConv2D)]
+    return [
+        (
+            layer.name,
+            layer.input.shape[1:],
+            tuple(layer.kernel.shape),
+            layer.strides[0],
+            layer.zero_padding,
+        )
+        for layer in model.layers
+        if isinstance(layer, FastGradConv2D)
+    ]
 
 
 def main(argv):
@@ -50,50 +58,73 @@ def main(argv):
 
     def stock(x, dy, kernel, stride, padding):
         return tf.raw_ops.Conv2DBackpropFilter(
-            input=x, filter_sizes=kernel.shape, out_backprop=dy,
-            strides=[1, stride, stride, 1], padding="EXPLICIT",
-            explicit_paddings=sum(_explicit(padding), []))
+            input=x,
+            filter_sizes=kernel.shape,
+            out_backprop=dy,
+            strides=[1, stride, stride, 1],
+            padding="EXPLICIT",
+            explicit_paddings=sum(_explicit(padding), []),
+        )
 
     tf.get_logger().setLevel("ERROR")  # one trace per conv shape is intended
-    model = build_model(FLAGS.model, 10, (FLAGS.image_size, FLAGS.image_size,
-                                          FLAGS.channels), kind="plain")
+    model = build_model(
+        FLAGS.model,
+        10,
+        (FLAGS.image_size, FLAGS.image_size, FLAGS.channels),
+        kind="plain",
+    )
     device = "CPU:0"
-    print(f"{FLAGS.model}, batch {FLAGS.batch}, {FLAGS.image_size}x"
-          f"{FLAGS.image_size}x{FLAGS.channels}: ms per call (median of "
-          f"{FLAGS.windows} windows) and MB allocated beyond the inputs")
+    print(
+        f"{FLAGS.model}, batch {FLAGS.batch}, {FLAGS.image_size}x"
+        f"{FLAGS.image_size}x{FLAGS.channels}: ms per call (median of "
+        f"{FLAGS.windows} windows) and MB allocated beyond the inputs"
+    )
     totals = {"TF": [0.0, 0.0], "ours": [0.0, 0.0]}
     for name, in_shape, kernel_shape, stride, padding in conv_shapes(model):
         x = tf.random.normal([FLAGS.batch, *in_shape])
         kernel = tf.random.normal(kernel_shape)
         y = tf.nn.conv2d(x, kernel, stride, _explicit(padding))
         dy = tf.random.normal(y.shape)
-        methods = {label: tf.function(lambda x, dy, f=f: f(x, dy, kernel, stride, padding))
-                   for label, f in (("TF", stock), ("ours", _kernel_gradient))}
+        methods = {
+            label: tf.function(
+                lambda x, dy, f=f, k=kernel, s=stride, p=padding: f(
+                    x, dy, k, s, p
+                )
+            )
+            for label, f in (("TF", stock), ("ours", _kernel_gradient))
+        }
         extra, times = {}, {label: [] for label in methods}
         for label, method in methods.items():
             method(x, dy).numpy()
             base = tf.config.experimental.get_memory_info(device)["current"]
             tf.config.experimental.reset_memory_stats(device)
             method(x, dy).numpy()
-            extra[label] = (tf.config.experimental.get_memory_info(device)["peak"]
-                            - base) / 2**20
+            extra[label] = (
+                tf.config.experimental.get_memory_info(device)["peak"] - base
+            ) / 2**20
         for _ in range(FLAGS.windows):
             for label, method in methods.items():
                 start = time.perf_counter()
                 for _ in range(FLAGS.repeats):
                     method(x, dy).numpy()
-                times[label].append((time.perf_counter() - start) / FLAGS.repeats)
+                times[label].append(
+                    (time.perf_counter() - start) / FLAGS.repeats
+                )
         ms = {label: 1e3 * statistics.median(t) for label, t in times.items()}
         for label in methods:
             totals[label][0] += ms[label]
             totals[label][1] = max(totals[label][1], extra[label])
-        print(f"{name:>20} {str(tuple(in_shape)):>15} -> {kernel_shape[-1]:>4}, "
-              f"stride {stride}: TF {ms['TF']:6.2f} ms {extra['TF']:6.1f} MB | "
-              f"ours {ms['ours']:6.2f} ms {extra['ours']:6.1f} MB | "
-              f"time ratio ours/TF {ms['ours'] / ms['TF']:.2f}")
+        print(
+            f"{name:>20} {str(tuple(in_shape)):>15} -> {kernel_shape[-1]:>4}, "
+            f"stride {stride}: TF {ms['TF']:6.2f} ms {extra['TF']:6.1f} MB | "
+            f"ours {ms['ours']:6.2f} ms {extra['ours']:6.1f} MB | "
+            f"time ratio ours/TF {ms['ours'] / ms['TF']:.2f}"
+        )
     (tf_ms, tf_mb), (our_ms, our_mb) = totals["TF"], totals["ours"]
-    print(f"total: TF {tf_ms:.2f} ms, largest {tf_mb:.1f} MB | ours {our_ms:.2f} "
-          f"ms, largest {our_mb:.1f} MB | time ratio ours/TF {our_ms / tf_ms:.2f}")
+    print(
+        f"total: TF {tf_ms:.2f} ms, largest {tf_mb:.1f} MB | ours {our_ms:.2f} "
+        f"ms, largest {our_mb:.1f} MB | time ratio ours/TF {our_ms / tf_ms:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,10 +29,10 @@ from absl import flags  # noqa: E402
 from repopt_tf.data import Source  # noqa: E402
 from repopt_tf.data import load_fashion_mnist  # noqa: E402
 from repopt_tf.data import make_dataset  # noqa: E402
-from repopt_tf.models import build_model  # noqa: E402
-from repopt_tf.optimizers.multirate import MultirateModel  # noqa: E402
-from repopt_tf.optimizers.multirate import MultirateOptimizer  # noqa: E402
 from repopt_tf.evaluation import keras_accuracy  # noqa: E402
+from repopt_tf.models import build_model  # noqa: E402
+from repopt_tf.multirate import MultirateModel  # noqa: E402
+from repopt_tf.multirate import MultirateOptimizer  # noqa: E402
 
 flags.DEFINE_string("workdir", "runs/multirate", "Output folder.")
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant.")
@@ -72,19 +72,30 @@ def main(argv):
     del argv
     shape = (28, 28, 1)
     data = {
-        phase: make_dataset(class_source("train", classes, FLAGS.train_limit), 28,
-                            FLAGS.batch, training=True, seed=0)
+        phase: make_dataset(
+            class_source("train", classes, FLAGS.train_limit),
+            28,
+            FLAGS.batch,
+            training=True,
+            seed=0,
+        )
         for phase, classes in (("pre", range(5)), ("fine", range(5, 10)))
     }
-    test = make_dataset(class_source("test", range(5, 10)), 28, 256, training=False)
+    test = make_dataset(
+        class_source("test", range(5, 10)), 28, 256, training=False
+    )
 
     keras.utils.set_random_seed(0)
     pretrained = build_model(FLAGS.model, 5, shape)
-    pretrained.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9,
-                                                      nesterov=True), loss=LOSS)
+    pretrained.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+        loss=LOSS,
+    )
     pretrained.fit(data["pre"], epochs=FLAGS.pretrain_epochs, verbose=2)
     keras.utils.set_random_seed(1)
-    fresh_head = build_model(FLAGS.model, 5, shape).get_layer(HEAD).get_weights()
+    fresh_head = (
+        build_model(FLAGS.model, 5, shape).get_layer(HEAD).get_weights()
+    )
 
     def start(model_class=keras.Model):
         """A copy of the pretrained model with the same fresh head."""
@@ -94,8 +105,11 @@ def main(argv):
         return model_class(clone.inputs, clone.outputs)
 
     runs = [("full fine-tuning", None, None), ("head only", None, None)]
-    runs += [(f"multirate k={k}, drift {'on' if d else 'off'}", int(k), d)
-             for k in FLAGS.ks for d in (True, False)]
+    runs += [
+        (f"multirate k={k}, drift {'on' if d else 'off'}", int(k), d)
+        for k in FLAGS.ks
+        for d in (True, False)
+    ]
     rows, full_time = [], None
     for label, k, drift in runs:
         if k is None:
@@ -107,27 +121,36 @@ def main(argv):
         else:
             model = start(MultirateModel)
             optimizer = MultirateOptimizer(
-                keras.optimizers.SGD(FLAGS.lr, momentum=0.9), k=k,
-                slow_variables=rf"^(?!{HEAD}/)", linear_drift=drift)
+                keras.optimizers.SGD(FLAGS.lr, momentum=0.9),
+                k=k,
+                slow_variables=rf"^(?!{HEAD}/)",
+                linear_drift=drift,
+            )
         model.compile(optimizer=optimizer, loss=LOSS)
         timer = EpochTimer()
-        model.fit(data["fine"], epochs=FLAGS.epochs, verbose=0, callbacks=[timer])
+        model.fit(
+            data["fine"], epochs=FLAGS.epochs, verbose=0, callbacks=[timer]
+        )
         # The first epoch includes tracing; report the median of the rest.
         per_epoch = statistics.median(timer.seconds[1:] or timer.seconds)
         full_time = full_time or per_epoch
-        rows.append(f"| {label} | {per_epoch:.1f} | {per_epoch / full_time:.2f} | "
-                    f"{keras_accuracy(model, test):.4f} |")
+        rows.append(
+            f"| {label} | {per_epoch:.1f} | {per_epoch / full_time:.2f} | "
+            f"{keras_accuracy(model, test):.4f} |"
+        )
         print(rows[-1], flush=True)
-    table = "\n".join([
-        f"{FLAGS.model}: pretrained {FLAGS.pretrain_epochs} epochs on classes "
-        f"0-4, fine-tuned {FLAGS.epochs} epochs on classes 5-9 "
-        f"({FLAGS.train_limit or 'all'} images each), batch {FLAGS.batch}, SGD "
-        f"momentum 0.9, lr (fast step h/k) {FLAGS.lr}; test: classes 5-9.",
-        "",
-        "| method | s / epoch | vs full | test accuracy |",
-        "| --- | --- | --- | --- |",
-        *rows,
-    ])
+    table = "\n".join(
+        [
+            f"{FLAGS.model}: pretrained {FLAGS.pretrain_epochs} epochs on classes "
+            f"0-4, fine-tuned {FLAGS.epochs} epochs on classes 5-9 "
+            f"({FLAGS.train_limit or 'all'} images each), batch {FLAGS.batch}, SGD "
+            f"momentum 0.9, lr (fast step h/k) {FLAGS.lr}; test: classes 5-9.",
+            "",
+            "| method | s / epoch | vs full | test accuracy |",
+            "| --- | --- | --- | --- |",
+            *rows,
+        ]
+    )
     workdir = Path(FLAGS.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "multirate_transfer.md").write_text(table + "\n")

@@ -13,12 +13,12 @@ import keras
 import numpy as np
 from absl import app
 from absl import flags
+from step_timing import alternating_step_times
 
 from repopt_tf import RepOptSGD
 from repopt_tf import grad_mults_for_model
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
-from step_timing import alternating_step_times
 
 flags.DEFINE_integer("batch", 128, "Batch size.")
 flags.DEFINE_integer("image_size", 32, "Input height and width.")
@@ -42,7 +42,10 @@ def main(argv):
             optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
         else:
             optimizer = RepOptSGD(
-                0.01, momentum=0.9, nesterov=True, weight_decay=4e-5,
+                0.01,
+                momentum=0.9,
+                nesterov=True,
+                weight_decay=4e-5,
                 grad_mults=grad_mults_for_model(model, scales),
             )
         model.compile(optimizer=optimizer, loss=loss)
@@ -52,17 +55,24 @@ def main(argv):
     x = rng.normal(size=(FLAGS.batch, FLAGS.image_size, FLAGS.image_size, 3))
     x = x.astype(np.float32)
     y = rng.integers(0, 10, FLAGS.batch)
-    times = alternating_step_times(models, (x, y), FLAGS.warmup, FLAGS.windows,
-                                   FLAGS.steps)
+    times = alternating_step_times(
+        models, (x, y), FLAGS.warmup, FLAGS.windows, FLAGS.steps
+    )
 
-    print(f"batch {FLAGS.batch}, {FLAGS.image_size}x{FLAGS.image_size}, "
-          f"{FLAGS.windows} windows x {FLAGS.steps} steps")
+    print(
+        f"batch {FLAGS.batch}, {FLAGS.image_size}x{FLAGS.image_size}, "
+        f"{FLAGS.windows} windows x {FLAGS.steps} steps"
+    )
     for name, values in times.items():
-        print(f"{name:>10}: median step {1e3 * statistics.median(values):.2f} ms"
-              f" (min {1e3 * min(values):.2f}, max {1e3 * max(values):.2f})")
+        print(
+            f"{name:>10}: median step {1e3 * statistics.median(values):.2f} ms"
+            f" (min {1e3 * min(values):.2f}, max {1e3 * max(values):.2f})"
+        )
     ratios = [a / b for a, b in zip(times["RepOptSGD"], times["SGD"])]
-    print(f"ratio RepOptSGD/SGD: median {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}; target <= 1.03)")
+    print(
+        f"ratio RepOptSGD/SGD: median {statistics.median(ratios):.3f} "
+        f"(min {min(ratios):.3f}, max {max(ratios):.3f}; target <= 1.03)"
+    )
 
 
 if __name__ == "__main__":

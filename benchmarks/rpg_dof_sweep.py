@@ -30,7 +30,9 @@ from repopt_tf.training import get_strategy  # noqa: E402
 
 flags.DEFINE_string("workdir", "runs/rpg_sweep", "Output folder.")
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant.")
-flags.DEFINE_list("dofs", ["0.002", "0.01", "0.05", "0.2", "1.0"], "DoF fractions.")
+flags.DEFINE_list(
+    "dofs", ["0.002", "0.01", "0.05", "0.2", "1.0"], "DoF fractions."
+)
 flags.DEFINE_float("ablation_dof", 0.01, "DoF of the sharing ablation.")
 flags.DEFINE_integer("epochs", 3, "Epochs per run.")
 flags.DEFINE_integer("train_limit", 20000, "Training images (0: all).")
@@ -49,7 +51,9 @@ def run(name, dof=0.0, mode="signed_permutation"):
     config.train.batch_size = FLAGS.batch
     config.rpg.dof = dof
     config.rpg.mode = mode
-    (result,) = Experiment(config, Path(FLAGS.workdir) / name, get_strategy()).run()
+    (result,) = Experiment(
+        config, Path(FLAGS.workdir) / name, get_strategy()
+    ).run()
     return result.test_accuracy
 
 
@@ -59,8 +63,11 @@ def main(argv):
 
     shape = (28, 28, 1)
     free = build_model(FLAGS.model, 10, shape)
-    generated = sum(int(np.prod(l.kernel.shape)) for l in free.layers
-                    if l.name.endswith("_conv"))
+    generated = sum(
+        int(np.prod(layer.kernel.shape))
+        for layer in free.layers
+        if layer.name.endswith("_conv")
+    )
     trainable = sum(int(np.prod(w.shape)) for w in free.trainable_weights)
     other = trainable - generated
     rows, points = [], []
@@ -70,13 +77,16 @@ def main(argv):
         size = max(1, round(dof * generated))
         points.append((dof, accuracy))
         rows.append(f"| {dof:g} | {size} | {size + other} | {accuracy:.4f} |")
-    slope, intercept = np.polyfit(np.log10([p[0] for p in points]),
-                                  [p[1] for p in points], 1)
+    slope, intercept = np.polyfit(
+        np.log10([p[0] for p in points]), [p[1] for p in points], 1
+    )
     fitted = slope * np.log10([p[0] for p in points]) + intercept
     residual = np.array([p[1] for p in points]) - fitted
     r2 = 1 - residual.var() / np.var([p[1] for p in points])
-    ablation = [(mode, run(f"ablation_{mode}", FLAGS.ablation_dof, mode))
-                for mode in ("shared", "permutation", "signed_permutation")]
+    ablation = [
+        (mode, run(f"ablation_{mode}", FLAGS.ablation_dof, mode))
+        for mode in ("shared", "permutation", "signed_permutation")
+    ]
 
     lines = [
         f"{FLAGS.model} on Fashion-MNIST, {FLAGS.epochs} epochs on "
@@ -113,11 +123,20 @@ def plot(points, reference, slope, intercept, path):
 
     dofs = np.array([p[0] for p in points])
     fig, axis = plt.subplots(figsize=(5.5, 3.8))
-    axis.semilogx(dofs, [p[1] for p in points], "o-", label="RPG (signed permutation)")
+    axis.semilogx(
+        dofs, [p[1] for p in points], "o-", label="RPG (signed permutation)"
+    )
     grid = np.logspace(np.log10(dofs.min()), np.log10(dofs.max()), 50)
-    axis.semilogx(grid, slope * np.log10(grid) + intercept, "--", color="gray",
-                  label=f"log-linear fit, slope {slope:.3f}/decade")
-    axis.axhline(reference, color="tab:green", linestyle=":", label="free model")
+    axis.semilogx(
+        grid,
+        slope * np.log10(grid) + intercept,
+        "--",
+        color="gray",
+        label=f"log-linear fit, slope {slope:.3f}/decade",
+    )
+    axis.axhline(
+        reference, color="tab:green", linestyle=":", label="free model"
+    )
     axis.set_xlabel("DoF (ring size / generated weights)")
     axis.set_ylabel("test accuracy")
     axis.set_title(f"{FLAGS.model}, Fashion-MNIST")

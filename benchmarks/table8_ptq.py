@@ -39,11 +39,11 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from repopt_tf.configs import quickstart  # noqa: E402
 from repopt_tf.checkpoints import is_torch_checkpoint  # noqa: E402
 from repopt_tf.checkpoints import model_from_checkpoint  # noqa: E402
 from repopt_tf.checkpoints import model_from_state_dict  # noqa: E402
 from repopt_tf.checkpoints.synthetic import synthetic_state_dict  # noqa: E402
+from repopt_tf.configs import quickstart  # noqa: E402
 from repopt_tf.data import make_dataset  # noqa: E402
 from repopt_tf.data import representative_images  # noqa: E402
 from repopt_tf.export import convert_float32  # noqa: E402
@@ -54,26 +54,53 @@ from repopt_tf.export import output_agreement  # noqa: E402
 from repopt_tf.export import tflite_outputs  # noqa: E402
 from repopt_tf.export.diagnostics import deploy_kernels  # noqa: E402
 from repopt_tf.export.diagnostics import kernel_histograms  # noqa: E402
-from repopt_tf.rundir import RunDir  # noqa: E402
 from repopt_tf.export.runs import load_export_data  # noqa: E402
+from repopt_tf.rundir import RunDir  # noqa: E402
 from repopt_tf.training import Experiment  # noqa: E402
 from repopt_tf.training import get_strategy  # noqa: E402
 
-flags.DEFINE_list("models", [], "label=source entries (see the docstring); "
-                  "default: the quick start's three models.")
-flags.DEFINE_string("workdir", "runs/quickstart", "Quick-start workdir; outputs go here.")
-flags.DEFINE_integer("epochs", 3, "Quick-start epochs per model (default models).")
-flags.DEFINE_integer("train_limit", None, "Quick-start training images (default: all).")
-flags.DEFINE_string("model", "repopt_vgg_s", "Quick-start variant (default models).")
-flags.DEFINE_string("data", "fashion_mnist", "Data: fashion_mnist, a tfds name or folder:/path.")
+flags.DEFINE_list(
+    "models",
+    [],
+    "label=source entries (see the docstring); "
+    "default: the quick start's three models.",
+)
+flags.DEFINE_string(
+    "workdir", "runs/quickstart", "Quick-start workdir; outputs go here."
+)
+flags.DEFINE_integer(
+    "epochs", 3, "Quick-start epochs per model (default models)."
+)
+flags.DEFINE_integer(
+    "train_limit", None, "Quick-start training images (default: all)."
+)
+flags.DEFINE_string(
+    "model", "repopt_vgg_s", "Quick-start variant (default models)."
+)
+flags.DEFINE_string(
+    "data", "fashion_mnist", "Data: fashion_mnist, a tfds name or folder:/path."
+)
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir.")
 flags.DEFINE_string("manual_dir", None, "imagenet2012 tar files.")
-flags.DEFINE_string("eval_split", None, "Evaluation split (default: test / validation).")
-flags.DEFINE_integer("eval_limit", 0, "Evaluate on the first N images (0: all).", lower_bound=0)
-flags.DEFINE_integer("representative", 300, "Calibration images.", lower_bound=1)
-flags.DEFINE_integer("image_size", 224, "Input size of imported checkpoints.", lower_bound=8)
-flags.DEFINE_float("crop_fraction", None, "Evaluation centre crop (default: 0.875 at "
-                   "ImageNet sizes, else 1).", lower_bound=0.1, upper_bound=1.0)
+flags.DEFINE_string(
+    "eval_split", None, "Evaluation split (default: test / validation)."
+)
+flags.DEFINE_integer(
+    "eval_limit", 0, "Evaluate on the first N images (0: all).", lower_bound=0
+)
+flags.DEFINE_integer(
+    "representative", 300, "Calibration images.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "image_size", 224, "Input size of imported checkpoints.", lower_bound=8
+)
+flags.DEFINE_float(
+    "crop_fraction",
+    None,
+    "Evaluation centre crop (default: 0.875 at ImageNet sizes, else 1).",
+    lower_bound=0.1,
+    upper_bound=1.0,
+)
 FLAGS = flags.FLAGS
 
 QUICKSTART_MODELS = (  # label, stage (its file: RunDir.model_path)
@@ -88,10 +115,13 @@ def load(source):
     if source.startswith("synthetic:"):
         _, variant, form = source.split(":")
         state = synthetic_state_dict(variant, form)
-        return model_from_state_dict(state, variant, FLAGS.image_size,
-                                     source=source)[0], False
+        return model_from_state_dict(
+            state, variant, FLAGS.image_size, source=source
+        )[0], False
     if is_torch_checkpoint(source):
-        return model_from_checkpoint(source, image_size=FLAGS.image_size)[0], True
+        return model_from_checkpoint(source, image_size=FLAGS.image_size)[
+            0
+        ], True
     return keras.models.load_model(source, compile=False), True
 
 
@@ -100,35 +130,50 @@ def kernel_summary(model):
     rows = kernel_statistics(model)[1:]  # without the stem
     return {
         "kernel_std": float(np.mean([r["std"] for r in rows])),
-        "centre_surround": float(np.mean([r["std_centre"] / r["std_surround"]
-                                          for r in rows])),
+        "centre_surround": float(
+            np.mean([r["std_centre"] / r["std_surround"] for r in rows])
+        ),
         "max_tail": max(r["max_abs_over_std"] for r in rows),
     }
 
 
 def measure(label, model, trained, train, test, crop_fraction):
     size, channels = model.input_shape[1], model.input_shape[-1]
-    calibration = representative_images(train, size, FLAGS.representative,
-                                        channels, crop_fraction)
-    images = make_dataset(test, size, 128, training=False, channels=channels,
-                          crop_fraction=crop_fraction)
+    calibration = representative_images(
+        train, size, FLAGS.representative, channels, crop_fraction
+    )
+    images = make_dataset(
+        test,
+        size,
+        128,
+        training=False,
+        channels=channels,
+        crop_fraction=crop_fraction,
+    )
     fp32, labels = tflite_outputs(convert_float32(model), images)
     row = {"model": label, "name": model.name, **kernel_summary(model)}
     with_labels = trained and test.num_classes == model.output_shape[-1]
-    row["fp32_top1"] = float((fp32.argmax(-1) == labels).mean()) if with_labels else None
+    row["fp32_top1"] = (
+        float((fp32.argmax(-1) == labels).mean()) if with_labels else None
+    )
     for scheme, per_channel in (("per_channel", True), ("per_tensor", False)):
         int8, _ = tflite_outputs(
-            convert_int8(model, calibration, per_channel=per_channel), images)
-        row[f"{scheme}_top1"] = (float((int8.argmax(-1) == labels).mean())
-                                 if with_labels else None)
+            convert_int8(model, calibration, per_channel=per_channel), images
+        )
+        row[f"{scheme}_top1"] = (
+            float((int8.argmax(-1) == labels).mean()) if with_labels else None
+        )
         agreement = output_agreement(fp32, int8)
         row[f"{scheme}_agreement"] = agreement["top1_agreement"]
         row[f"{scheme}_relative_rmse"] = agreement["relative_rmse"]
-        errors = layer_quantization_error(model, calibration, per_channel=per_channel)
+        errors = layer_quantization_error(
+            model, calibration, per_channel=per_channel
+        )
         row[f"{scheme}_worst_layer"] = errors[0]["layer"]
         row[f"{scheme}_worst_rmse"] = errors[0]["rmse/scale"]
         row["max_activation_range"] = max(  # conv (+ReLU) outputs
-            r["range"] for r in errors if r["op"] == "CONV_2D")
+            r["range"] for r in errors if r["op"] == "CONV_2D"
+        )
     print(f"[table8] {label}: done", file=sys.stderr, flush=True)
     return row
 
@@ -141,12 +186,15 @@ def _points(row, scheme):
 
 
 def table(rows, caption):
-    lines = [caption, "",
-             "| model | fp32 top-1 | int8 per-channel (delta) | int8 per-tensor "
-             "(delta) | agreement pc / pt | output rel. RMSE pc / pt | "
-             "worst layer error pc / pt (steps) | "
-             "max activation range | kernel std | centre/surround | max abs(w)/std |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        caption,
+        "",
+        "| model | fp32 top-1 | int8 per-channel (delta) | int8 per-tensor "
+        "(delta) | agreement pc / pt | output rel. RMSE pc / pt | "
+        "worst layer error pc / pt (steps) | "
+        "max activation range | kernel std | centre/surround | max abs(w)/std |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         pc, pt = _points(r, "per_channel"), _points(r, "per_tensor")
         fp32 = "-" if r["fp32_top1"] is None else f"{r['fp32_top1']:.4f}"
@@ -157,7 +205,8 @@ def table(rows, caption):
             f"{r['per_tensor_relative_rmse']:.3f} | "
             f"{r['per_channel_worst_rmse']:.2f} / {r['per_tensor_worst_rmse']:.2f} | "
             f"{r['max_activation_range']:.1f} | {r['kernel_std']:.4f} | "
-            f"{r['centre_surround']:.2f} | {r['max_tail']:.1f} |")
+            f"{r['centre_surround']:.2f} | {r['max_tail']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -166,7 +215,9 @@ def main(argv):
     workdir = Path(FLAGS.workdir)
     entries = [entry.split("=", 1) for entry in FLAGS.models]
     if any(len(entry) != 2 for entry in entries):
-        sys.exit(f"error: --models takes label=source entries, got {FLAGS.models}")
+        sys.exit(
+            f"error: --models takes label=source entries, got {FLAGS.models}"
+        )
     try:
         if not entries:
             config = quickstart.get_config()
@@ -174,27 +225,42 @@ def main(argv):
             config.train.epochs = FLAGS.epochs
             if FLAGS.train_limit is not None:
                 config.data.train_limit = FLAGS.train_limit
-            Experiment(config, workdir, get_strategy()).run()  # reuses finished stages
-            entries = [(label, str(RunDir(workdir).model_path(stage)))
-                       for label, stage in QUICKSTART_MODELS]
-        train, test = load_export_data(FLAGS.data, FLAGS.data_dir, FLAGS.manual_dir,
-                                       FLAGS.eval_split, FLAGS.eval_limit)
+            Experiment(
+                config, workdir, get_strategy()
+            ).run()  # reuses finished stages
+            entries = [
+                (label, str(RunDir(workdir).model_path(stage)))
+                for label, stage in QUICKSTART_MODELS
+            ]
+        train, test = load_export_data(
+            FLAGS.data,
+            FLAGS.data_dir,
+            FLAGS.manual_dir,
+            FLAGS.eval_split,
+            FLAGS.eval_limit,
+        )
         rows, kernels = [], {}
         for label, source in entries:
             model, trained = load(source)
-            crop = FLAGS.crop_fraction or (0.875 if model.input_shape[1] >= 160 else 1.0)
+            crop = FLAGS.crop_fraction or (
+                0.875 if model.input_shape[1] >= 160 else 1.0
+            )
             rows.append(measure(label, model, trained, train, test, crop))
             kernels[label] = deploy_kernels(model)
             keras.backend.clear_session()
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
-    caption = (f"{FLAGS.data}: {FLAGS.representative} calibration images, "
-               f"{test.num_examples} evaluation images")
+    caption = (
+        f"{FLAGS.data}: {FLAGS.representative} calibration images, "
+        f"{test.num_examples} evaluation images"
+    )
     text = table(rows, caption)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "table8_ptq.md").write_text(text + "\n")
     (workdir / "table8_ptq.json").write_text(json.dumps(rows, indent=2))
-    if len({tuple(k) for k in kernels.values()}) == 1:  # same layers: comparable
+    if (
+        len({tuple(k) for k in kernels.values()}) == 1
+    ):  # same layers: comparable
         kernel_histograms(kernels, workdir / "int8_kernel_histograms.png")
     print(text)
 

@@ -34,26 +34,45 @@ from pathlib import Path
 
 from absl import app
 from absl import flags
-
 from step_timing import alternating_step_times
 
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("batch", 128, "Global batch size.", lower_bound=1)
 flags.DEFINE_integer("image_size", 32, "Input height and width.", lower_bound=8)
 flags.DEFINE_integer("channels", 3, "Input channels.", lower_bound=1)
-flags.DEFINE_integer("steps", 10, "Training steps per timed window.", lower_bound=1)
+flags.DEFINE_integer(
+    "steps", 10, "Training steps per timed window.", lower_bound=1
+)
 flags.DEFINE_integer("windows", 5, "Timed windows per form.", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps per form.", lower_bound=1)
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
-flags.DEFINE_integer("threads", 0, "TF intra- and inter-op threads (0: TF default).")
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
-                  "Keras dtype policy (variables and optimizer state stay float32).")
+flags.DEFINE_enum(
+    "strategy", "default", ["default", "mirrored"], "tf.distribute strategy."
+)
+flags.DEFINE_integer(
+    "threads", 0, "TF intra- and inter-op threads (0: TF default)."
+)
+flags.DEFINE_enum(
+    "precision",
+    "float32",
+    ["float32", "mixed_bfloat16", "mixed_float16"],
+    "Keras dtype policy (variables and optimizer state stay float32).",
+)
 flags.DEFINE_bool("jit_compile", False, "Compile the train steps with XLA.")
-flags.DEFINE_enum("onednn", "tf_default", ["tf_default", "on", "off"],
-                  "TF_ENABLE_ONEDNN_OPTS (TF's default is off on AVX2 CPUs).")
-flags.DEFINE_bool("memory", True, "Measure peak memory (one child process per form).")
-flags.DEFINE_bool("input_wait", True, "Measure waiting on the Fashion-MNIST tf.data pipeline.")
-flags.DEFINE_string("form", None, "Internal: measure memory of one form and exit.")
+flags.DEFINE_enum(
+    "onednn",
+    "tf_default",
+    ["tf_default", "on", "off"],
+    "TF_ENABLE_ONEDNN_OPTS (TF's default is off on AVX2 CPUs).",
+)
+flags.DEFINE_bool(
+    "memory", True, "Measure peak memory (one child process per form)."
+)
+flags.DEFINE_bool(
+    "input_wait", True, "Measure waiting on the Fashion-MNIST tf.data pipeline."
+)
+flags.DEFINE_string(
+    "form", None, "Internal: measure memory of one form and exit."
+)
 FLAGS = flags.FLAGS
 
 FORMS = ("repopt", "repvgg", "plain")
@@ -63,7 +82,9 @@ LABELS = {"repopt": "RepOpt-VGG", "repvgg": "RepVGG", "plain": "plain VGG"}
 def setup_tensorflow():
     """Applies --onednn and --threads; must run before TF is imported."""
     if FLAGS.onednn != "tf_default":
-        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if FLAGS.onednn == "on" else "0"
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = (
+            "1" if FLAGS.onednn == "on" else "0"
+        )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -84,15 +105,24 @@ def build_form(form, strategy):
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     with strategy.scope():
-        model = build_model(FLAGS.model, 10, shape,
-                            kind="repvgg" if form == "repvgg" else "plain")
+        model = build_model(
+            FLAGS.model,
+            10,
+            shape,
+            kind="repvgg" if form == "repvgg" else "plain",
+        )
         mults = None
         if form == "repopt":
             hs = build_model(FLAGS.model, 10, shape, kind="hs")
             mults = grad_mults_for_model(model, extract_scales(hs))
         model.compile(
-            optimizer=RepOptSGD(0.01, momentum=0.9, nesterov=True,
-                                weight_decay=4e-5, grad_mults=mults),
+            optimizer=RepOptSGD(
+                0.01,
+                momentum=0.9,
+                nesterov=True,
+                weight_decay=4e-5,
+                grad_mults=mults,
+            ),
             loss=keras.losses.CategoricalCrossentropy(from_logits=True),
             jit_compile=FLAGS.jit_compile,
         )
@@ -102,7 +132,9 @@ def build_form(form, strategy):
 def synthetic_batch(tf):
     images = tf.random.stateless_uniform(
         (FLAGS.batch, FLAGS.image_size, FLAGS.image_size, FLAGS.channels),
-        seed=(0, 1), maxval=255.0)
+        seed=(0, 1),
+        maxval=255.0,
+    )
     labels = tf.one_hot(tf.range(FLAGS.batch) % 10, 10)
     return images, labels
 
@@ -143,11 +175,18 @@ def live_tensor_peak_mb(tf, run_steps):
             for event in line.events:
                 kind = plane.event_metadata[event.metadata_id].name
                 if kind in ("MemoryAllocation", "MemoryDeallocation"):
-                    stats = {plane.stat_metadata[s.metadata_id].name:
-                             s.int64_value or s.uint64_value for s in event.stats}
+                    stats = {
+                        plane.stat_metadata[s.metadata_id].name: s.int64_value
+                        or s.uint64_value
+                        for s in event.stats
+                    }
                     sign = 1 if kind == "MemoryAllocation" else -1
-                    events.append((line.timestamp_ns * 1000 + event.offset_ps,
-                                   sign * stats["requested_bytes"]))
+                    events.append(
+                        (
+                            line.timestamp_ns * 1000 + event.offset_ps,
+                            sign * stats["requested_bytes"],
+                        )
+                    )
     in_use = peak = 0  # relative to the start, which holds the resting memory
     for _, change in sorted(events):
         in_use += change
@@ -169,9 +208,18 @@ def memory_child(form):
 
     peak, resting = peak_memory_mb(tf, run_steps)
     live = live_tensor_peak_mb(
-        tf, lambda: [model.train_on_batch(images, labels) for _ in range(3)])
-    print(json.dumps({"form": form, "peak_mb": peak, "resting_mb": resting,
-                      "live_mb": live}))
+        tf, lambda: [model.train_on_batch(images, labels) for _ in range(3)]
+    )
+    print(
+        json.dumps(
+            {
+                "form": form,
+                "peak_mb": peak,
+                "resting_mb": resting,
+                "live_mb": live,
+            }
+        )
+    )
 
 
 def measure_memory():
@@ -182,10 +230,17 @@ def measure_memory():
     for form in FORMS:
         out = subprocess.run(
             [sys.executable, __file__, *args, f"--form={form}"],
-            stdout=subprocess.PIPE, text=True, check=True, env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+            env=env,
         ).stdout
         result = json.loads(out.strip().splitlines()[-1])
-        memory[form] = result["peak_mb"], result["resting_mb"], result["live_mb"]
+        memory[form] = (
+            result["peak_mb"],
+            result["resting_mb"],
+            result["live_mb"],
+        )
     return memory
 
 
@@ -199,10 +254,18 @@ def input_wait_share(model):
     from repopt_tf.data import load_source
     from repopt_tf.data import make_dataset
 
-    source = load_source("fashion_mnist", "train",
-                         limit=FLAGS.batch * (FLAGS.steps + 2))
-    batches = iter(make_dataset(source, FLAGS.image_size, FLAGS.batch,
-                                training=True, channels=FLAGS.channels))
+    source = load_source(
+        "fashion_mnist", "train", limit=FLAGS.batch * (FLAGS.steps + 2)
+    )
+    batches = iter(
+        make_dataset(
+            source,
+            FLAGS.image_size,
+            FLAGS.batch,
+            training=True,
+            channels=FLAGS.channels,
+        )
+    )
     model.train_on_batch(*next(batches))
     waiting = training = 0.0
     for _ in range(FLAGS.steps):
@@ -226,40 +289,55 @@ def main(argv):
     strategy = get_strategy(FLAGS.strategy)
     images, labels = synthetic_batch(tf)
     models = {form: build_form(form, strategy) for form in FORMS}
-    seconds = alternating_step_times(models, (images, labels), FLAGS.warmup,
-                                     FLAGS.windows, FLAGS.steps)
+    seconds = alternating_step_times(
+        models, (images, labels), FLAGS.warmup, FLAGS.windows, FLAGS.steps
+    )
 
-    device = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-    print(f"{FLAGS.model}, batch {FLAGS.batch}, {FLAGS.image_size}x"
-          f"{FLAGS.image_size}x{FLAGS.channels}, {FLAGS.windows} windows x "
-          f"{FLAGS.steps} steps, strategy {FLAGS.strategy} "
-          f"({strategy.num_replicas_in_sync} replicas on {device[0].device_type}), "
-          f"onednn {FLAGS.onednn}, threads {FLAGS.threads or 'default'}, "
-          f"precision {FLAGS.precision}, XLA {'on' if FLAGS.jit_compile else 'off'}")
+    device = tf.config.list_logical_devices(
+        "GPU"
+    ) or tf.config.list_logical_devices("CPU")
+    print(
+        f"{FLAGS.model}, batch {FLAGS.batch}, {FLAGS.image_size}x"
+        f"{FLAGS.image_size}x{FLAGS.channels}, {FLAGS.windows} windows x "
+        f"{FLAGS.steps} steps, strategy {FLAGS.strategy} "
+        f"({strategy.num_replicas_in_sync} replicas on {device[0].device_type}), "
+        f"onednn {FLAGS.onednn}, threads {FLAGS.threads or 'default'}, "
+        f"precision {FLAGS.precision}, XLA {'on' if FLAGS.jit_compile else 'off'}"
+    )
     memory = measure_memory() if FLAGS.memory else {}
     for form in FORMS:
         rates = sorted(FLAGS.batch / s for s in seconds[form])
         note = ""
         if memory:
             peak, resting, live = memory[form]
-            note = (f", peak train memory {peak:.1f} MB "
-                    f"({peak - resting:.1f} MB above resting; live tensors "
-                    f"{live:.1f} MB)")
-        print(f"{LABELS[form]:>11}: {statistics.median(rates):8.1f} img/s "
-              f"(min {rates[0]:.1f}, max {rates[-1]:.1f}){note}")
+            note = (
+                f", peak train memory {peak:.1f} MB "
+                f"({peak - resting:.1f} MB above resting; live tensors "
+                f"{live:.1f} MB)"
+            )
+        print(
+            f"{LABELS[form]:>11}: {statistics.median(rates):8.1f} img/s "
+            f"(min {rates[0]:.1f}, max {rates[-1]:.1f}){note}"
+        )
     ratios = sorted(b / a for a, b in zip(seconds["repopt"], seconds["repvgg"]))
-    print(f"ratio RepOpt/RepVGG img/s: median {statistics.median(ratios):.2f} "
-          f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})")
+    print(
+        f"ratio RepOpt/RepVGG img/s: median {statistics.median(ratios):.2f} "
+        f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})"
+    )
     if memory:
         (ours, our_rest, our_live) = memory["repopt"]
         (theirs, their_rest, their_live) = memory["repvgg"]
-        print(f"ratio RepOpt/RepVGG peak memory: {ours / theirs:.2f} "
-              f"(above resting: {(ours - our_rest) / (theirs - their_rest):.2f}; "
-              f"live tensors: {our_live / their_live:.2f})")
+        print(
+            f"ratio RepOpt/RepVGG peak memory: {ours / theirs:.2f} "
+            f"(above resting: {(ours - our_rest) / (theirs - their_rest):.2f}; "
+            f"live tensors: {our_live / their_live:.2f})"
+        )
     if FLAGS.input_wait:
         share = input_wait_share(models["repopt"])
-        print(f"RepOpt-VGG step time waiting on the Fashion-MNIST tf.data "
-              f"pipeline: {100 * share:.0f}%")
+        print(
+            f"RepOpt-VGG step time waiting on the Fashion-MNIST tf.data "
+            f"pipeline: {100 * share:.0f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -25,17 +25,22 @@ from pathlib import Path
 
 from absl import app
 from absl import flags
-
 from step_timing import alternating_step_times
 
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_integer("image_size", 32, "Input height and width.", lower_bound=8)
-flags.DEFINE_integer("steps", 10, "Training steps per timed window.", lower_bound=1)
+flags.DEFINE_integer(
+    "steps", 10, "Training steps per timed window.", lower_bound=1
+)
 flags.DEFINE_integer("windows", 5, "Timed windows per form.", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps per form.", lower_bound=1)
-flags.DEFINE_integer("threads", 0, "Threads for both frameworks (0: their defaults).")
-flags.DEFINE_bool("channels_last", False, "PyTorch: channels_last memory format.")
+flags.DEFINE_integer(
+    "threads", 0, "Threads for both frameworks (0: their defaults)."
+)
+flags.DEFINE_bool(
+    "channels_last", False, "PyTorch: channels_last memory format."
+)
 FLAGS = flags.FLAGS
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -56,8 +61,11 @@ def torch_model(torch, spec, form, num_classes=10):
             if self.branches:
                 self.conv1x1 = nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
                 self.bn1x1 = nn.BatchNorm2d(cout)
-                self.identity = (nn.BatchNorm2d(cout)
-                                 if cin == cout and stride == 1 else None)
+                self.identity = (
+                    nn.BatchNorm2d(cout)
+                    if cin == cout and stride == 1
+                    else None
+                )
 
         def forward(self, x):
             out = self.bn(self.conv(x))
@@ -95,9 +103,13 @@ class TorchTrainer:
             self.model = self.model.to(memory_format=torch.channels_last)
             images = images.contiguous(memory_format=torch.channels_last)
         self.images, self.labels = images, labels
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01,
-                                         momentum=0.9, nesterov=True,
-                                         weight_decay=4e-5)
+        self.optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=0.01,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=4e-5,
+        )
         self.mults = mults or []
         self.loss = torch.nn.CrossEntropyLoss()
 
@@ -116,7 +128,9 @@ def main(argv):
     try:
         import torch
     except ImportError:
-        sys.exit("error: needs torch: pip install '.[bench]' (CPU wheel is enough)")
+        sys.exit(
+            "error: needs torch: pip install '.[bench]' (CPU wheel is enough)"
+        )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import numpy as np
@@ -142,44 +156,73 @@ def main(argv):
 
     runners = {}
     for form in ("repopt", "repvgg"):
-        model = build_model(FLAGS.model, 10, shape,
-                            kind="plain" if form == "repopt" else "repvgg")
-        mults = grad_mults_for_model(model, scales) if form == "repopt" else None
-        model.compile(optimizer=RepOptSGD(0.01, momentum=0.9, nesterov=True,
-                                          weight_decay=4e-5, grad_mults=mults),
-                      loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        model = build_model(
+            FLAGS.model,
+            10,
+            shape,
+            kind="plain" if form == "repopt" else "repvgg",
+        )
+        mults = (
+            grad_mults_for_model(model, scales) if form == "repopt" else None
+        )
+        model.compile(
+            optimizer=RepOptSGD(
+                0.01,
+                momentum=0.9,
+                nesterov=True,
+                weight_decay=4e-5,
+                grad_mults=mults,
+            ),
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        )
         runners[f"keras_{form}"] = model
         net = torch_model(torch, spec, form)
         torch_mults = None
         if form == "repopt":
             convs = [b.conv.weight for b in net.blocks]
-            torch_mults = [(w, torch.from_numpy(m.transpose(3, 2, 0, 1).copy()))
-                           for w, m in zip(convs, mults.values())]
+            torch_mults = [
+                (w, torch.from_numpy(m.transpose(3, 2, 0, 1).copy()))
+                for w, m in zip(convs, mults.values())
+            ]
         runners[f"torch_{form}"] = TorchTrainer(
-            torch, net, torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
-            torch.from_numpy(labels), torch_mults)
-    seconds = alternating_step_times(runners, keras_batch, FLAGS.warmup,
-                                     FLAGS.windows, FLAGS.steps)
+            torch,
+            net,
+            torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
+            torch.from_numpy(labels),
+            torch_mults,
+        )
+    seconds = alternating_step_times(
+        runners, keras_batch, FLAGS.warmup, FLAGS.windows, FLAGS.steps
+    )
 
     cpu = "unknown CPU"
     if Path("/proc/cpuinfo").exists():
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo")
+            if line.startswith("model name")
+        ]
         cpu = f"{names[0]} x{len(names)}" if names else cpu
-    print(f"{FLAGS.model}, batch {FLAGS.batch}, {FLAGS.image_size}x"
-          f"{FLAGS.image_size}x3, {FLAGS.windows} windows x {FLAGS.steps} steps; "
-          f"{cpu}; TF {tf.__version__}, Keras {keras.__version__}, torch "
-          f"{torch.__version__} ({torch.get_num_threads()} threads"
-          f"{', channels_last' if FLAGS.channels_last else ''})")
+    print(
+        f"{FLAGS.model}, batch {FLAGS.batch}, {FLAGS.image_size}x"
+        f"{FLAGS.image_size}x3, {FLAGS.windows} windows x {FLAGS.steps} steps; "
+        f"{cpu}; TF {tf.__version__}, Keras {keras.__version__}, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads"
+        f"{', channels_last' if FLAGS.channels_last else ''})"
+    )
     for name in runners:
         rates = sorted(FLAGS.batch / s for s in seconds[name])
-        print(f"{name:>14}: {statistics.median(rates):8.1f} img/s "
-              f"(min {rates[0]:.1f}, max {rates[-1]:.1f})")
+        print(
+            f"{name:>14}: {statistics.median(rates):8.1f} img/s "
+            f"(min {rates[0]:.1f}, max {rates[-1]:.1f})"
+        )
 
     def ratio(label, faster, slower):
         values = sorted(b / a for a, b in zip(seconds[faster], seconds[slower]))
-        print(f"ratio {label}: median {statistics.median(values):.2f} "
-              f"(min {values[0]:.2f}, max {values[-1]:.2f})")
+        print(
+            f"ratio {label}: median {statistics.median(values):.2f} "
+            f"(min {values[0]:.2f}, max {values[-1]:.2f})"
+        )
 
     ratio("Keras/PyTorch, RepOpt-VGG", "keras_repopt", "torch_repopt")
     ratio("Keras/PyTorch, RepVGG", "keras_repvgg", "torch_repvgg")

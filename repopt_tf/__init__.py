@@ -10,6 +10,7 @@ from repopt_tf.quiet import import_tensorflow
 
 import_tensorflow()  # quiet only for the command-line tools (repopt_tf.quiet)
 
+from repopt_tf import multirate  # noqa: E402,F401  (registers objects)
 from repopt_tf.checkpoints import load_weights  # noqa: E402
 from repopt_tf.models import build_model  # noqa: E402
 from repopt_tf.models import list_models  # noqa: E402
@@ -17,7 +18,6 @@ from repopt_tf.optimizers import RepOptAdamW  # noqa: E402
 from repopt_tf.optimizers import RepOptSGD  # noqa: E402
 from repopt_tf.optimizers import grad_mult  # noqa: E402
 from repopt_tf.optimizers import grad_mults_for_model  # noqa: E402
-from repopt_tf.optimizers import multirate  # noqa: E402,F401  (registers objects)
 from repopt_tf.scales import load_scales  # noqa: E402
 
 __version__ = "0.1.0"

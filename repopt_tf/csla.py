@@ -32,15 +32,17 @@ import numpy as np
 def identity_fits(in_channels, out_channels, strides):
     """Whether a conv can have a CSLA identity branch: C -> C at stride 1
     (the branch reads each window's centre pixel, whatever the padding)."""
-    return (in_channels == out_channels
-            and tuple(np.broadcast_to(strides, 2).tolist()) == (1, 1))
+    return in_channels == out_channels and tuple(
+        np.broadcast_to(strides, 2).tolist()
+    ) == (1, 1)
 
 
 def identity_kernel(kernel_size, in_channels, out_channels):
     """`(k, k, in_channels, out_channels)` kernel of `x -> x`: 1 at the centre
     tap `[k//2, k//2, c % in_channels, c]` (`in_channels` is per group)."""
-    kernel = np.zeros((kernel_size, kernel_size, in_channels, out_channels),
-                      np.float32)
+    kernel = np.zeros(
+        (kernel_size, kernel_size, in_channels, out_channels), np.float32
+    )
     centre = kernel_size // 2
     outputs = np.arange(out_channels)
     kernel[centre, centre, outputs % in_channels, outputs] = 1.0
@@ -51,8 +53,9 @@ def pad_to(kernel, size):
     """A `(k, k, ...)` kernel zero-padded to `(size, size, ...)` at the centre."""
     margin = (size - kernel.shape[0]) // 2
     if margin < 0 or kernel.shape[0] != kernel.shape[1]:
-        raise ValueError(f"Cannot centre a {kernel.shape[:2]} kernel in "
-                         f"{size}x{size}.")
+        raise ValueError(
+            f"Cannot centre a {kernel.shape[:2]} kernel in {size}x{size}."
+        )
     widths = [(margin, margin)] * 2 + [(0, 0)] * (kernel.ndim - 2)
     return np.pad(kernel, widths)
 
@@ -72,26 +75,32 @@ def merge_branches(kernel, kernel_1x1=None, identity=None):
         merged += pad_to(np.asarray(kernel_1x1, np.float32), size)
     if identity is not None:
         merged += identity_kernel(size, in_channels, out_channels) * np.asarray(
-            identity, np.float32)
+            identity, np.float32
+        )
     return merged
 
 
-def csla_grad_mult(scale_conv, scale_1x1, has_identity, in_channels, power=2,
-                   kernel_size=3):
+def csla_grad_mult(
+    scale_conv, scale_1x1, has_identity, in_channels, power=2, kernel_size=3
+):
     """Grad Mult `merge(s**p, t**p, 1)` as a `(k, k, Cin, Cout)` array (Eq. 3)."""
     s = np.asarray(scale_conv, np.float32).reshape(-1)
     t = np.asarray(scale_1x1, np.float32).reshape(-1)
     shape = (kernel_size, kernel_size, int(in_channels), s.shape[0])
-    return merge_branches(np.broadcast_to(s**power, shape),
-                          np.broadcast_to(t**power, (1, 1) + shape[2:]),
-                          1.0 if has_identity else None)
+    return merge_branches(
+        np.broadcast_to(s**power, shape),
+        np.broadcast_to(t**power, (1, 1) + shape[2:]),
+        1.0 if has_identity else None,
+    )
 
 
 def fold_batch_norm(kernel, gamma, beta, mean, var, epsilon):
     """`(kernel, bias)` of `BN(conv(x, kernel))` as one conv with bias."""
     std = np.sqrt(np.asarray(var) + epsilon)
     scale = np.asarray(gamma) / std
-    return np.asarray(kernel) * scale, np.asarray(beta) - np.asarray(mean) * scale
+    return np.asarray(kernel) * scale, np.asarray(beta) - np.asarray(
+        mean
+    ) * scale
 
 
 @dataclasses.dataclass
@@ -106,12 +115,23 @@ class CompactMult:
     centre: np.ndarray
     identity: np.ndarray | None = None
 
+    def __post_init__(self):
+        self.shape = tuple(int(n) for n in self.shape)
+        for field in ("surround", "centre", "identity"):
+            value = getattr(self, field)
+            if value is not None:
+                setattr(self, field, np.asarray(value, np.float32).reshape(-1))
+
     @classmethod
     def of(cls, array):
         """The compact form of `array`, or None when it has no such structure."""
         array = np.asarray(array, np.float32)
-        if (array.ndim != 4 or array.shape[0] != array.shape[1]
-                or array.shape[0] % 2 == 0 or array.shape[0] == 1):
+        if (
+            array.ndim != 4
+            or array.shape[0] != array.shape[1]
+            or array.shape[0] % 2 == 0
+            or array.shape[0] == 1
+        ):
             return None
         size, _, in_channels, out_channels = array.shape
         taps = array.reshape(size * size, in_channels, out_channels)
@@ -121,9 +141,12 @@ class CompactMult:
         own = outputs % in_channels
         # The centre value of output c at another input than its own.
         other = (own + 1) % in_channels
-        compact = cls(array.shape, surround.copy(),
-                      centre_tap[other, outputs].copy(),
-                      centre_tap[own, outputs].copy())
+        compact = cls(
+            array.shape,
+            surround.copy(),
+            centre_tap[other, outputs].copy(),
+            centre_tap[own, outputs].copy(),
+        )
         if np.array_equal(compact.identity, compact.centre):
             compact.identity = None
         return compact if np.array_equal(compact.expand(), array) else None
@@ -146,8 +169,11 @@ class CompactMult:
 
     def to_config(self):
         """JSON-safe dict; `CompactMult.from_config` inverts it."""
-        config = {"shape": list(self.shape), "surround": self.surround.tolist(),
-                  "centre": self.centre.tolist()}
+        config = {
+            "shape": list(self.shape),
+            "surround": self.surround.tolist(),
+            "centre": self.centre.tolist(),
+        }
         if self.identity is not None:
             config["identity"] = self.identity.tolist()
         return config
@@ -155,8 +181,15 @@ class CompactMult:
     @classmethod
     def from_config(cls, config):
         def vector(key):
-            return (None if config.get(key) is None
-                    else np.asarray(config[key], np.float32))
+            return (
+                None
+                if config.get(key) is None
+                else np.asarray(config[key], np.float32)
+            )
 
-        return cls(tuple(config["shape"]), vector("surround"), vector("centre"),
-                   vector("identity"))
+        return cls(
+            tuple(config["shape"]),
+            vector("surround"),
+            vector("centre"),
+            vector("identity"),
+        )

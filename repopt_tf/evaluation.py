@@ -10,4 +10,6 @@ def keras_accuracy(model, dataset):
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    return float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"])
+    return float(
+        model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"]
+    )

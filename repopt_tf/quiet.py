@@ -51,8 +51,9 @@ def quiet_start(argv=None, environ=None):
     if environ.get(QUIET_ENV) in ("0", "1"):
         return environ[QUIET_ENV] == "1"
     tool = os.path.basename(argv[0]) if argv else ""
-    verbose = any(a in ("--verbose", "--verbose=true", "--verbose=True")
-                  for a in argv[1:])
+    verbose = any(
+        a in ("--verbose", "--verbose=true", "--verbose=True") for a in argv[1:]
+    )
     return tool in TOOLS and not verbose
 
 
@@ -62,6 +63,7 @@ def import_tensorflow():
         return
     if not quiet_start():
         import tensorflow  # noqa: F401
+
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet():

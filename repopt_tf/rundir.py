@@ -46,13 +46,20 @@ class StageDir:
 
     def saved_config(self):
         """The stage's recorded `{"dotted.key": value}` config, or None."""
-        return json.loads(self.config.read_text()) if self.config.is_file() else None
+        return (
+            json.loads(self.config.read_text())
+            if self.config.is_file()
+            else None
+        )
 
     def data_config(self):
         """The `data` section of the stage's config (`{"name": ..., ...}`)."""
         flat = self.saved_config() or {}
-        return {key.removeprefix("data."): value for key, value in flat.items()
-                if key.startswith("data.")}
+        return {
+            key.removeprefix("data."): value
+            for key, value in flat.items()
+            if key.startswith("data.")
+        }
 
 
 class RunDir:
@@ -75,15 +82,22 @@ class RunDir:
     def models(self):
         """`{name: path}` of the models present (the hs model only when it
         is the only one: it is a search model, not one to deploy)."""
-        found = {name: self.model_path(name) for name in STAGE_MODELS
-                 if self.model_path(name).is_file()}
+        found = {
+            name: self.model_path(name)
+            for name in STAGE_MODELS
+            if self.model_path(name).is_file()
+        }
         if set(found) - {"hs"}:
             found.pop("hs", None)
         return found
 
     def recorded(self):
         """`{stage: result dict}` of the finished stages."""
-        return json.loads(self.results.read_text()) if self.results.is_file() else {}
+        return (
+            json.loads(self.results.read_text())
+            if self.results.is_file()
+            else {}
+        )
 
     def record(self, stage, result):
         """Adds a finished stage's result dict to `results.json`."""

@@ -28,10 +28,18 @@ def main(argv):
         blocks = load_scales(argv[1])
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"error: {error}")
-    save_scales(argv[2], blocks, variant=FLAGS.variant, dataset=FLAGS.dataset,
-                epochs=FLAGS.epochs, source=FLAGS.source)
-    print(f"{argv[2]}: {len(blocks)} blocks, "
-          f"{sum(b['identity'] is not None for b in blocks)} with identity")
+    save_scales(
+        argv[2],
+        blocks,
+        variant=FLAGS.variant,
+        dataset=FLAGS.dataset,
+        epochs=FLAGS.epochs,
+        source=FLAGS.source,
+    )
+    print(
+        f"{argv[2]}: {len(blocks)} blocks, "
+        f"{sum(b['identity'] is not None for b in blocks)} with identity"
+    )
 
 
 if __name__ == "__main__":

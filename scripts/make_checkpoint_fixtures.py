@@ -64,11 +64,16 @@ class TargetBlock(nn.Module):  # keys: conv, bn
         return F.relu(self.bn(self.conv(x)))
 
 
-class HSBlock(nn.Module):  # keys: conv, scale_conv, conv_1x1, scale_1x1, [scale_identity], bn
+class HSBlock(
+    nn.Module
+):  # keys: conv, scale_conv, conv_1x1, scale_1x1, [scale_identity], bn
     def __init__(self, cin, cout, stride):
         super().__init__()
         self.conv, self.scale_conv = _conv(cin, cout, 3, stride), _Scale(cout)
-        self.conv_1x1, self.scale_1x1 = _conv(cin, cout, 1, stride), _Scale(cout)
+        self.conv_1x1, self.scale_1x1 = (
+            _conv(cin, cout, 1, stride),
+            _Scale(cout),
+        )
         if cin == cout and stride == 1:
             self.scale_identity = _Scale(cout)
         self.bn = _bn(cout)
@@ -80,7 +85,9 @@ class HSBlock(nn.Module):  # keys: conv, scale_conv, conv_1x1, scale_1x1, [scale
         return F.relu(self.bn(out))
 
 
-class RepOptRepVGGBlock(nn.Module):  # keys: conv_3x3, bn_3x3, conv_1x1, bn_1x1, [bn_identity]
+class RepOptRepVGGBlock(
+    nn.Module
+):  # keys: conv_3x3, bn_3x3, conv_1x1, bn_1x1, [bn_identity]
     def __init__(self, cin, cout, stride):
         super().__init__()
         self.conv_3x3, self.bn_3x3 = _conv(cin, cout, 3, stride), _bn(cout)
@@ -102,7 +109,9 @@ def _conv_bn(cin, cout, size, stride):
     return branch
 
 
-class RepVGGTrainBlock(nn.Module):  # keys: rbr_dense.{conv,bn}, rbr_1x1.{conv,bn}, [rbr_identity]
+class RepVGGTrainBlock(
+    nn.Module
+):  # keys: rbr_dense.{conv,bn}, rbr_1x1.{conv,bn}, [rbr_identity]
     def __init__(self, cin, cout, stride):
         super().__init__()
         self.rbr_identity = _bn(cin) if cin == cout and stride == 1 else None
@@ -117,13 +126,15 @@ class RepVGGTrainBlock(nn.Module):  # keys: rbr_dense.{conv,bn}, rbr_1x1.{conv,b
 
     def fused(self):
         """(kernel, bias) of the three branches as one 3x3 conv."""
+
         def fold(kernel, bn):
             t = bn.weight / (bn.running_var + bn.eps).sqrt()
             return kernel * t.view(-1, 1, 1, 1), bn.bias - bn.running_mean * t
 
         kernel, bias = fold(self.rbr_dense.conv.weight, self.rbr_dense.bn)
-        k1, b1 = fold(F.pad(self.rbr_1x1.conv.weight, [1, 1, 1, 1]),
-                      self.rbr_1x1.bn)
+        k1, b1 = fold(
+            F.pad(self.rbr_1x1.conv.weight, [1, 1, 1, 1]), self.rbr_1x1.bn
+        )
         kernel, bias = kernel + k1, bias + b1
         if self.rbr_identity is not None:
             channels = kernel.shape[0]
@@ -144,8 +155,15 @@ class RepVGGDeployBlock(nn.Module):  # keys: rbr_reparam (with bias)
 
 
 class Net(nn.Module):
-    def __init__(self, block, stage_type=nn.Sequential, blocks=BLOCKS,
-                 widths=WIDTHS, stem=STEM, classes=CLASSES):
+    def __init__(
+        self,
+        block,
+        stage_type=nn.Sequential,
+        blocks=BLOCKS,
+        widths=WIDTHS,
+        stem=STEM,
+        classes=CLASSES,
+    ):
         super().__init__()
         self.stage0 = block(3, stem, 2)
         cin = stem
@@ -154,8 +172,13 @@ class Net(nn.Module):
             for index in range(depth):
                 blocks.append(block(cin, width, 2 if index == 0 else 1))
                 cin = width
-            setattr(self, f"stage{stage}", stage_type(*blocks)
-                    if stage_type is nn.Sequential else stage_type(blocks))
+            setattr(
+                self,
+                f"stage{stage}",
+                stage_type(*blocks)
+                if stage_type is nn.Sequential
+                else stage_type(blocks),
+            )
         self.linear = nn.Linear(cin, classes)
 
     def forward(self, raw_pixels_nhwc):
@@ -179,17 +202,23 @@ def write_b1(path):
     """A full-size RepOpt-VGG-B1 target (random weights) in the training
     script's layout, to try the import and export at the real size."""
     torch.manual_seed(0)
-    model = Net(TargetBlock, blocks=(4, 6, 16, 1), widths=(128, 256, 512, 2048),
-                stem=64, classes=1000)
+    model = Net(
+        TargetBlock,
+        blocks=(4, 6, 16, 1),
+        widths=(128, 256, 512, 2048),
+        stem=64,
+        classes=1000,
+    )
     config = CfgNode({"MODEL": {"ARCH": "RepOpt-VGG-B1-target"}})
-    torch.save({"model": model.state_dict(), "epoch": 119, "config": config},
-               path)
+    torch.save(
+        {"model": model.state_dict(), "epoch": 119, "config": config}, path
+    )
     print(f"{path}: {Path(path).stat().st_size / 2**20:.1f} MB")
 
 
 def main():
     if len(sys.argv) == 2 and sys.argv[1].startswith("--b1="):
-        return write_b1(sys.argv[1][len("--b1="):])
+        return write_b1(sys.argv[1][len("--b1=") :])
     torch.manual_seed(0)
     OUT.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3))
@@ -206,23 +235,38 @@ def main():
     optimizer = torch.optim.SGD(hs.parameters(), lr=0.1, momentum=0.9)
     hs(torch.rand(2, SIZE, SIZE, 3) * 255).sum().backward()
     optimizer.step()
-    config = CfgNode({"MODEL": {"ARCH": "RepOpt-VGG-tiny-hs"},
-                      "TRAIN": {"BASE_LR": 0.1, "EPOCHS": 240}})
-    torch.save({
-        "model": hs.state_dict(), "optimizer": optimizer.state_dict(),
-        "lr_scheduler": {"last_epoch": 5}, "max_accuracy": torch.tensor(61.5),
-        "epoch": 5, "config": config, "ema": ema.state_dict(),
-        "dtypes": {"bf16": torch.tensor([1.5, -2.25], dtype=torch.bfloat16),
-                   "int64": torch.tensor([7, -8]),
-                   "bool": torch.tensor([True, False])},
-    }, OUT / "repopt_tiny_hs_latest.pth")
+    config = CfgNode(
+        {
+            "MODEL": {"ARCH": "RepOpt-VGG-tiny-hs"},
+            "TRAIN": {"BASE_LR": 0.1, "EPOCHS": 240},
+        }
+    )
+    torch.save(
+        {
+            "model": hs.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": {"last_epoch": 5},
+            "max_accuracy": torch.tensor(61.5),
+            "epoch": 5,
+            "config": config,
+            "ema": ema.state_dict(),
+            "dtypes": {
+                "bf16": torch.tensor([1.5, -2.25], dtype=torch.bfloat16),
+                "int64": torch.tensor([7, -8]),
+                "bool": torch.tensor([True, False]),
+            },
+        },
+        OUT / "repopt_tiny_hs_latest.pth",
+    )
     reference["repopt_tiny_hs"] = _logits(hs, images)
     reference["repopt_tiny_hs_ema"] = _logits(ema, images)
 
     repopt_repvgg = Net(RepOptRepVGGBlock)
     # Saved from a DistributedDataParallel wrapper: keys start with module.
-    torch.save({f"module.{k}": v for k, v in repopt_repvgg.state_dict().items()},
-               OUT / "repopt_tiny_repvgg.pth")
+    torch.save(
+        {f"module.{k}": v for k, v in repopt_repvgg.state_dict().items()},
+        OUT / "repopt_tiny_repvgg.pth",
+    )
     reference["repopt_tiny_repvgg"] = _logits(repopt_repvgg, images)
 
     train = Net(RepVGGTrainBlock, nn.ModuleList)
@@ -232,8 +276,10 @@ def main():
     deploy = Net(RepVGGDeployBlock, nn.ModuleList)
     with torch.no_grad():
         pairs = [(train.stage0, deploy.stage0)] + [
-            (a, b) for name in ("stage1", "stage2", "stage3", "stage4")
-            for a, b in zip(getattr(train, name), getattr(deploy, name))]
+            (a, b)
+            for name in ("stage1", "stage2", "stage3", "stage4")
+            for a, b in zip(getattr(train, name), getattr(deploy, name))
+        ]
         for source, fused in pairs:
             fused.rbr_reparam.weight.copy_(source.fused()[0])
             fused.rbr_reparam.bias.copy_(source.fused()[1])

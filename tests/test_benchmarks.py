@@ -14,48 +14,94 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(script, *args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
-                            capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
 
 def test_train_throughput_prints_ratios():
-    out = _run("train_throughput.py", "--model=repopt_vgg_tiny", "--batch=8",
-               "--image_size=16", "--steps=2", "--windows=2", "--warmup=1")
+    out = _run(
+        "train_throughput.py",
+        "--model=repopt_vgg_tiny",
+        "--batch=8",
+        "--image_size=16",
+        "--steps=2",
+        "--windows=2",
+        "--warmup=1",
+    )
     for label in ("RepOpt-VGG", "RepVGG", "plain VGG"):
-        match = re.search(rf"{label}: +[\d.]+ img/s .*peak train memory "
-                          rf"([\d.]+) MB \(([\d.]+) MB above resting; live "
-                          rf"tensors ([\d.]+) MB\)", out)
+        match = re.search(
+            rf"{label}: +[\d.]+ img/s .*peak train memory "
+            rf"([\d.]+) MB \(([\d.]+) MB above resting; live "
+            rf"tensors ([\d.]+) MB\)",
+            out,
+        )
         peak, working, live = map(float, match.groups())
         assert peak > working > 0
         assert peak > live > 0
-    assert re.search(r"ratio RepOpt/RepVGG img/s: median [\d.]+ \(min [\d.]+, "
-                     r"max [\d.]+\)", out)
-    assert re.search(r"ratio RepOpt/RepVGG peak memory: [\d.]+ "
-                     r"\(above resting: [\d.]+; live tensors: [\d.]+\)", out)
-    assert re.search(r"waiting on the Fashion-MNIST tf.data pipeline: \d+%", out)
+    assert re.search(
+        r"ratio RepOpt/RepVGG img/s: median [\d.]+ \(min [\d.]+, "
+        r"max [\d.]+\)",
+        out,
+    )
+    assert re.search(
+        r"ratio RepOpt/RepVGG peak memory: [\d.]+ "
+        r"\(above resting: [\d.]+; live tensors: [\d.]+\)",
+        out,
+    )
+    assert re.search(
+        r"waiting on the Fashion-MNIST tf.data pipeline: \d+%", out
+    )
 
 
 def test_kernel_gradient_prints_per_conv_and_total_ratios():
-    out = _run("kernel_gradient.py", "--model=repopt_vgg_tiny", "--batch=4",
-               "--image_size=16", "--repeats=1", "--windows=1")
-    lines = re.findall(r"stride \d: TF +[\d.]+ ms +[\d.]+ MB \| ours +[\d.]+ ms "
-                       r"+[\d.]+ MB \| time ratio ours/TF [\d.]+", out)
+    out = _run(
+        "kernel_gradient.py",
+        "--model=repopt_vgg_tiny",
+        "--batch=4",
+        "--image_size=16",
+        "--repeats=1",
+        "--windows=1",
+    )
+    lines = re.findall(
+        r"stride \d: TF +[\d.]+ ms +[\d.]+ MB \| ours +[\d.]+ ms "
+        r"+[\d.]+ MB \| time ratio ours/TF [\d.]+",
+        out,
+    )
     assert len(lines) == 6  # the tiny variant's six 3x3 convs
     assert re.search(r"total: .* time ratio ours/TF [\d.]+", out)
 
 
 def test_optimizer_overhead_prints_ratio():
-    out = _run("optimizer_overhead.py", "--model=repopt_vgg_tiny", "--batch=8",
-               "--image_size=16", "--steps=2", "--windows=2", "--warmup=1")
+    out = _run(
+        "optimizer_overhead.py",
+        "--model=repopt_vgg_tiny",
+        "--batch=8",
+        "--image_size=16",
+        "--steps=2",
+        "--windows=2",
+        "--warmup=1",
+    )
     assert re.search(r"ratio RepOptSGD/SGD: median [\d.]+", out)
 
 
 def test_rpg_dof_sweep_prints_table_and_plot(tmp_path):
-    out = _run("rpg_dof_sweep.py", f"--workdir={tmp_path}",
-               "--model=repopt_vgg_tiny", "--dofs=0.05,0.5", "--epochs=1",
-               "--train_limit=256", "--eval_limit=100", "--ablation_dof=0.3")
+    out = _run(
+        "rpg_dof_sweep.py",
+        f"--workdir={tmp_path}",
+        "--model=repopt_vgg_tiny",
+        "--dofs=0.05,0.5",
+        "--epochs=1",
+        "--train_limit=256",
+        "--eval_limit=100",
+        "--ablation_dof=0.3",
+    )
     assert re.search(r"\| 0.05 \| 551 \| \d+ \| [\d.]+ \|", out)
     assert re.search(r"Fit: accuracy = -?[\d.]+ \* log10\(DoF\)", out)
     for mode in ("shared", "permutation", "signed_permutation"):
@@ -64,28 +110,50 @@ def test_rpg_dof_sweep_prints_table_and_plot(tmp_path):
 
 
 def test_multirate_transfer_prints_side_by_side_table(tmp_path):
-    out = _run("multirate_transfer.py", f"--workdir={tmp_path}",
-               "--model=repopt_vgg_tiny", "--pretrain_epochs=1", "--epochs=2",
-               "--train_limit=512", "--ks=5")
-    for label in ("full fine-tuning", "head only", "multirate k=5, drift on",
-                  "multirate k=5, drift off"):
+    out = _run(
+        "multirate_transfer.py",
+        f"--workdir={tmp_path}",
+        "--model=repopt_vgg_tiny",
+        "--pretrain_epochs=1",
+        "--epochs=2",
+        "--train_limit=512",
+        "--ks=5",
+    )
+    for label in (
+        "full fine-tuning",
+        "head only",
+        "multirate k=5, drift on",
+        "multirate k=5, drift off",
+    ):
         assert re.search(rf"\| {label} \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", out)
     assert (tmp_path / "multirate_transfer.md").exists()
 
 
 def test_table8_ptq_compares_the_quick_start_models(tmp_path):
-    out = _run("table8_ptq.py", f"--workdir={tmp_path}",
-               "--model=repopt_vgg_tiny", "--epochs=1", "--train_limit=256",
-               "--representative=16", "--eval_limit=200")
+    out = _run(
+        "table8_ptq.py",
+        f"--workdir={tmp_path}",
+        "--model=repopt_vgg_tiny",
+        "--epochs=1",
+        "--train_limit=256",
+        "--representative=16",
+        "--eval_limit=200",
+    )
     assert "fashion_mnist: 16 calibration images, 200 evaluation images" in out
     number = r"([\d.]+)"
-    for label in ("RepOpt-VGG \\(RepOptSGD\\)", "plain VGG \\(SGD\\)",
-                  "RepVGG \\(SGD, fused\\)"):
+    for label in (
+        "RepOpt-VGG \\(RepOptSGD\\)",
+        "plain VGG \\(SGD\\)",
+        "RepVGG \\(SGD, fused\\)",
+    ):
         match = re.search(
             rf"\| {label} \| {number} \| {number} \(([+-][\d.]+)\) \| "
-            rf"{number} \(([+-][\d.]+)\) \| {number} / {number} \|", out)
+            rf"{number} \(([+-][\d.]+)\) \| {number} / {number} \|",
+            out,
+        )
         fp32, pc, pc_delta, pt, pt_delta, pc_agree, pt_agree = map(
-            float, match.groups())
+            float, match.groups()
+        )
         assert pc_delta == pytest.approx(100 * (pc - fp32), abs=0.02)
         assert pt_delta == pytest.approx(100 * (pt - fp32), abs=0.02)
         assert 0.5 < pc_agree <= 1 and 0.5 < pt_agree <= 1
@@ -95,23 +163,50 @@ def test_table8_ptq_compares_the_quick_start_models(tmp_path):
 
 
 def test_table8_ptq_imports_synthetic_checkpoints(tmp_path):
-    out = _run("table8_ptq.py", f"--workdir={tmp_path}", "--image_size=32",
-               "--models=target=synthetic:repopt_vgg_tiny:repopt_target,"
-               "repvgg=synthetic:repvgg_a0:repvgg_train",
-               "--representative=8", "--eval_limit=32")
+    out = _run(
+        "table8_ptq.py",
+        f"--workdir={tmp_path}",
+        "--image_size=32",
+        "--models=target=synthetic:repopt_vgg_tiny:repopt_target,"
+        "repvgg=synthetic:repvgg_a0:repvgg_train",
+        "--representative=8",
+        "--eval_limit=32",
+    )
     # Random weights: no top-1, only int8-vs-fp32 agreement.
     assert re.search(r"\| target \| - \| - \(-\) \| - \(-\) \| [\d.]+ / ", out)
     assert re.search(r"\| repvgg \| - \| .*\| [\d.]+ \| [\d.]+ \|$", out, re.M)
-    names = [r["name"] for r in json.loads((tmp_path / "table8_ptq.json").read_text())]
+    names = [
+        r["name"]
+        for r in json.loads((tmp_path / "table8_ptq.json").read_text())
+    ]
     assert names == ["repopt_vgg_tiny_plain", "repvgg_a0_deploy"]
 
+
 def test_vs_pytorch_prints_four_rates_and_ratios():
-    pytest.importorskip("torch", reason="benchmarks/vs_pytorch.py needs torch "
-                        "(pip install '.[bench]')")
-    out = _run("vs_pytorch.py", "--model=repopt_vgg_tiny", "--batch=8",
-               "--image_size=16", "--steps=2", "--windows=2", "--warmup=1")
-    for name in ("keras_repopt", "torch_repopt", "keras_repvgg", "torch_repvgg"):
+    pytest.importorskip(
+        "torch",
+        reason="benchmarks/vs_pytorch.py needs torch (pip install '.[bench]')",
+    )
+    out = _run(
+        "vs_pytorch.py",
+        "--model=repopt_vgg_tiny",
+        "--batch=8",
+        "--image_size=16",
+        "--steps=2",
+        "--windows=2",
+        "--warmup=1",
+    )
+    for name in (
+        "keras_repopt",
+        "torch_repopt",
+        "keras_repvgg",
+        "torch_repvgg",
+    ):
         assert re.search(rf"{name}: +[\d.]+ img/s", out)
-    for label in ("Keras/PyTorch, RepOpt-VGG", "Keras/PyTorch, RepVGG",
-                  "RepOpt/RepVGG, Keras", "RepOpt/RepVGG, PyTorch"):
+    for label in (
+        "Keras/PyTorch, RepOpt-VGG",
+        "Keras/PyTorch, RepVGG",
+        "RepOpt/RepVGG, Keras",
+        "RepOpt/RepVGG, PyTorch",
+    ):
         assert re.search(rf"ratio {label}: median [\d.]+", out)

@@ -13,7 +13,6 @@ import keras
 import numpy as np
 import pytest
 
-from repopt_tf.configs import base
 from repopt_tf import grad_mults_for_model
 from repopt_tf.checkpoints import UnsafeCheckpointError
 from repopt_tf.checkpoints import load_state_dict
@@ -22,6 +21,7 @@ from repopt_tf.checkpoints import matching_variants
 from repopt_tf.checkpoints import read_state_dict
 from repopt_tf.checkpoints import read_torch_file
 from repopt_tf.checkpoints.synthetic import synthetic_state_dict
+from repopt_tf.configs import base
 from repopt_tf.export import check_full_integer
 from repopt_tf.export import convert_int8
 from repopt_tf.models import build_model
@@ -38,8 +38,9 @@ IMAGES = REFERENCE["images"].astype(np.float32)
 
 
 def _tiny(kind, weights=None, num_classes=10):
-    return build_model("repopt_vgg_tiny", num_classes, (32, 32, 3), kind=kind,
-                       weights=weights)
+    return build_model(
+        "repopt_vgg_tiny", num_classes, (32, 32, 3), kind=kind, weights=weights
+    )
 
 
 def _relative_error(model, reference):
@@ -47,13 +48,16 @@ def _relative_error(model, reference):
     return np.abs(out - reference).max() / np.abs(reference).max()
 
 
-@pytest.mark.parametrize("file,kind,logits", [
-    ("repopt_tiny_target.pth", "plain", "repopt_tiny_target"),
-    ("repopt_tiny_hs_latest.pth", "hs", "repopt_tiny_hs"),
-    ("repopt_tiny_repvgg.pth", "repvgg", "repopt_tiny_repvgg"),
-    ("repvgg_tiny_train.pth", "repvgg", "repvgg_tiny_train"),
-    ("repvgg_tiny_deploy.pth", "deploy", "repvgg_tiny_deploy"),
-])
+@pytest.mark.parametrize(
+    "file,kind,logits",
+    [
+        ("repopt_tiny_target.pth", "plain", "repopt_tiny_target"),
+        ("repopt_tiny_hs_latest.pth", "hs", "repopt_tiny_hs"),
+        ("repopt_tiny_repvgg.pth", "repvgg", "repopt_tiny_repvgg"),
+        ("repvgg_tiny_train.pth", "repvgg", "repvgg_tiny_train"),
+        ("repvgg_tiny_deploy.pth", "deploy", "repvgg_tiny_deploy"),
+    ],
+)
 def test_imported_models_reproduce_torch_logits(file, kind, logits):
     model = _tiny(kind, weights=FIXTURES / file)
     assert _relative_error(model, REFERENCE[logits]) < 1e-4
@@ -66,17 +70,25 @@ def test_groupwise_conv_layout_matches_torch():
     conv = FastGradConv2D(8, 3, zero_padding=1, groups=2, use_bias=False)
     conv.build((None, 5, 5, 8))
     conv.kernel.assign(weight.transpose(2, 3, 1, 0))
-    np.testing.assert_allclose(conv(REFERENCE["grouped_input"]),
-                               REFERENCE["grouped_output"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        conv(REFERENCE["grouped_input"]),
+        REFERENCE["grouped_output"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_ema_weights_are_picked_by_flag():
     model = _tiny("hs")
-    report = load_weights(model, FIXTURES / "repopt_tiny_hs_latest.pth", ema=True)
+    report = load_weights(
+        model, FIXTURES / "repopt_tiny_hs_latest.pth", ema=True
+    )
     assert report.tensors == 51
     assert _relative_error(model, REFERENCE["repopt_tiny_hs_ema"]) < 1e-4
     with pytest.raises(ValueError, match="has no 'ema' weights"):
-        load_weights(_tiny("plain"), FIXTURES / "repopt_tiny_target.pth", ema=True)
+        load_weights(
+            _tiny("plain"), FIXTURES / "repopt_tiny_target.pth", ema=True
+        )
 
 
 def test_training_script_layout_keeps_only_data():
@@ -107,9 +119,13 @@ def test_fused_import_equals_imported_deploy_form():
     deploy = _tiny("deploy", weights=FIXTURES / "repvgg_tiny_deploy.pth")
     fused = fuse_repvgg(train)
     for layer in deploy.layers:
-        for ours, theirs in zip(fused.get_layer(layer.name).weights, layer.weights):
+        for ours, theirs in zip(
+            fused.get_layer(layer.name).weights, layer.weights
+        ):
             np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(fused(IMAGES), deploy(IMAGES), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        fused(IMAGES), deploy(IMAGES), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_hs_checkpoint_is_a_scales_file():
@@ -127,8 +143,10 @@ def test_hs_checkpoint_is_a_scales_file():
 
 def test_int8_export_of_imported_models_is_fully_integer():
     calibration = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3))
-    for kind, file in (("plain", "repopt_tiny_target.pth"),
-                       ("deploy", "repvgg_tiny_deploy.pth")):
+    for kind, file in (
+        ("plain", "repopt_tiny_target.pth"),
+        ("deploy", "repvgg_tiny_deploy.pth"),
+    ):
         model = _tiny(kind, weights=FIXTURES / file)
         assert check_full_integer(convert_int8(model, calibration)) is None
 
@@ -138,17 +156,27 @@ def test_mismatches_name_the_key():
     broken = dict(state)
     del broken["stage2.1.bn.running_var"]
     broken["stage2.1.extra.weight"] = np.zeros(3, np.float32)
-    with pytest.raises(ValueError, match=r"missing keys stage2\.1\.bn\.running_var"
-                                         r".*unexpected keys stage2\.1\.extra"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing keys stage2\.1\.bn\.running_var"
+        r".*unexpected keys stage2\.1\.extra",
+    ):
         load_state_dict(_tiny("plain"), broken)
     wide = dict(state)
     wide["stage3.0.conv.weight"] = np.zeros((24, 16, 3, 3), np.float32)
-    with pytest.raises(ValueError, match=r"stage3\.0\.conv\.weight has shape "
-                                         r"\(24, 16, 3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"stage3\.0\.conv\.weight has shape "
+        r"\(24, 16, 3, 3\)",
+    ):
         load_state_dict(_tiny("plain"), wide)
     with pytest.raises(ValueError, match="looks like repopt_vgg_tiny"):
-        build_model("repopt_vgg_s", 10, (32, 32, 3),
-                    weights=FIXTURES / "repopt_tiny_target.pth")
+        build_model(
+            "repopt_vgg_s",
+            10,
+            (32, 32, 3),
+            weights=FIXTURES / "repopt_tiny_target.pth",
+        )
     with pytest.raises(ValueError, match="loads into kind='repvgg'"):
         _tiny("plain", weights=FIXTURES / "repvgg_tiny_train.pth")
     with pytest.raises(ValueError, match="kind='repvgg', then fuse_repvgg"):
@@ -156,18 +184,26 @@ def test_mismatches_name_the_key():
 
 
 def test_head_mismatch_offers_skip_head():
-    with pytest.raises(ValueError, match="10-class head.*num_classes=10.*skip_head"):
-        _tiny("plain", weights=FIXTURES / "repopt_tiny_target.pth", num_classes=4)
+    with pytest.raises(
+        ValueError, match="10-class head.*num_classes=10.*skip_head"
+    ):
+        _tiny(
+            "plain", weights=FIXTURES / "repopt_tiny_target.pth", num_classes=4
+        )
     model = _tiny("plain", num_classes=4)
     head = [np.asarray(w).copy() for w in model.get_layer("classifier").weights]
-    report = load_weights(model, FIXTURES / "repopt_tiny_target.pth",
-                          skip_head=True)
+    report = load_weights(
+        model, FIXTURES / "repopt_tiny_target.pth", skip_head=True
+    )
     assert report.head_skipped and report.tensors == 30
     for before, after in zip(head, model.get_layer("classifier").weights):
         np.testing.assert_array_equal(before, after)
-    stem = read_state_dict(FIXTURES / "repopt_tiny_target.pth")["stage0.conv.weight"]
-    np.testing.assert_array_equal(model.get_layer("stage0_block0_conv").kernel,
-                                  stem.transpose(2, 3, 1, 0))
+    stem = read_state_dict(FIXTURES / "repopt_tiny_target.pth")[
+        "stage0.conv.weight"
+    ]
+    np.testing.assert_array_equal(
+        model.get_layer("stage0_block0_conv").kernel, stem.transpose(2, 3, 1, 0)
+    )
 
 
 def test_keras_model_files_load_too(tmp_path):
@@ -192,22 +228,31 @@ def test_hostile_pickle_runs_nothing(tmp_path):
         def __reduce__(self):
             return (exec, (f"open({str(marker)!r}, 'w').write('x')",))
 
-    _torch_like_zip(tmp_path / "evil.pth", pickle.dumps({"model": Exploit()},
-                                                        protocol=2))
-    with pytest.raises(UnsafeCheckpointError, match="Refusing to load builtins.exec"):
+    _torch_like_zip(
+        tmp_path / "evil.pth", pickle.dumps({"model": Exploit()}, protocol=2)
+    )
+    with pytest.raises(
+        UnsafeCheckpointError, match="Refusing to load builtins.exec"
+    ):
         _tiny("plain", weights=tmp_path / "evil.pth")
     assert not marker.exists()
     # A class from any other module is refused too, before it is imported.
-    _torch_like_zip(tmp_path / "cls.pth",
-                    b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00trueK\x00\x85R.")
-    with pytest.raises(UnsafeCheckpointError, match="Refusing to load os.system"):
+    _torch_like_zip(
+        tmp_path / "cls.pth",
+        b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00trueK\x00\x85R.",
+    )
+    with pytest.raises(
+        UnsafeCheckpointError, match="Refusing to load os.system"
+    ):
         read_torch_file(tmp_path / "cls.pth")
 
 
 def test_broken_files_give_clear_errors(tmp_path):
     raw = (FIXTURES / "repopt_tiny_target.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(ValueError, match="not a PyTorch zip checkpoint .*truncated"):
+    with pytest.raises(
+        ValueError, match="not a PyTorch zip checkpoint .*truncated"
+    ):
         load_weights(_tiny("plain"), tmp_path / "cut.pth")
     with pytest.raises(FileNotFoundError, match="not found"):
         load_weights(_tiny("plain"), tmp_path / "missing.pth")
@@ -215,8 +260,10 @@ def test_broken_files_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="corrupt checkpoint"):
         read_torch_file(tmp_path / "junk.pth")
     # A storage the pickle points at but the archive lacks.
-    with zipfile.ZipFile(FIXTURES / "repopt_tiny_target.pth") as archive, \
-            zipfile.ZipFile(tmp_path / "hole.pth", "w") as copy:
+    with (
+        zipfile.ZipFile(FIXTURES / "repopt_tiny_target.pth") as archive,
+        zipfile.ZipFile(tmp_path / "hole.pth", "w") as copy,
+    ):
         for item in archive.infolist():
             if not item.filename.endswith("/data/3"):
                 copy.writestr(item, archive.read(item))
@@ -227,13 +274,16 @@ def test_broken_files_give_clear_errors(tmp_path):
         load_weights(_tiny("plain"), tmp_path / "weights.bin")
 
 
-@pytest.mark.parametrize("variant,form,kind,block", [
-    ("repopt_vgg_b1", "repopt_target", "plain", "stage3.15.conv"),
-    ("repvgg_b1", "repvgg_train", "repvgg", "stage3.15.rbr_dense.conv"),
-    ("repopt_vgg_l2_se", "repopt_target", "plain", "stage3.15.conv"),
-    ("repvgg_b1g4", "repvgg_train", "repvgg", "stage3.15.rbr_dense.conv"),
-    ("repvgg_b3g2", "repvgg_deploy", "deploy", "stage3.15.rbr_reparam"),
-])
+@pytest.mark.parametrize(
+    "variant,form,kind,block",
+    [
+        ("repopt_vgg_b1", "repopt_target", "plain", "stage3.15.conv"),
+        ("repvgg_b1", "repvgg_train", "repvgg", "stage3.15.rbr_dense.conv"),
+        ("repopt_vgg_l2_se", "repopt_target", "plain", "stage3.15.conv"),
+        ("repvgg_b1g4", "repvgg_train", "repvgg", "stage3.15.rbr_dense.conv"),
+        ("repvgg_b3g2", "repvgg_deploy", "deploy", "stage3.15.rbr_reparam"),
+    ],
+)
 def test_full_size_models_map_every_key(variant, form, kind, block):
     state = synthetic_state_dict(variant, form, num_classes=1000)
     assert variant in matching_variants(state)
@@ -241,12 +291,16 @@ def test_full_size_models_map_every_key(variant, form, kind, block):
         assert matching_variants(state) == [variant]
     model = build_model(variant, 1000, (64, 64, 3), kind=kind)
     report = load_state_dict(model, state)
-    counted = sum(v.size for k, v in state.items()
-                  if not k.endswith("num_batches_tracked"))
+    counted = sum(
+        v.size
+        for k, v in state.items()
+        if not k.endswith("num_batches_tracked")
+    )
     assert report.parameters == counted == model.count_params()
     np.testing.assert_array_equal(
         model.get_layer("stage3_block15_conv").kernel,
-        state[f"{block}.weight"].transpose(2, 3, 1, 0))
+        state[f"{block}.weight"].transpose(2, 3, 1, 0),
+    )
     keras.backend.clear_session()
 
 
@@ -270,17 +324,26 @@ def test_train_starts_from_init_checkpoint(tmp_path, capsys):
     trained = keras.models.load_model(tmp_path / "target/model.keras")
     state = read_state_dict(checkpoint)
     # LR 0: the kernels are still the checkpoint's, not a Rule-of-Init draw.
-    for layer, key in (("stage0_block0_conv", "stage0.conv.weight"),
-                       ("stage2_block1_conv", "stage2.1.conv.weight")):
-        np.testing.assert_allclose(trained.get_layer(layer).kernel,
-                                   state[key].transpose(2, 3, 1, 0), rtol=1e-6)
+    for layer, key in (
+        ("stage0_block0_conv", "stage0.conv.weight"),
+        ("stage2_block1_conv", "stage2.1.conv.weight"),
+    ):
+        np.testing.assert_allclose(
+            trained.get_layer(layer).kernel,
+            state[key].transpose(2, 3, 1, 0),
+            rtol=1e-6,
+        )
 
 
 def test_train_refuses_a_checkpoint_of_another_form(tmp_path):
     config = _fine_tune_config(FIXTURES / "repvgg_tiny_train.pth")
-    with pytest.raises(ValueError, match="loads into kind='repvgg'.*kind='plain'"):
+    with pytest.raises(
+        ValueError, match="loads into kind='repvgg'.*kind='plain'"
+    ):
         Experiment(config, tmp_path, get_strategy()).run()
-    config = _fine_tune_config(FIXTURES / "repopt_tiny_target.pth", "quickstart")
+    config = _fine_tune_config(
+        FIXTURES / "repopt_tiny_target.pth", "quickstart"
+    )
     with pytest.raises(ValueError, match="pick its mode"):
         Experiment(config, tmp_path, get_strategy())
 
@@ -299,14 +362,23 @@ def test_first_step_loss_is_the_loaded_models(tmp_path):
     config.data.update(train_limit=32, validation="none", augment="none")
     config.train.base_lr = 0.1
     Experiment(config, tmp_path, get_strategy()).run()
-    logged = float(next(csv.DictReader(open(tmp_path / "target/log.csv")))["loss"])
+    logged = float(
+        next(csv.DictReader(open(tmp_path / "target/log.csv")))["loss"]
+    )
     source = load_source("fashion_mnist", "train", limit=32)
-    images, labels = next(iter(make_dataset(source, 32, 32, training=False,
-                                            channels=3)))
+    images, labels = next(
+        iter(make_dataset(source, 32, 32, training=False, channels=3))
+    )
     loaded = _tiny("plain", weights=checkpoint)
-    expected = float(keras.losses.CategoricalCrossentropy(from_logits=True)(
-        labels, loaded(images, training=True)))
+    expected = float(
+        keras.losses.CategoricalCrossentropy(from_logits=True)(
+            labels, loaded(images, training=True)
+        )
+    )
     assert logged == pytest.approx(expected, rel=1e-4)
-    fresh = float(keras.losses.CategoricalCrossentropy(from_logits=True)(
-        labels, _tiny("plain")(images, training=True)))
+    fresh = float(
+        keras.losses.CategoricalCrossentropy(from_logits=True)(
+            labels, _tiny("plain")(images, training=True)
+        )
+    )
     assert abs(fresh - expected) > 1e-2

@@ -31,22 +31,30 @@ def resnet_like(seed=0):
     keras.utils.set_random_seed(seed)
     layers = keras.layers
     inputs = keras.Input((12, 12, 3))
-    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False,
-                      name="stem_conv")(inputs)
+    x = layers.Conv2D(
+        8, 3, strides=2, padding="same", use_bias=False, name="stem_conv"
+    )(inputs)
     x = layers.ReLU()(layers.BatchNormalization(name="stem_bn")(x))
-    y = layers.Conv2D(8, 3, padding="same", use_bias=False, name="res_conv_a")(x)
+    y = layers.Conv2D(8, 3, padding="same", use_bias=False, name="res_conv_a")(
+        x
+    )
     y = layers.ReLU()(layers.BatchNormalization(name="res_bn_a")(y))
-    y = layers.Conv2D(8, 3, padding="same", use_bias=False, name="res_conv_b")(y)
+    y = layers.Conv2D(8, 3, padding="same", use_bias=False, name="res_conv_b")(
+        y
+    )
     y = layers.BatchNormalization(name="res_bn_b")(y)
     x = layers.ReLU()(layers.Add(name="res_add")([x, y]))
     x = layers.ZeroPadding2D(1)(x)  # PyTorch-style padding=1
     x = layers.Conv2D(8, 3, padding="valid", use_bias=False, name="pad_conv")(x)
     x = layers.ReLU()(layers.BatchNormalization(name="pad_bn")(x))
-    x = layers.Conv2D(16, 3, strides=2, padding="valid", use_bias=False,
-                      name="down_conv")(x)
+    x = layers.Conv2D(
+        16, 3, strides=2, padding="valid", use_bias=False, name="down_conv"
+    )(x)
     x = layers.ReLU()(layers.BatchNormalization(name="down_bn")(x))
     x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, layers.Dense(5, name="head")(x), name="resnet_like")
+    return keras.Model(
+        inputs, layers.Dense(5, name="head")(x), name="resnet_like"
+    )
 
 
 def _hs_with_constant_scales(model, seed=1):
@@ -68,25 +76,35 @@ def test_csla_form_builds_aligned_branches_and_warns():
     names = {layer.name for layer in hs.layers}
     for conv in CONVS:
         base = conv.removesuffix("_conv")
-        assert {conv, f"{base}_conv1x1", f"{base}_scale_conv",
-                f"{base}_scale_1x1", f"{base}_add"} <= names
+        assert {
+            conv,
+            f"{base}_conv1x1",
+            f"{base}_scale_conv",
+            f"{base}_scale_1x1",
+            f"{base}_add",
+        } <= names
     identities = sorted(n for n in names if n.endswith("_scale_identity"))
-    assert identities == ["pad_scale_identity", "res_conv_a_scale_identity",
-                          "res_conv_b_scale_identity"]
+    assert identities == [
+        "pad_scale_identity",
+        "res_conv_a_scale_identity",
+        "res_conv_b_scale_identity",
+    ]
     # "same" at stride 2 on an even size pads one side: cropped and warned.
     assert [str(w.message).split(":")[0] for w in caught] == ["stem_conv"]
     assert hs.get_layer("stem_crop").cropping == ((1, 0), (1, 0))
     assert hs.get_layer("pad_crop").cropping == ((1, 1), (1, 1))
     assert hs.get_layer("down_crop").cropping == ((1, 2), (1, 2))
     assert hs.output_shape == model.output_shape
-    with pytest.raises(ValueError, match="No 3x3 Conv2D of resnet_like matches"):
+    with pytest.raises(
+        ValueError, match="No 3x3 Conv2D of resnet_like matches"
+    ):
         csla_form(model, "nothing")
 
 
 def _merged_kernels(hs, scales):
     """s * W3 + t * pad(W1) (+ diag(gamma)) of every converted conv."""
     kernels = {}
-    convs = [l for l in hs.layers if l.name in CONVS]
+    convs = [layer for layer in hs.layers if layer.name in CONVS]
     for conv, block in zip(convs, scales):
         base = conv.name.removesuffix("_conv")
         w1 = np.asarray(hs.get_layer(f"{base}_conv1x1").kernel)
@@ -113,30 +131,52 @@ def test_plain_with_repopt_sgd_equals_csla_form_with_sgd():
     hs, _ = _hs_with_constant_scales(plain)
     scales = extract_scales(hs, PATTERN)
     assert [b["identity"] is not None for b in scales] == [
-        False, True, True, True, False]
+        False,
+        True,
+        True,
+        True,
+        False,
+    ]
     for name, kernel in _merged_kernels(hs, scales).items():
         plain.get_layer(name).kernel.assign(kernel)
     for layer in plain.layers:
         if layer.weights and layer.name not in _merged_kernels(hs, scales):
             layer.set_weights(hs.get_layer(layer.name).get_weights())
     rng = np.random.default_rng(0)
-    data = [(rng.uniform(-1, 1, (8, 12, 12, 3)).astype(np.float32),
-             rng.integers(0, 5, 8)) for _ in range(STEPS)]
-    np.testing.assert_allclose(plain(data[0][0]), hs(data[0][0]), rtol=1e-4,
-                               atol=1e-5)
-    settings = dict(learning_rate=0.05, momentum=0.9, nesterov=True,
-                    weight_decay=1e-3)
+    data = [
+        (
+            rng.uniform(-1, 1, (8, 12, 12, 3)).astype(np.float32),
+            rng.integers(0, 5, 8),
+        )
+        for _ in range(STEPS)
+    ]
+    np.testing.assert_allclose(
+        plain(data[0][0]), hs(data[0][0]), rtol=1e-4, atol=1e-5
+    )
+    settings = dict(
+        learning_rate=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3
+    )
     _train(hs, RepOptSGD(**settings), data)  # PyTorch SGD (no mults)
-    _train(plain, RepOptSGD(**settings, grad_mults=grad_mults_for_model(
-        plain, scales, PATTERN)), data)
+    _train(
+        plain,
+        RepOptSGD(
+            **settings, grad_mults=grad_mults_for_model(plain, scales, PATTERN)
+        ),
+        data,
+    )
     trained = extract_scales(hs, PATTERN)  # the identity scales trained
     for name, kernel in _merged_kernels(hs, trained).items():
         ours = np.asarray(plain.get_layer(name).kernel)
         assert np.abs(ours - kernel).max() / np.abs(kernel).max() < 1e-5, name
     # Training moved the kernels: the match is not the starting point's.
     start = _merged_kernels(_hs_with_constant_scales(resnet_like())[0], scales)
-    assert np.abs(start["res_conv_a"] - np.asarray(
-        plain.get_layer("res_conv_a").kernel)).max() > 1e-3
+    assert (
+        np.abs(
+            start["res_conv_a"]
+            - np.asarray(plain.get_layer("res_conv_a").kernel)
+        ).max()
+        > 1e-3
+    )
 
 
 def test_reinitialize_and_mults_follow_the_pattern():
@@ -152,5 +192,7 @@ def test_reinitialize_and_mults_follow_the_pattern():
     assert np.abs(diagonal).mean() > 3 * np.abs(off).mean()
     mults = grad_mults_for_model(plain, scales, PATTERN)
     assert sorted(mults) == sorted(f"{conv}/kernel" for conv in CONVS)
-    with pytest.raises(ValueError, match="describe 3 blocks but the model has 5"):
+    with pytest.raises(
+        ValueError, match="describe 3 blocks but the model has 5"
+    ):
         reinitialize(plain, scales[:3], layer_pattern=PATTERN)

@@ -15,7 +15,8 @@ def test_embedded_fashion_mnist_loads():
 
 def _write_idx(path, array):
     header = bytes([0, 0, 8, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
 
@@ -27,7 +28,9 @@ def test_idx_reader_and_errors(tmp_path):
     got, labels = load_fashion_mnist("test", data_dir=tmp_path)
     np.testing.assert_array_equal(got, images)
     assert labels.tolist() == [3, 7]
-    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion"):
+    with pytest.raises(
+        FileNotFoundError, match="apt-get install dataset-fashion"
+    ):
         load_fashion_mnist("train", data_dir=tmp_path)
     with pytest.raises(ValueError, match="split must be"):
         load_fashion_mnist("validation")

@@ -97,7 +97,9 @@ def train_repopt(p, has_identity, make_optimizer, power=2):
     kernel = keras.Variable(init, name="kernel")
     mult = grad_mult(p["s"], p["t"], has_identity, CIN, power=power)
     optimizer = make_optimizer({"kernel": mult})
-    _train([kernel], lambda x: _conv(_pad(x), kernel, p["stride"]), optimizer, p)
+    _train(
+        [kernel], lambda x: _conv(_pad(x), kernel, p["stride"]), optimizer, p
+    )
     return init, kernel.numpy()
 
 
@@ -118,7 +120,10 @@ def test_csla_equals_repopt_sgd(has_identity, nesterov, schedule):
                 lr, STEPS, warmup_target=None
             )
         return RepOptSGD(
-            lr, momentum=0.9, nesterov=nesterov, weight_decay=0.05,
+            lr,
+            momentum=0.9,
+            nesterov=nesterov,
+            weight_decay=0.05,
             grad_mults=mults,
         )
 
@@ -133,16 +138,22 @@ def test_csla_equals_repopt_sgd_with_global_clipnorm():
 
     def make_optimizer(mults):
         return RepOptSGD(
-            0.5, momentum=0.9, nesterov=True, weight_decay=0.05,
-            global_clipnorm=0.05, grad_mults=mults,
+            0.5,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=0.05,
+            global_clipnorm=0.05,
+            grad_mults=mults,
         )
 
     csla = train_csla(p, True, make_optimizer)
     init, repopt = train_repopt(p, True, make_optimizer)
     unclipped = train_repopt(
-        p, True,
-        lambda m: RepOptSGD(0.5, momentum=0.9, nesterov=True,
-                            weight_decay=0.05, grad_mults=m),
+        p,
+        True,
+        lambda m: RepOptSGD(
+            0.5, momentum=0.9, nesterov=True, weight_decay=0.05, grad_mults=m
+        ),
     )[1]
     assert _relative(repopt, unclipped) > 1e-2, "the clip was not active"
     assert _relative(repopt, csla) < 1e-5

@@ -39,8 +39,11 @@ def trained():
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    model.fit(make_dataset(train, 28, 64, training=True, augment="none"),
-              epochs=2, verbose=0)
+    model.fit(
+        make_dataset(train, 28, 64, training=True, augment="none"),
+        epochs=2,
+        verbose=0,
+    )
     return model, train, test
 
 
@@ -48,32 +51,64 @@ def trained():
 def exported(trained, tmp_path_factory):
     model, train, test = trained
     out = tmp_path_factory.mktemp("export")
-    report = export_model(model, train, test, out, representative=100,
-                          latency_runs=5, log=lambda m: None)
+    report = export_model(
+        model,
+        train,
+        test,
+        out,
+        representative=100,
+        latency_runs=5,
+        log=lambda m: None,
+    )
     return report, out
 
 
 def test_export_writes_full_integer_model_and_report(exported):
     report, out = exported
-    for name in ("model_fp32.tflite", "model_int8.tflite", "export_report.json",
-                 "export_report.md", "kernel_histogram.png"):
+    for name in (
+        "model_fp32.tflite",
+        "model_int8.tflite",
+        "export_report.json",
+        "export_report.md",
+        "kernel_histogram.png",
+    ):
         assert (out / name).stat().st_size > 0
     int8 = (out / "model_int8.tflite").read_bytes()
     assert integer_report(int8) == []
     on_disk = json.loads((out / "export_report.json").read_text())
     assert set(on_disk) == {
-        "model", "input_shape", "representative_images", "test_images",
-        "full_integer", "sizes_bytes", "accuracy", "agreement", "latency",
-        "quantization_error", "kernel_statistics", "machine"}
-    assert set(on_disk["accuracy"]) == {"keras_fp32", "tflite_fp32",
-                                        "tflite_int8", "int8_minus_fp32"}
+        "model",
+        "input_shape",
+        "representative_images",
+        "test_images",
+        "full_integer",
+        "sizes_bytes",
+        "accuracy",
+        "agreement",
+        "latency",
+        "quantization_error",
+        "kernel_statistics",
+        "machine",
+    }
+    assert set(on_disk["accuracy"]) == {
+        "keras_fp32",
+        "tflite_fp32",
+        "tflite_int8",
+        "int8_minus_fp32",
+    }
     assert on_disk["agreement"]["top1_agreement"] > 0.9
     assert 0 < on_disk["agreement"]["relative_rmse"] < 0.2
-    assert len(on_disk["latency"]) == 8  # fp32/int8 x 1,2 threads x XNNPACK on/off
-    assert all(t["median_ms"] > 0 and t["p90_ms"] >= t["median_ms"]
-               for t in on_disk["latency"])
+    assert (
+        len(on_disk["latency"]) == 8
+    )  # fp32/int8 x 1,2 threads x XNNPACK on/off
+    assert all(
+        t["median_ms"] > 0 and t["p90_ms"] >= t["median_ms"]
+        for t in on_disk["latency"]
+    )
     assert on_disk["sizes_bytes"]["int8"] < 0.5 * on_disk["sizes_bytes"]["fp32"]
-    assert {"tensorflow", "keras", "ai_edge_litert", "cpu"} <= set(on_disk["machine"])
+    assert {"tensorflow", "keras", "ai_edge_litert", "cpu"} <= set(
+        on_disk["machine"]
+    )
     assert len(on_disk["kernel_statistics"]) == 6
     assert on_disk["quantization_error"][0]["rmse/scale"] > 0
 
@@ -132,17 +167,28 @@ def test_kernel_statistics_fold_batch_norm():
     folded = deploy_kernels(model)["stage2_block1_conv"]
     np.testing.assert_allclose(folded, fold_layer(kernel, bn)[0])
     np.testing.assert_allclose(folded, kernel, rtol=1e-6)  # gamma/std = 1
-    row = next(r for r in kernel_statistics(model)
-               if r["layer"] == "stage2_block1_conv")
+    row = next(
+        r
+        for r in kernel_statistics(model)
+        if r["layer"] == "stage2_block1_conv"
+    )
     assert row["std_surround"] == 0.0
-    assert row["std_centre"] == pytest.approx(float(kernel[1, 1].std()), rel=1e-5)
+    assert row["std_centre"] == pytest.approx(
+        float(kernel[1, 1].std()), rel=1e-5
+    )
     assert row["raw_std"] == pytest.approx(float(kernel.std()), rel=1e-5)
 
 
 def test_cli_errors_are_messages(tmp_path):
     process = subprocess.run(
-        [sys.executable, str(ROOT / "export_tflite.py"), f"--workdir={tmp_path}"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "export_tflite.py"),
+            f"--workdir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert process.returncode == 1
     assert "No model in" in process.stderr and "Traceback" not in process.stderr
@@ -151,15 +197,23 @@ def test_cli_errors_are_messages(tmp_path):
 def _export_cli(*args):
     return subprocess.run(
         [sys.executable, str(ROOT / "export_tflite.py"), *args],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
 def test_cli_exports_a_pytorch_checkpoint(tmp_path):
     fixture = ROOT / "tests/fixtures/checkpoints/repvgg_tiny_train.pth"
-    process = _export_cli(f"--checkpoint={fixture}", "--image_size=32",
-                          f"--output_dir={tmp_path}", "--representative=32",
-                          "--eval_limit=64", "--latency_runs=2", "--threads=1")
+    process = _export_cli(
+        f"--checkpoint={fixture}",
+        "--image_size=32",
+        f"--output_dir={tmp_path}",
+        "--representative=32",
+        "--eval_limit=64",
+        "--latency_runs=2",
+        "--threads=1",
+    )
     assert process.returncode == 0, process.stderr[-2000:]
     assert "WARNING: no --data given" in process.stderr
     assert "RepVGG training form" in process.stdout
@@ -173,13 +227,26 @@ def test_cli_exports_a_pytorch_checkpoint(tmp_path):
     assert "not measured" in (tmp_path / "export_report.md").read_text()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--checkpoint=/nonexistent/x.pth"], "Checkpoint /nonexistent/x.pth not found"),
-    (["--checkpoint={fixtures}/repopt_tiny_target.pth",
-      "--variant=repopt_vgg_s"], "looks like repopt_vgg_tiny"),
-    (["--checkpoint={fixtures}/repopt_tiny_hs_latest.pth"],
-     "is a hyper-search model"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--checkpoint=/nonexistent/x.pth"],
+            "Checkpoint /nonexistent/x.pth not found",
+        ),
+        (
+            [
+                "--checkpoint={fixtures}/repopt_tiny_target.pth",
+                "--variant=repopt_vgg_s",
+            ],
+            "looks like repopt_vgg_tiny",
+        ),
+        (
+            ["--checkpoint={fixtures}/repopt_tiny_hs_latest.pth"],
+            "is a hyper-search model",
+        ),
+    ],
+)
 def test_cli_checkpoint_errors_are_messages(args, message):
     fixtures = ROOT / "tests/fixtures/checkpoints"
     process = _export_cli(*(a.format(fixtures=fixtures) for a in args))
@@ -194,7 +261,12 @@ def test_qat_without_the_extra_says_how_to_install(tmp_path):
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{ROOT}")
     process = subprocess.run(
         [sys.executable, "-m", "repopt_tf.qat", "--model=x.keras"],
-        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
     assert process.returncode == 1
     assert "QAT needs the optional extra" in process.stderr
     assert "Traceback" not in process.stderr
@@ -203,25 +275,38 @@ def test_qat_without_the_extra_says_how_to_install(tmp_path):
 def test_workdir_models_are_found_by_stage(tmp_path):
     from repopt_tf.export.runs import locate_model
 
-    for relative in ("hs/model.keras", "target/model.keras",
-                     "baseline_sgd/model.keras", "baseline_repvgg/model.keras",
-                     "baseline_repvgg/model_fused.keras"):
+    for relative in (
+        "hs/model.keras",
+        "target/model.keras",
+        "baseline_sgd/model.keras",
+        "baseline_repvgg/model.keras",
+        "baseline_repvgg/model_fused.keras",
+    ):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(b"")
     said = []
     path = locate_model(tmp_path, log=said.append)
     assert path == tmp_path / "target/model.keras"
-    assert "others: baseline_sgd, baseline_repvgg_fused, baseline_repvgg;" in said[0]
+    assert (
+        "others: baseline_sgd, baseline_repvgg_fused, baseline_repvgg;"
+        in said[0]
+    )
     assert locate_model(tmp_path, stage="baseline_repvgg_fused") == (
-        tmp_path / "baseline_repvgg/model_fused.keras")
+        tmp_path / "baseline_repvgg/model_fused.keras"
+    )
     offered = []
     chosen = locate_model(tmp_path, ask=lambda s: offered.extend(s) or s[1])
-    assert offered == ["target", "baseline_sgd", "baseline_repvgg_fused",
-                       "baseline_repvgg"]  # hs is not a deployment model
+    assert offered == [
+        "target",
+        "baseline_sgd",
+        "baseline_repvgg_fused",
+        "baseline_repvgg",
+    ]  # hs is not a deployment model
     assert chosen == tmp_path / "baseline_sgd/model.keras"
     (tmp_path / "target/model.keras").unlink()
-    with pytest.raises(FileNotFoundError, match="has no target model.*it has: "
-                       "baseline_sgd"):
+    with pytest.raises(
+        FileNotFoundError, match="has no target model.*it has: baseline_sgd"
+    ):
         locate_model(tmp_path, stage="target")
     with pytest.raises(ValueError, match="--stage must be one of"):
         locate_model(tmp_path, stage="final")
@@ -248,8 +333,14 @@ def test_histograms_cover_the_depth_without_clipping(tmp_path):
 
 
 def test_help_lists_the_tools_flags():
-    for script, flag in (("export_tflite.py", "--checkpoint"),
-                         ("train.py", "--workdir")):
-        process = subprocess.run([sys.executable, str(ROOT / script), "--help"],
-                                 capture_output=True, text=True, timeout=120)
+    for script, flag in (
+        ("export_tflite.py", "--checkpoint"),
+        ("train.py", "--workdir"),
+    ):
+        process = subprocess.run(
+            [sys.executable, str(ROOT / script), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert flag in process.stdout + process.stderr

@@ -82,8 +82,11 @@ def _three_conv_model():
 
 def _blocks(identities):
     return [
-        {"conv": np.full(4, 0.5), "1x1": np.full(4, 0.25),
-         "identity": np.ones(4) if has_id else None}
+        {
+            "conv": np.full(4, 0.5),
+            "1x1": np.full(4, 0.25),
+            "identity": np.ones(4) if has_id else None,
+        }
         for has_id in identities
     ]
 
@@ -103,7 +106,9 @@ def test_grad_mults_for_model_pairs_layers_in_order():
 
 def test_grad_mults_for_model_errors_name_the_block():
     model = _three_conv_model()
-    with pytest.raises(ValueError, match="describe 2 blocks but the model has 3"):
+    with pytest.raises(
+        ValueError, match="describe 2 blocks but the model has 3"
+    ):
         grad_mults_for_model(model, _blocks([False, True]))
     with pytest.raises(ValueError, match="Block 0 .*identity branch"):
         grad_mults_for_model(model, _blocks([True, True]), r"b\d+_conv")

@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(command, **kwargs):
     result = subprocess.run(command, capture_output=True, text=True, **kwargs)
-    assert result.returncode == 0, (result.stdout[-1500:], result.stderr[-3000:])
+    assert result.returncode == 0, (
+        result.stdout[-1500:],
+        result.stderr[-3000:],
+    )
     return result
 
 
@@ -24,30 +27,86 @@ def _train_and_export(python, scripts, env, tmp_path, site):
     """Both console scripts, run from a directory outside the checkout."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = _run([python, "-c", "import repopt_tf.configs as c, "
-                  "repopt_tf.scales as s; print(c.CONFIG_DIR); "
-                  "print(s.list_presets())"], env=env, cwd=elsewhere, timeout=120)
+    where = _run(
+        [
+            python,
+            "-c",
+            "import repopt_tf.configs as c, "
+            "repopt_tf.scales as s; print(c.CONFIG_DIR); "
+            "print(s.list_presets())",
+        ],
+        env=env,
+        cwd=elsewhere,
+        timeout=120,
+    )
     assert where.stdout.startswith(str(site))
     assert "repopt_vgg_b1" in where.stdout
-    _run([str(scripts / "repopt-train"), "--workdir=run",
-          "--config.mode=baseline_sgd", "--config.model=repopt_vgg_tiny",
-          "--config.data.train_limit=256", "--config.data.eval_limit=64",
-          "--config.train.epochs=1"], env=env, cwd=elsewhere, timeout=300)
-    assert json.loads((elsewhere / "run/results.json").read_text())["baseline_sgd"]
-    export = _run([str(scripts / "repopt-export"), "--workdir=run",
-                   "--representative=16", "--eval_limit=64", "--latency_runs=2",
-                   "--threads=1"], env=env, cwd=elsewhere, timeout=300)
+    _run(
+        [
+            str(scripts / "repopt-train"),
+            "--workdir=run",
+            "--config.mode=baseline_sgd",
+            "--config.model=repopt_vgg_tiny",
+            "--config.data.train_limit=256",
+            "--config.data.eval_limit=64",
+            "--config.train.epochs=1",
+        ],
+        env=env,
+        cwd=elsewhere,
+        timeout=300,
+    )
+    assert json.loads((elsewhere / "run/results.json").read_text())[
+        "baseline_sgd"
+    ]
+    export = _run(
+        [
+            str(scripts / "repopt-export"),
+            "--workdir=run",
+            "--representative=16",
+            "--eval_limit=64",
+            "--latency_runs=2",
+            "--threads=1",
+        ],
+        env=env,
+        cwd=elsewhere,
+        timeout=300,
+    )
     assert "verified full integer" in export.stdout
     assert (elsewhere / "run/baseline_sgd/model_int8.tflite").stat().st_size > 0
 
 
 def test_wheel_console_scripts_train_and_export(tmp_path):
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-          "-q", "-w", str(tmp_path / "dist"), str(ROOT)], timeout=300)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        timeout=300,
+    )
     wheel = next((tmp_path / "dist").glob("repopt_tf-*.whl"))
     site = tmp_path / "site"
-    _run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
-          str(site), str(wheel)], timeout=300)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        timeout=300,
+    )
     env = dict(os.environ, PYTHONPATH=str(site))
     _train_and_export(sys.executable, site / "bin", env, tmp_path, site)
 
@@ -58,11 +117,23 @@ def test_pip_install_in_a_clean_venv(tmp_path):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
     python = str(venv / "bin/python")
-    _run([python, "-m", "pip", "install", "-q", "-c", str(ROOT / "requirements.txt"),
-          str(ROOT)], timeout=1200)
+    _run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "-c",
+            str(ROOT / "requirements.txt"),
+            str(ROOT),
+        ],
+        timeout=1200,
+    )
     site = next((venv / "lib").glob("python3*/site-packages"))
-    installed = _run([python, "-m", "pip", "list", "--format=freeze"],
-                     timeout=120).stdout.lower()
+    installed = _run(
+        [python, "-m", "pip", "list", "--format=freeze"], timeout=120
+    ).stdout.lower()
     assert "tensorflow==2.21" in installed  # the CPU/GPU wheel, not ...
     assert "tensorflow-cpu" not in installed  # ... two TFs in one folder
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

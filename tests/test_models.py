@@ -7,13 +7,13 @@ import pytest
 from repopt_tf import grad_mult
 from repopt_tf import grad_mults_for_model
 from repopt_tf.models import VARIANTS
+from repopt_tf.models import block_convs
 from repopt_tf.models import block_names
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
 from repopt_tf.models import fuse_repvgg
 from repopt_tf.models import list_models
 from repopt_tf.models import reinitialize
-from repopt_tf.models import block_convs
 
 
 def _trainable_millions(model):
@@ -22,8 +22,12 @@ def _trainable_millions(model):
 
 @pytest.mark.parametrize(
     "name,millions",
-    [("repopt_vgg_b1", 51.8), ("repopt_vgg_b2", 80.3),
-     ("repopt_vgg_l1", 76.0), ("repopt_vgg_l2", 118.1)],
+    [
+        ("repopt_vgg_b1", 51.8),
+        ("repopt_vgg_b2", 80.3),
+        ("repopt_vgg_l1", 76.0),
+        ("repopt_vgg_l2", 118.1),
+    ],
 )
 def test_table1_parameter_counts(name, millions):
     model = build_model(name, num_classes=1000, input_shape=(224, 224, 3))
@@ -33,25 +37,40 @@ def test_table1_parameter_counts(name, millions):
 
 @pytest.mark.parametrize(
     "name,millions",
-    [("repvgg_a0", 8.3), ("repvgg_a1", 12.8), ("repvgg_a2", 25.5),
-     ("repvgg_b0", 14.3), ("repvgg_b1", 51.8), ("repvgg_b2", 80.3),
-     ("repvgg_b3", 111.0), ("repvgg_b1g2", 41.4), ("repvgg_b1g4", 36.1),
-     ("repvgg_b2g4", 55.8), ("repvgg_b3g4", 75.6)],
+    [
+        ("repvgg_a0", 8.3),
+        ("repvgg_a1", 12.8),
+        ("repvgg_a2", 25.5),
+        ("repvgg_b0", 14.3),
+        ("repvgg_b1", 51.8),
+        ("repvgg_b2", 80.3),
+        ("repvgg_b3", 111.0),
+        ("repvgg_b1g2", 41.4),
+        ("repvgg_b1g4", 36.1),
+        ("repvgg_b2g4", 55.8),
+        ("repvgg_b3g4", 75.6),
+    ],
 )
 def test_repvgg_deploy_parameter_counts(name, millions):
     """RepVGG paper (Ding et al., CVPR 2021), Table 3, deployed models."""
-    model = build_model(name, num_classes=1000, input_shape=(64, 64, 3),
-                        kind="deploy")
+    model = build_model(
+        name, num_classes=1000, input_shape=(64, 64, 3), kind="deploy"
+    )
     assert round(_trainable_millions(model), 1) == millions
     keras.backend.clear_session()
 
 
 @pytest.mark.parametrize(
     "name,kind",
-    [(name, "deploy" if VARIANTS[name].get("groups") else "plain")
-     for name in list_models()]
-    + [(name, kind) for name in ("repopt_vgg_tiny", "repopt_vgg_s")
-       for kind in ("hs", "repvgg", "deploy")],
+    [
+        (name, "deploy" if VARIANTS[name].get("groups") else "plain")
+        for name in list_models()
+    ]
+    + [
+        (name, kind)
+        for name in ("repopt_vgg_tiny", "repopt_vgg_s")
+        for kind in ("hs", "repvgg", "deploy")
+    ],
 )
 def test_forward_shapes_at_small_input(name, kind):
     model = build_model(name, num_classes=7, input_shape=(32, 32, 3), kind=kind)
@@ -77,12 +96,20 @@ def test_se_variant_has_se_after_each_block():
     model = build_model("repopt_vgg_l2_se", 10, (32, 32, 3))
     reduce = model.get_layer("stage3_block5_se_reduce")
     assert reduce.filters == 640 // 4
-    assert len([l for l in model.layers if l.name.endswith("_se")]) == 48
+    assert (
+        len([layer for layer in model.layers if layer.name.endswith("_se")])
+        == 48
+    )
 
 
 def test_preprocessing_inside_model_takes_raw_pixels():
-    model = build_model("repopt_vgg_tiny", 10, (8, 8, 3),
-                        mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+    model = build_model(
+        "repopt_vgg_tiny",
+        10,
+        (8, 8, 3),
+        mean=(0.5, 0.25, 0.0),
+        std=(0.5, 0.25, 1.0),
+    )
     pre = model.get_layer("preprocessing")
     out = pre(np.full((1, 1, 1, 3), 255.0, np.float32)).numpy().reshape(-1)
     np.testing.assert_allclose(out, [1.0, 3.0, 1.0], rtol=1e-6)
@@ -91,7 +118,9 @@ def test_preprocessing_inside_model_takes_raw_pixels():
 
 
 def test_unknown_model_name_lists_variants():
-    with pytest.raises(ValueError, match="Unknown model 'vgg99'.*repopt_vgg_b1"):
+    with pytest.raises(
+        ValueError, match="Unknown model 'vgg99'.*repopt_vgg_b1"
+    ):
         build_model("vgg99")
 
 
@@ -101,7 +130,8 @@ def test_hs_model_aligns_with_target_and_has_paper_init():
     hs_convs, target_convs = block_convs(hs), block_convs(target)
     assert [c.name for c in hs_convs] == [c.name for c in target_convs]
     assert [c.kernel.shape for c in hs_convs] == [
-        c.kernel.shape for c in target_convs]
+        c.kernel.shape for c in target_convs
+    ]
     scales = extract_scales(hs)
     # stage2 has two blocks: block0 (stride 2) init 1, block1 sqrt(2/1).
     index = block_names("repopt_vgg_tiny").index("stage2_block1")
@@ -125,8 +155,9 @@ def test_extract_scales_reads_trained_values():
     layer = hs.get_layer("stage2_block1_scale_1x1")
     layer.scale.assign(np.arange(16, dtype=np.float32))
     index = block_names("repopt_vgg_tiny").index("stage2_block1")
-    np.testing.assert_array_equal(extract_scales(hs)[index]["1x1"],
-                                  np.arange(16))
+    np.testing.assert_array_equal(
+        extract_scales(hs)[index]["1x1"], np.arange(16)
+    )
     with pytest.raises(ValueError, match="not a hyper-search model"):
         extract_scales(build_model("repopt_vgg_tiny", 10, (32, 32, 3)))
 
@@ -137,20 +168,24 @@ def _random_scales(model, seed=0):
     for conv in block_convs(model):
         cin, cout = conv.kernel.shape[2:]
         identity = cin == cout and conv.strides == (1, 1)
-        blocks.append({
-            "conv": rng.uniform(0.2, 1.5, cout).astype(np.float32),
-            "1x1": rng.uniform(0.2, 1.5, cout).astype(np.float32),
-            "identity": rng.uniform(0.3, 0.6, cout).astype(np.float32)
-            if identity else None,
-        })
+        blocks.append(
+            {
+                "conv": rng.uniform(0.2, 1.5, cout).astype(np.float32),
+                "1x1": rng.uniform(0.2, 1.5, cout).astype(np.float32),
+                "identity": rng.uniform(0.3, 0.6, cout).astype(np.float32)
+                if identity
+                else None,
+            }
+        )
     return blocks
 
 
 def test_rule_of_initialization():
     model = build_model("repopt_vgg_tiny", 10, (32, 32, 3))
     blocks = _random_scales(model)
-    zero_branches = [dict(b, conv=0 * b["conv"], **{"1x1": 0 * b["1x1"]})
-                     for b in blocks]
+    zero_branches = [
+        dict(b, conv=0 * b["conv"], **{"1x1": 0 * b["1x1"]}) for b in blocks
+    ]
     reinitialize(model, zero_branches, seed=1)
     index = block_names("repopt_vgg_tiny").index("stage2_block1")
     kernel = model.get_layer("stage2_block1_conv").kernel.numpy()
@@ -161,11 +196,17 @@ def test_rule_of_initialization():
     reinitialize(model, zero_branches, use_identity_scales=False, seed=1)
     np.testing.assert_array_equal(
         model.get_layer("stage2_block1_conv").kernel.numpy(),
-        np.eye(16)[None, None] * (np.arange(3)[:, None, None, None] == 1)
-        * (np.arange(3)[None, :, None, None] == 1))
+        np.eye(16)[None, None]
+        * (np.arange(3)[:, None, None, None] == 1)
+        * (np.arange(3)[None, :, None, None] == 1),
+    )
 
-    only_3x3 = [dict(b, **{"1x1": 0 * b["1x1"]}, identity=None)
-                if b["identity"] is None else b for b in blocks]
+    only_3x3 = [
+        dict(b, **{"1x1": 0 * b["1x1"]}, identity=None)
+        if b["identity"] is None
+        else b
+        for b in blocks
+    ]
     reinitialize(model, only_3x3, seed=2)
     stem = model.get_layer("stage0_block0_conv").kernel.numpy()
     bound = 1 / np.sqrt(3 * 3 * 3)  # PyTorch default init, fan_in 27
@@ -188,7 +229,9 @@ def test_reinitialize_warns_on_trained_model():
 def test_reinitialize_validates_scales():
     model = build_model("repopt_vgg_tiny", 10, (32, 32, 3))
     blocks = _random_scales(model)
-    with pytest.raises(ValueError, match="describe 5 blocks but the model has 6"):
+    with pytest.raises(
+        ValueError, match="describe 5 blocks but the model has 6"
+    ):
         reinitialize(model, blocks[:-1])
 
 
@@ -198,14 +241,18 @@ def test_repvgg_fuse_matches_unfused(name):
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, w.shape).astype(np.float32)
-                for w in layer.get_weights()
-            ])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, w.shape).astype(np.float32)
+                    for w in layer.get_weights()
+                ]
+            )
     deploy = fuse_repvgg(model)
     assert deploy.name == f"{name}_deploy"
-    assert not any(isinstance(l, keras.layers.BatchNormalization)
-                   for l in deploy.layers)
+    assert not any(
+        isinstance(layer, keras.layers.BatchNormalization)
+        for layer in deploy.layers
+    )
     x = rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
     unfused = model(x, training=False).numpy()
     fused = deploy(x).numpy()
@@ -222,79 +269,8 @@ def test_grad_mults_from_model_use_eq3():
     b = blocks[index]
     np.testing.assert_array_equal(
         mults["stage2_block1_conv/kernel"],
-        grad_mult(b["conv"], b["1x1"], True, 16))
-
-
-@pytest.mark.parametrize("kernel_size,strides,padding,zero_padding,size", [
-    (3, 1, "valid", 0, 7), (1, 1, "valid", 0, 7), (3, 2, "valid", 0, 7),
-    (3, 1, "same", 0, 7), (3, 1, "valid", 1, 2), (3, 2, "valid", 1, 8),
-    (3, 2, "valid", 1, 7), (1, 2, "valid", 0, 4), ((2, 3), 3, "valid", 2, 5),
-    (5, 2, "valid", 1, 9), (3, 2, "valid", 1, 16), (1, 3, "valid", 0, 7),
-    ((3, 1), 2, "valid", 1, 6)])
-def test_fast_grad_conv_matches_keras_conv(kernel_size, strides, padding,
-                                          zero_padding, size):
-    import tensorflow as tf
-
-    from repopt_tf.models.fast_conv import FastGradConv2D
-
-    x = tf.random.stateless_normal((4, size, size + 1, 5), seed=(1, 2))
-    fast = FastGradConv2D(6, kernel_size, strides=strides, padding=padding,
-                          zero_padding=zero_padding)
-    stock = keras.Sequential([
-        keras.layers.ZeroPadding2D(zero_padding),
-        keras.layers.Conv2D(6, kernel_size, strides=strides, padding=padding)])
-    fast.build(x.shape)
-    stock.build(x.shape)
-    stock.set_weights(fast.get_weights())
-    assert fast.compute_output_shape(x.shape) == stock.compute_output_shape(x.shape)
-    grads = []
-    for layer in (fast, stock):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(y * tf.sin(y))
-        grads.append(tape.gradient(loss, [x, *layer.trainable_weights]))
-    np.testing.assert_allclose(fast(x), stock(x), rtol=1e-5, atol=1e-5)
-    for ours, theirs in zip(*grads):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
-
-
-def test_fast_grad_conv_backward_work_waits_for_the_gradient(waits_for):
-    # Work that needs only x or the kernel (transposing x, gathering the
-    # phase kernel) must not run in the forward pass and be held until the
-    # backward pass: that doubled the activation memory of a training step.
-    import tensorflow as tf
-
-    from repopt_tf.models.fast_conv import fast_grad_conv2d
-
-    @tf.function
-    def backward(x, kernel, dy):
-        y = fast_grad_conv2d(x, kernel, 2, zero_padding=1)
-        return tf.gradients(y, [x, kernel], grad_ys=dy), y
-
-    graph = backward.get_concrete_function(
-        tf.TensorSpec((None, 8, 8, 4)), tf.TensorSpec((3, 3, 4, 6)),
-        tf.TensorSpec((None, 4, 4, 6))).graph
-    x, kernel, dy = graph.inputs[:3]
-    forward = {op for op in graph.get_operations()
-               if op.type == "Conv2D" and op.inputs[0] is x}
-    assert len(forward) == 1
-    late = [op for op in graph.get_operations()
-            if op.type not in ("Placeholder", "Const", "Identity", "IdentityN",
-                               "ZerosLike")
-            and op not in forward and not waits_for(op, dy)]
-    assert late == []
-    ops = {op.type for op in graph.get_operations()}
-    assert {"Transpose", "DepthToSpace"} <= ops  # the fast path was taken
-
-
-def test_fast_grad_conv_rejects_zero_padding_with_same():
-    from repopt_tf.models.fast_conv import FastGradConv2D
-
-    with pytest.raises(ValueError, match="zero_padding"):
-        FastGradConv2D(4, 3, padding="same", zero_padding=1)
-    with pytest.raises(ValueError, match="zero_padding"):
-        FastGradConv2D(4, 3, zero_padding=-1)
+        grad_mult(b["conv"], b["1x1"], True, 16),
+    )
 
 
 def test_groupwise_variants_group_every_other_block():
@@ -306,73 +282,3 @@ def test_groupwise_variants_group_every_other_block():
     assert model.get_layer("stage4_block0_conv").groups == 1  # block 27
     with pytest.raises(ValueError, match="groupwise RepVGG variant"):
         build_model("repvgg_b2g4", 10, (32, 32, 3), kind="plain")
-
-
-def test_stock_gradient_path_matches_the_fast_one():
-    """The GPU rule's stock-gradient path, forced on this CPU."""
-    import tensorflow as tf
-
-    from repopt_tf.models.fast_conv import FastGradConv2D
-    from repopt_tf.models.fast_conv import set_fast_gradient
-
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=(2, 9, 9, 4)), tf.float32)
-    layer = FastGradConv2D(6, 3, strides=2, zero_padding=1, use_bias=False)
-    layer.build(x.shape)
-
-    def gradients():
-        @tf.function
-        def step(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                loss = tf.reduce_sum(tf.sin(layer(x)))
-            return tape.gradient(loss, [x, layer.kernel])
-
-        ops = {op.type for op in step.get_concrete_function(x).graph.get_operations()}
-        return [g.numpy() for g in step(x)], ops
-
-    try:
-        set_fast_gradient(False)
-        stock, stock_ops = gradients()
-        set_fast_gradient(True)
-        fast, fast_ops = gradients()
-    finally:
-        set_fast_gradient("auto")
-    assert "Conv2DBackpropInput" in stock_ops
-    assert "Conv2DBackpropInput" not in fast_ops
-    for ours, theirs in zip(fast, stock):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="mode must be"):
-        set_fast_gradient("gpu")
-
-
-def test_fast_batch_norm_equals_keras_batch_norm():
-    import tensorflow as tf
-
-    from repopt_tf.models.fast_norm import FastBatchNorm
-
-    x = tf.constant(np.random.default_rng(0).normal(2, 3, (8, 5, 5, 4)), tf.float32)
-    layers = [keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9),
-              FastBatchNorm(epsilon=1e-5, momentum=0.9)]
-    results = []
-    for layer in layers:
-        layer.build(x.shape)
-        layer.gamma.assign([1.0, 2.0, 0.5, 1.5])
-        layer.beta.assign([0.0, 1.0, -1.0, 0.2])
-
-        @tf.function
-        def step(x, layer=layer):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                loss = tf.reduce_sum(tf.sin(layer(x, training=True)))
-            return [loss, *tape.gradient(loss, [x, layer.gamma, layer.beta])]
-
-        ops = {op.type for op in step.get_concrete_function(x).graph.get_operations()}
-        values = [v.numpy() for v in step(x)]
-        results.append((values + [layer.moving_mean.numpy(),
-                                  layer.moving_variance.numpy(),
-                                  layer(x, training=False).numpy()], ops))
-    (ours, our_ops), (keras_values, _) = results[1], results[0]
-    assert "FusedBatchNormV3" in our_ops
-    for a, b in zip(ours, keras_values):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=5e-5)

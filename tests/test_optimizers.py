@@ -9,7 +9,7 @@ from repopt_tf import RepOptAdamW
 from repopt_tf import RepOptSGD
 from repopt_tf import grad_mult
 from repopt_tf import grad_mults_for_model
-from repopt_tf.optimizers.multirate import RandomSubsetMultirate
+from repopt_tf.multirate import RandomSubsetMultirate
 
 
 def _pytorch_sgd(w0, grads, mult, lr, momentum, nesterov, wd):
@@ -37,11 +37,16 @@ def test_single_variable_matches_numpy_reference(nesterov):
     grads = rng.normal(size=(5, 3, 3, 2, 2)).astype(np.float32)
     mult = grad_mult([0.5, 2.0], [1.0, 0.1], True, 2)
     optimizer = RepOptSGD(
-        0.1, momentum=0.9, nesterov=nesterov, weight_decay=0.01,
+        0.1,
+        momentum=0.9,
+        nesterov=nesterov,
+        weight_decay=0.01,
         grad_mults={"w": mult},
     )
     expected = _pytorch_sgd(w0, grads, mult, 0.1, 0.9, nesterov, 0.01)
-    np.testing.assert_allclose(_apply(optimizer, w0, grads), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        _apply(optimizer, w0, grads), expected, rtol=1e-5
+    )
 
 
 def test_zero_mult_entries_never_move():
@@ -53,7 +58,8 @@ def test_zero_mult_entries_never_move():
     mult[frozen] = 0.0
     w = _apply(
         RepOptSGD(0.1, momentum=0.9, nesterov=True, grad_mults={"w": mult}),
-        w0, grads,
+        w0,
+        grads,
     )
     np.testing.assert_array_equal(w[frozen], w0[frozen])
     assert np.all(w[~frozen] != w0[~frozen])
@@ -68,8 +74,13 @@ def test_grad_mults_are_stored_as_row_and_centre_tap(cls):
     for mult in (structured, random):
         optimizer = cls(grad_mults={"w": mult})
         optimizer.build([variable])
-        stored.append(sorted(tuple(v.shape) for v in optimizer.variables
-                             if "grad_mult" in v.name))
+        stored.append(
+            sorted(
+                tuple(v.shape)
+                for v in optimizer.variables
+                if "grad_mult" in v.name
+            )
+        )
     assert stored == [[(4,), (4, 4)], [(3, 3, 4, 4)]]
 
 
@@ -78,16 +89,21 @@ def test_mult_one_equals_plain_sgd(nesterov):
     rng = np.random.default_rng(2)
     w0 = rng.normal(size=(6, 3)).astype(np.float32)
     grads = rng.normal(size=(8, 6, 3)).astype(np.float32)
-    ones = RepOptSGD(0.05, momentum=0.9, nesterov=nesterov,
-                     grad_mults={"w": np.ones_like(w0)})
+    ones = RepOptSGD(
+        0.05,
+        momentum=0.9,
+        nesterov=nesterov,
+        grad_mults={"w": np.ones_like(w0)},
+    )
     without = RepOptSGD(0.05, momentum=0.9, nesterov=nesterov)
     # Keras's SGD folds the LR into the buffer; at constant LR and without
     # weight decay it is the same rule.
     keras_sgd = keras.optimizers.SGD(0.05, momentum=0.9, nesterov=nesterov)
     reference = _apply(without, w0, grads)
     np.testing.assert_array_equal(_apply(ones, w0, grads), reference)
-    np.testing.assert_allclose(_apply(keras_sgd, w0, grads), reference,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        _apply(keras_sgd, w0, grads), reference, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_weight_decay_only_on_kernels_and_respects_exclusions():
@@ -142,7 +158,8 @@ def _small_convnet(batch_norm=True):
     x = keras.layers.Conv2D(8, 3, use_bias=False, name="b0_conv")(x)
     if batch_norm:
         x = keras.layers.BatchNormalization(
-            epsilon=1e-5, momentum=0.9, name="b0_bn")(x)
+            epsilon=1e-5, momentum=0.9, name="b0_bn"
+        )(x)
     x = keras.layers.ReLU()(x)
     x = keras.layers.ZeroPadding2D(1)(x)
     x = keras.layers.Conv2D(8, 3, use_bias=False, name="b1_conv")(x)
@@ -155,10 +172,16 @@ def _small_convnet(batch_norm=True):
 def _blocks():
     rng = np.random.default_rng(5)
     return [
-        {"conv": rng.uniform(0.3, 1, 8), "1x1": rng.uniform(0.3, 1, 8),
-         "identity": None},
-        {"conv": rng.uniform(0.3, 1, 8), "1x1": rng.uniform(0.3, 1, 8),
-         "identity": np.ones(8)},
+        {
+            "conv": rng.uniform(0.3, 1, 8),
+            "1x1": rng.uniform(0.3, 1, 8),
+            "identity": None,
+        },
+        {
+            "conv": rng.uniform(0.3, 1, 8),
+            "1x1": rng.uniform(0.3, 1, 8),
+            "identity": np.ones(8),
+        },
     ]
 
 
@@ -184,8 +207,9 @@ def test_fit_with_schedule_reduces_loss():
     keras.utils.set_random_seed(0)
     model = _small_convnet()
     lr = keras.optimizers.schedules.CosineDecay(0.05, 40)
-    _compile(model, learning_rate=lr, momentum=0.9, nesterov=True,
-             weight_decay=4e-5)
+    _compile(
+        model, learning_rate=lr, momentum=0.9, nesterov=True, weight_decay=4e-5
+    )
     x, y = _data()
     history = model.fit(x, y, batch_size=8, epochs=10, verbose=0)
     losses = history.history["loss"]
@@ -195,8 +219,13 @@ def test_fit_with_schedule_reduces_loss():
 def test_saved_model_resumes_the_same_trajectory(tmp_path):
     keras.utils.set_random_seed(0)
     model = _small_convnet()
-    mults = _compile(model, learning_rate=0.05, momentum=0.9, nesterov=True,
-                     weight_decay=1e-3)
+    mults = _compile(
+        model,
+        learning_rate=0.05,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=1e-3,
+    )
     x, y = _data()
     model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     path = tmp_path / "model.keras"
@@ -206,23 +235,30 @@ def test_saved_model_resumes_the_same_trajectory(tmp_path):
     assert isinstance(loaded.optimizer, RepOptSGD)
     for key, mult in mults.items():
         np.testing.assert_array_equal(loaded.optimizer.grad_mults[key], mult)
-    for ours, theirs in zip(model.optimizer.variables,
-                            loaded.optimizer.variables):
+    for ours, theirs in zip(
+        model.optimizer.variables, loaded.optimizer.variables
+    ):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
     model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     loaded.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     for ours, theirs in zip(model.weights, loaded.weights):
-        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6,
-                                   atol=1e-7)
+        np.testing.assert_allclose(
+            ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-7
+        )
 
 
 def _train_under(strategy, initial_weights):
     with strategy.scope():
         model = _small_convnet(batch_norm=False)
         model.set_weights(initial_weights)
-        _compile(model, learning_rate=0.05, momentum=0.9, nesterov=True,
-                 weight_decay=1e-3)
+        _compile(
+            model,
+            learning_rate=0.05,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=1e-3,
+        )
     x, y = _data()
     model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
     return model.get_weights()
@@ -258,19 +294,33 @@ def test_bad_input_raises_clear_errors():
         RepOptSGD(grad_mults=[np.ones(3)])
 
     model = _small_convnet()
-    wrong_shape = RepOptSGD(grad_mults={"b0_conv/kernel": np.ones((3, 3, 3, 4))})
-    with pytest.raises(ValueError, match=r"b0_conv/kernel.*\(3, 3, 3, 4\).*"
-                       r"\(3, 3, 3, 8\)"):
+    wrong_shape = RepOptSGD(
+        grad_mults={"b0_conv/kernel": np.ones((3, 3, 3, 4))}
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"b0_conv/kernel.*\(3, 3, 3, 4\).*"
+        r"\(3, 3, 3, 8\)",
+    ):
         wrong_shape.build(model.trainable_variables)
     unknown = RepOptSGD(grad_mults={"nope/kernel": np.ones(3)})
     with pytest.raises(ValueError, match="nope/kernel"):
         unknown.build(model.trainable_variables)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: RepOptSGD(0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
-                      grad_mults={"w": np.full((3, 3, 2, 2), 2.0)}),
-    lambda: RandomSubsetMultirate(0.1, k=2)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RepOptSGD(
+            0.1,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=1e-4,
+            grad_mults={"w": np.full((3, 3, 2, 2), 2.0)},
+        ),
+        lambda: RandomSubsetMultirate(0.1, k=2),
+    ],
+)
 def test_update_math_waits_for_the_gradient(make, waits_for):
     # TF would otherwise compute `weight_decay * w`, `momentum * buf` or the
     # slow mask at the start of a training step and hold them through the
@@ -285,8 +335,11 @@ def test_update_math_waits_for_the_gradient(make, waits_for):
 
     graph = apply.get_concrete_function(tf.TensorSpec((3, 3, 2, 2))).graph
     gradient = graph.inputs[0]
-    sized = [op for op in graph.get_operations()
-             if op.type in ("Mul", "AddV2", "Sub", "RealDiv")
-             and op.outputs[0].shape.rank == 4]
+    sized = [
+        op
+        for op in graph.get_operations()
+        if op.type in ("Mul", "AddV2", "Sub", "RealDiv")
+        and op.outputs[0].shape.rank == 4
+    ]
     assert sized
     assert [op.name for op in sized if not waits_for(op, gradient)] == []

@@ -10,7 +10,11 @@ from repopt_tf.data import representative_images
 
 def test_fashion_mnist_batches_for_training_and_eval():
     source = load_source("fashion_mnist", "train", limit=300)
-    assert (source.num_examples, source.num_classes, source.channels) == (300, 10, 1)
+    assert (source.num_examples, source.num_classes, source.channels) == (
+        300,
+        10,
+        1,
+    )
     train = make_dataset(source, 32, 64, training=True, channels=3, seed=0)
     batches = list(train)
     assert len(batches) == 300 // 64  # remainder dropped
@@ -18,7 +22,10 @@ def test_fashion_mnist_batches_for_training_and_eval():
     assert images.shape == (64, 32, 32, 3) and images.dtype == tf.float32
     assert labels.shape == (64, 10)
     np.testing.assert_array_equal(tf.reduce_sum(labels, 1), 1.0)
-    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
+    assert (
+        0.0 <= float(tf.reduce_min(images))
+        and float(tf.reduce_max(images)) <= 255.0
+    )
 
     evaluation = make_dataset(source, 28, 128, training=False)
     first = [x.numpy() for x, _ in evaluation]
@@ -26,7 +33,9 @@ def test_fashion_mnist_batches_for_training_and_eval():
     assert [b.shape[0] for b in first] == [128, 128, 44]
     np.testing.assert_array_equal(first[0], second[0])
     raw = load_source("fashion_mnist", "train", limit=1).dataset
-    np.testing.assert_array_equal(first[0][0, ..., 0], next(iter(raw))[0][..., 0])
+    np.testing.assert_array_equal(
+        first[0][0, ..., 0], next(iter(raw))[0][..., 0]
+    )
 
 
 def test_representative_images_are_eval_preprocessed():
@@ -59,7 +68,11 @@ def test_image_folder(tmp_path):
             pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
             (folder / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
     source = load_source(f"folder:{tmp_path}", "train")
-    assert (source.num_examples, source.num_classes, source.channels) == (6, 2, 3)
+    assert (source.num_examples, source.num_classes, source.channels) == (
+        6,
+        2,
+        3,
+    )
     images, labels = next(iter(make_dataset(source, 16, 6, training=False)))
     assert images.shape == (6, 16, 16, 3)
     assert labels.numpy().argmax(1).tolist() == [0, 0, 0, 1, 1, 1]
@@ -82,7 +95,9 @@ def test_batched_crop_flip_takes_one_window_per_image():
     padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)])
     flipped_any = False
     for image, result in zip(padded, out):
-        windows = [image[r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
+        windows = [
+            image[r : r + 6, c : c + 6] for r in range(5) for c in range(5)
+        ]
         plain = any(np.array_equal(result, w) for w in windows)
         flipped = any(np.array_equal(result, w[:, ::-1]) for w in windows)
         assert plain or flipped
@@ -96,11 +111,14 @@ def test_holdout_split_keeps_the_last_images_apart():
     from repopt_tf.data import split_holdout
 
     images = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1)
-    source = Source(tf.data.Dataset.from_tensor_slices((images, np.arange(20))),
-                    20, 20, 1)
+    source = Source(
+        tf.data.Dataset.from_tensor_slices((images, np.arange(20))), 20, 20, 1
+    )
     train, held = split_holdout(source, 0.1)
     assert (train.num_examples, held.num_examples) == (18, 2)
     assert [int(y) for _, y in held.dataset] == [18, 19]
     assert [int(y) for _, y in train.dataset] == list(range(18))
-    with pytest.raises(ValueError, match=r"validation_fraction must be in \(0, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"validation_fraction must be in \(0, 1\)"
+    ):
         split_holdout(source, 1.5)

@@ -13,8 +13,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
-    subprocess.run([sys.executable, "-c", "import tensorflow_model_optimization"],
-                   capture_output=True).returncode != 0,
+    subprocess.run(
+        [sys.executable, "-c", "import tensorflow_model_optimization"],
+        capture_output=True,
+    ).returncode
+    != 0,
     reason="QAT extra not installed (bash scripts/setup_qat.sh)",
 )
 
@@ -22,9 +25,14 @@ pytestmark = pytest.mark.skipif(
 def _python(code, timeout=300):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("TF_USE_LEGACY_KERAS", None)
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                            capture_output=True, text=True, timeout=timeout,
-                            env=env, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -87,27 +95,48 @@ def test_twin_has_identical_weights_and_outputs(trained_model):
 def test_qat_cli_gives_full_integer_model_close_to_fp32(trained_model):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
-        [sys.executable, "-m", "repopt_tf.qat", f"--model={trained_model}",
-         "--epochs=1", "--train_limit=1024", "--eval_limit=1000",
-         "--representative=64", "--data=fashion_mnist"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "repopt_tf.qat",
+            f"--model={trained_model}",
+            "--epochs=1",
+            "--train_limit=1024",
+            "--eval_limit=1000",
+            "--representative=64",
+            "--data=fashion_mnist",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     folder = trained_model.parent
     report = json.loads((folder / "qat_report.json").read_text())
-    assert set(report) == {"model", "epochs", "learning_rate", "keras_fp32",
-                           "fp32_finetuned", "tflite_int8_ptq",
-                           "tflite_int8_qat", "ptq_minus_fp32",
-                           "qat_minus_fp32_finetuned"}
+    assert set(report) == {
+        "model",
+        "epochs",
+        "learning_rate",
+        "keras_fp32",
+        "fp32_finetuned",
+        "tflite_int8_ptq",
+        "tflite_int8_qat",
+        "ptq_minus_fp32",
+        "qat_minus_fp32_finetuned",
+    }
     assert report["keras_fp32"] > 0.6
     assert report["fp32_finetuned"] > 0.6
     # QAT is compared with fp32 fine-tuned the same way, PTQ with fp32 before.
     assert abs(report["qat_minus_fp32_finetuned"]) <= 0.03
     assert abs(report["ptq_minus_fp32"]) <= 0.03
     assert report["qat_minus_fp32_finetuned"] == pytest.approx(
-        report["tflite_int8_qat"] - report["fp32_finetuned"])
+        report["tflite_int8_qat"] - report["fp32_finetuned"]
+    )
     table = (folder / "qat_report.md").read_text()
     assert "| fp32 fine-tuned 1 epochs (no fake quant) |" in table
     content = (folder / "model_int8_qat.tflite").read_bytes()
     from repopt_tf.export.verify import integer_report
+
     assert integer_report(content) == []

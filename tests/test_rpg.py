@@ -21,23 +21,39 @@ def _ring_net(size=300, mode="signed_permutation", seed=0, batch_norm=True):
     std = 0.3
     inputs = keras.Input((8, 8, 3))
     ring = ParameterRing(size, seed=seed, init_std=std, name="ring")(inputs)
-    x = RingConv2D(4, 3, padding="same", offset=0, seed=seed, mode=mode,
-                   ring_std=std, name="c1")([inputs, ring])
+    x = RingConv2D(
+        4,
+        3,
+        padding="same",
+        offset=0,
+        seed=seed,
+        mode=mode,
+        ring_std=std,
+        name="c1",
+    )([inputs, ring])
     if batch_norm:
         x = keras.layers.BatchNormalization(name="bn")(x)
     x = keras.layers.ReLU(name="relu")(x)
-    x = RingConv2D(6, 3, strides=2, offset=108, seed=seed, mode=mode,
-                   ring_std=std, name="c2")([x, ring])
+    x = RingConv2D(
+        6,
+        3,
+        strides=2,
+        offset=108,
+        seed=seed,
+        mode=mode,
+        ring_std=std,
+        name="c2",
+    )([x, ring])
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = RingDense(5, offset=324, seed=seed, mode=mode, ring_std=std,
-                        name="fc")([x, ring])
+    outputs = RingDense(
+        5, offset=324, seed=seed, mode=mode, ring_std=std, name="fc"
+    )([x, ring])
     return keras.Model(inputs, outputs)
 
 
 def _data(n=16):
     rng = np.random.default_rng(0)
-    return (rng.random((n, 8, 8, 3)).astype(np.float32),
-            rng.integers(0, 5, n))
+    return (rng.random((n, 8, 8, 3)).astype(np.float32), rng.integers(0, 5, n))
 
 
 def test_ring_gradient_is_the_sum_over_its_uses():
@@ -64,22 +80,34 @@ def test_ring_gradient_is_the_sum_over_its_uses():
     np.testing.assert_allclose(float(explicit_loss), float(loss), rtol=1e-6)
     expected = np.zeros(ring_variable.shape, np.float32)
     for layer, kernel_grad in zip((c1, c2, fc), kernel_grads):
-        np.add.at(expected, layer._indices,
-                  layer._scaled_signs * kernel_grad.numpy().reshape(-1))
+        np.add.at(
+            expected,
+            layer._indices,
+            layer._scaled_signs * kernel_grad.numpy().reshape(-1),
+        )
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
     # T = 108 + 216 + 30 = 354 > N = 300: some entries serve two layers.
-    assert np.bincount(np.concatenate(
-        [l._indices for l in (c1, c2, fc)]), minlength=300).max() == 2
+    assert (
+        np.bincount(
+            np.concatenate([layer._indices for layer in (c1, c2, fc)]),
+            minlength=300,
+        ).max()
+        == 2
+    )
 
 
 @pytest.mark.parametrize("dof", [0.013, 0.1, 0.37, 1.0])
 def test_every_ring_entry_is_used_evenly(dof):
     model = build_model("repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=dof)
     size = model.get_layer("ring").size
-    uses = np.bincount(np.concatenate([l._indices for l in ring_layers(model)]),
-                       minlength=size)
+    uses = np.bincount(
+        np.concatenate([layer._indices for layer in ring_layers(model)]),
+        minlength=size,
+    )
     total = uses.sum()
-    assert total == sum(int(np.prod(l.kernel_shape)) for l in ring_layers(model))
+    assert total == sum(
+        int(np.prod(layer.kernel_shape)) for layer in ring_layers(model)
+    )
     assert uses.min() == total // size and uses.max() == -(-total // size)
 
 
@@ -94,11 +122,17 @@ def test_indices_and_signs_are_deterministic_from_the_seed():
     shared, signs = ring_indices(500, 300, offset=40, seed=7, mode="shared")
     np.testing.assert_array_equal(shared, np.arange(500) % 300)
     assert np.all(signs == 1)
-    permuted, signs = ring_indices(100, 300, offset=40, seed=7, mode="permutation")
+    permuted, signs = ring_indices(
+        100, 300, offset=40, seed=7, mode="permutation"
+    )
     assert sorted(permuted) == list(range(40, 140)) and np.all(signs == 1)
     x = np.random.default_rng(0).random((2, 16, 16, 1)).astype(np.float32)
-    one = build_model("repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=0.1, rpg_seed=3)
-    two = build_model("repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=0.1, rpg_seed=3)
+    one = build_model(
+        "repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=0.1, rpg_seed=3
+    )
+    two = build_model(
+        "repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=0.1, rpg_seed=3
+    )
     two.set_weights(one.get_weights())
     np.testing.assert_array_equal(one(x), two(x))
 
@@ -119,16 +153,22 @@ def test_initial_kernels_have_kaiming_std_and_gains_near_one():
 def test_materialize_and_save_load_keep_outputs(tmp_path):
     model = _ring_net()
     x, y = _data()
-    model.compile(optimizer=RepOptSGD(0.05, momentum=0.9, nesterov=True),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=RepOptSGD(0.05, momentum=0.9, nesterov=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     model.fit(x, y, epochs=2, verbose=0)
     expected = model.predict(x, verbose=0)
 
     plain = materialize(model)
     assert not ring_layers(plain)
-    assert {type(l).__name__ for l in plain.layers} >= {"FastGradConv2D", "Dense"}
-    np.testing.assert_allclose(plain.predict(x, verbose=0), expected,
-                               rtol=1e-5, atol=1e-6)
+    assert {type(layer).__name__ for layer in plain.layers} >= {
+        "FastGradConv2D",
+        "Dense",
+    }
+    np.testing.assert_allclose(
+        plain.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6
+    )
     content = convert_int8(plain, x)
     check_full_integer(content)
 
@@ -148,13 +188,22 @@ def test_trains_with_repoptsgd_and_under_mirrored_strategy():
             model.set_weights(initial)
             model.compile(
                 optimizer=RepOptSGD(0.1, momentum=0.9, weight_decay=1e-4),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        history = model.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0)
+                loss=keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True
+                ),
+            )
+        history = model.fit(
+            x, y, batch_size=8, epochs=4, shuffle=False, verbose=0
+        )
         return model.get_weights(), history.history["loss"]
 
     single, losses = train(tf.distribute.get_strategy())
-    mirrored, _ = train(tf.distribute.MirroredStrategy(
-        ["CPU:0", "CPU:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()))
+    mirrored, _ = train(
+        tf.distribute.MirroredStrategy(
+            ["CPU:0", "CPU:1"],
+            cross_device_ops=tf.distribute.ReductionToOneDevice(),
+        )
+    )
     assert losses[-1] < losses[0]
     for a, b in zip(single, mirrored):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -171,12 +220,15 @@ def test_bad_ring_settings_give_clear_errors():
     with pytest.raises(ValueError, match="mode must be one of"):
         RingConv2D(4, 3, mode="tied")
     assert ring_usage(_ring_net(size=300)) == (300, 354)
-    with pytest.raises(ValueError, match="400 entries but the model generates only 354"):
+    with pytest.raises(
+        ValueError, match="400 entries but the model generates only 354"
+    ):
         ring_usage(_ring_net(size=400))
     inputs = keras.Input((8, 8, 3))
-    with pytest.raises(ValueError, match="second input must be the ring vector"):
+    with pytest.raises(
+        ValueError, match="second input must be the ring vector"
+    ):
         RingConv2D(4, 3, name="lost")([inputs, inputs])
-
 
 
 def test_shared_mode_is_naive_prefix_sharing():
@@ -191,11 +243,13 @@ def test_shared_mode_is_naive_prefix_sharing():
 def test_ring_conv_zero_padding_equals_a_padding_layer():
     inputs = keras.Input((7, 7, 3))
     ring = ParameterRing(200, init_std=0.3, name="ring")(inputs)
-    inside = RingConv2D(4, 3, strides=2, zero_padding=1, ring_std=0.3,
-                        name="inside")([inputs, ring])
+    inside = RingConv2D(
+        4, 3, strides=2, zero_padding=1, ring_std=0.3, name="inside"
+    )([inputs, ring])
     padded = keras.layers.ZeroPadding2D(1)(inputs)
-    outside = RingConv2D(4, 3, strides=2, ring_std=0.3,
-                         name="outside")([padded, ring])
+    outside = RingConv2D(4, 3, strides=2, ring_std=0.3, name="outside")(
+        [padded, ring]
+    )
     model = keras.Model(inputs, [inside, outside])
     x = tf.random.stateless_normal((2, 7, 7, 3), seed=(3, 4))
     with tf.GradientTape(persistent=True) as tape:
@@ -208,6 +262,11 @@ def test_ring_conv_zero_padding_equals_a_padding_layer():
     np.testing.assert_allclose(*grads, rtol=1e-4, atol=1e-5)
     # The RPG blocks of build_model pad inside the conv too.
     rpg = build_model("repopt_vgg_tiny", 10, (16, 16, 3), rpg_dof=0.5)
-    assert all(layer.zero_padding == 1 for layer in ring_layers(rpg)
-               if isinstance(layer, RingConv2D))
-    assert not any(isinstance(l, keras.layers.ZeroPadding2D) for l in rpg.layers)
+    assert all(
+        layer.zero_padding == 1
+        for layer in ring_layers(rpg)
+        if isinstance(layer, RingConv2D)
+    )
+    assert not any(
+        isinstance(layer, keras.layers.ZeroPadding2D) for layer in rpg.layers
+    )

@@ -12,19 +12,26 @@ from repopt_tf import build_model
 from repopt_tf import grad_mults_for_model
 from repopt_tf.models import fuse_repvgg
 from repopt_tf.models.rpg import materialize
-from repopt_tf.optimizers.multirate import MultirateModel
-from repopt_tf.optimizers.multirate import MultirateOptimizer
+from repopt_tf.multirate import MultirateModel
+from repopt_tf.multirate import MultirateOptimizer
 from repopt_tf.scales import load_scales
 
 FIXTURE_SCALES = "tests/fixtures/checkpoints/repopt_tiny_hs_latest.pth"
 
 
 def _trained(model, optimizer):
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     rng = np.random.default_rng(0)
-    model.fit(rng.uniform(0, 255, (8, 32, 32, 3)).astype(np.float32),
-              rng.integers(0, 10, 8), epochs=1, batch_size=4, verbose=0)
+    model.fit(
+        rng.uniform(0, 255, (8, 32, 32, 3)).astype(np.float32),
+        rng.integers(0, 10, 8),
+        epochs=1,
+        batch_size=4,
+        verbose=0,
+    )
     return model
 
 
@@ -35,24 +42,42 @@ def test_every_kind_loads_in_a_fresh_process(tmp_path):
     files = {}
     tiny = dict(num_classes=10, input_shape=(32, 32, 3))
     plain = build_model("repopt_vgg_tiny", **tiny)
-    files["plain"] = _trained(plain, RepOptSGD(
-        0.01, momentum=0.9, grad_mults=grad_mults_for_model(plain, scales)))
-    files["hs"] = _trained(build_model("repopt_vgg_tiny", kind="hs", **tiny),
-                           keras.optimizers.SGD(0.01))
-    repvgg = _trained(build_model("repopt_vgg_tiny", kind="repvgg", **tiny),
-                      keras.optimizers.SGD(0.01))
+    files["plain"] = _trained(
+        plain,
+        RepOptSGD(
+            0.01, momentum=0.9, grad_mults=grad_mults_for_model(plain, scales)
+        ),
+    )
+    files["hs"] = _trained(
+        build_model("repopt_vgg_tiny", kind="hs", **tiny),
+        keras.optimizers.SGD(0.01),
+    )
+    repvgg = _trained(
+        build_model("repopt_vgg_tiny", kind="repvgg", **tiny),
+        keras.optimizers.SGD(0.01),
+    )
     files["repvgg"] = repvgg
     files["deploy"] = fuse_repvgg(repvgg)
-    rpg = _trained(build_model("repopt_vgg_tiny", rpg_dof=0.1, **tiny),
-                   keras.optimizers.SGD(0.01))
+    rpg = _trained(
+        build_model("repopt_vgg_tiny", rpg_dof=0.1, **tiny),
+        keras.optimizers.SGD(0.01),
+    )
     files["rpg"] = rpg
     files["rpg_materialized"] = materialize(rpg)
     backbone = build_model("repopt_vgg_tiny", **tiny)
     files["multirate"] = _trained(
         MultirateModel(backbone.inputs, backbone.outputs),
-        MultirateOptimizer(keras.optimizers.SGD(0.01, momentum=0.9), k=2,
-                           slow_variables=r"^(?!classifier/)"))
-    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+        MultirateOptimizer(
+            keras.optimizers.SGD(0.01, momentum=0.9),
+            k=2,
+            slow_variables=r"^(?!classifier/)",
+        ),
+    )
+    x = (
+        np.random.default_rng(1)
+        .uniform(0, 255, (2, 32, 32, 3))
+        .astype(np.float32)
+    )
     for name, model in files.items():
         model.save(tmp_path / f"{name}.keras")
         np.save(tmp_path / f"{name}.npy", model(x, training=False))
@@ -70,8 +95,12 @@ def test_every_kind_loads_in_a_fresh_process(tmp_path):
             optimizer = type(optimizer).__name__ if optimizer else None
             print(name, type(model).__name__, optimizer)
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
     assert lines["plain"] == "Functional RepOptSGD"

@@ -23,16 +23,25 @@ needs_official = pytest.mark.skipif(
 @needs_official
 @pytest.mark.parametrize(
     "variant,blocks,identities,negatives",
-    [("B1", 28, 23, 156), ("B2", 28, 23, 158),
-     ("L1", 48, 43, 1538), ("L2", 48, 43, 814)],
+    [
+        ("B1", 28, 23, 156),
+        ("B2", 28, 23, 158),
+        ("L1", 48, 43, 1538),
+        ("L2", 48, 43, 814),
+    ],
 )
-def test_official_files_load_and_match_presets(variant, blocks, identities,
-                                               negatives):
+def test_official_files_load_and_match_presets(
+    variant, blocks, identities, negatives
+):
     scales = load_scales(OFFICIAL / f"RepOpt-VGG-{variant}-scales.pth")
     assert len(scales) == blocks
     assert sum(b["identity"] is not None for b in scales) == identities
-    values = [b[k] for b in scales for k in ("conv", "1x1", "identity")
-              if b[k] is not None]
+    values = [
+        b[k]
+        for b in scales
+        for k in ("conv", "1x1", "identity")
+        if b[k] is not None
+    ]
     assert sum(int((v < 0).sum()) for v in values) == negatives
     preset = load_scales(f"repopt_vgg_{variant.lower()}")
     for ours, theirs in zip(preset, scales):
@@ -44,8 +53,12 @@ def test_official_files_load_and_match_presets(variant, blocks, identities,
 
 
 def test_presets_are_shipped_with_metadata():
-    assert list_presets() == ["repopt_vgg_b1", "repopt_vgg_b2",
-                              "repopt_vgg_l1", "repopt_vgg_l2"]
+    assert list_presets() == [
+        "repopt_vgg_b1",
+        "repopt_vgg_b2",
+        "repopt_vgg_l1",
+        "repopt_vgg_l2",
+    ]
     metadata = load_scales_metadata("repopt_vgg_l2")
     assert metadata["variant"] == "repopt_vgg_l2"
     assert metadata["dataset"] == "cifar100"
@@ -59,24 +72,33 @@ def test_b1_scales_fit_b1_and_give_eq3_mults():
     block = scales[10]  # stage2_block5: 256 channels, identity
     mult = mults["stage2_block5_conv/kernel"]
     np.testing.assert_array_equal(
-        mult, grad_mult(block["conv"], block["1x1"], True, 256))
+        mult, grad_mult(block["conv"], block["1x1"], True, 256)
+    )
     c = 17
     assert mult[0, 2, 3, c] == pytest.approx(block["conv"][c] ** 2)
     assert mult[1, 1, 3, c] == pytest.approx(
-        block["conv"][c] ** 2 + block["1x1"][c] ** 2)
+        block["conv"][c] ** 2 + block["1x1"][c] ** 2
+    )
     assert mult[1, 1, c, c] == pytest.approx(
-        1 + block["conv"][c] ** 2 + block["1x1"][c] ** 2)
-    with pytest.raises(ValueError, match="Block 1 .*'conv' has 128 channels.* 160"):
-        grad_mults_for_model(build_model("repopt_vgg_b2", 1000, (64, 64, 3)),
-                             scales)
+        1 + block["conv"][c] ** 2 + block["1x1"][c] ** 2
+    )
+    with pytest.raises(
+        ValueError, match="Block 1 .*'conv' has 128 channels.* 160"
+    ):
+        grad_mults_for_model(
+            build_model("repopt_vgg_b2", 1000, (64, 64, 3)), scales
+        )
 
 
 def test_npz_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     blocks = [
         {"conv": rng.random(4), "1x1": rng.random(4), "identity": None},
-        {"conv": rng.random(4), "1x1": rng.random(4),
-         "identity": rng.random(4)},
+        {
+            "conv": rng.random(4),
+            "1x1": rng.random(4),
+            "identity": rng.random(4),
+        },
     ]
     path = save_scales(tmp_path / "s.npz", blocks, variant="x", epochs=3)
     loaded = load_scales(path)
@@ -84,10 +106,12 @@ def test_npz_round_trip(tmp_path):
     assert loaded[0]["identity"] is None
     for ours, theirs in zip(loaded, blocks):
         for key in ("conv", "1x1"):
-            np.testing.assert_array_equal(ours[key],
-                                          theirs[key].astype(np.float32))
-    np.testing.assert_array_equal(loaded[1]["identity"],
-                                  blocks[1]["identity"].astype(np.float32))
+            np.testing.assert_array_equal(
+                ours[key], theirs[key].astype(np.float32)
+            )
+    np.testing.assert_array_equal(
+        loaded[1]["identity"], blocks[1]["identity"].astype(np.float32)
+    )
 
 
 def _torch_like_zip(path, payload):

@@ -44,24 +44,29 @@ def test_batch_scaling_is_linear_and_explicit():
 
 
 def test_warmup_cosine_schedule():
-    schedule = learning_rate_schedule(0.4, epochs=10, warmup_epochs=2,
-                                      steps_per_epoch=10)
+    schedule = learning_rate_schedule(
+        0.4, epochs=10, warmup_epochs=2, steps_per_epoch=10
+    )
     values = [float(schedule(step)) for step in (0, 10, 20, 60, 100)]
     assert values[0] == pytest.approx(0.0)
     assert values[1] == pytest.approx(0.2)
     assert values[2] == pytest.approx(0.4)
     assert values[3] == pytest.approx(0.2)
     assert values[4] == pytest.approx(0.0, abs=1e-7)
-    flat = learning_rate_schedule(0.4, epochs=1, warmup_epochs=0, steps_per_epoch=4)
+    flat = learning_rate_schedule(
+        0.4, epochs=1, warmup_epochs=0, steps_per_epoch=4
+    )
     assert float(flat(0)) == pytest.approx(0.4)
 
 
 def test_grad_mult_summary_per_stage():
-    lines = grad_mult_summary({
-        "stage1_block0_conv/kernel": np.full((3, 3, 1, 1), 2.0),
-        "stage1_block1_conv/kernel": np.full((3, 3, 1, 1), 4.0),
-        "stage2_block0_conv/kernel": np.full((3, 3, 1, 1), 1.0),
-    })
+    lines = grad_mult_summary(
+        {
+            "stage1_block0_conv/kernel": np.full((3, 3, 1, 1), 2.0),
+            "stage1_block1_conv/kernel": np.full((3, 3, 1, 1), 4.0),
+            "stage2_block0_conv/kernel": np.full((3, 3, 1, 1), 1.0),
+        }
+    )
     assert lines == [
         "stage1: 2 kernels, grad mult min 2.0000 mean 3.0000 max 4.0000",
         "stage2: 1 kernels, grad mult min 1.0000 mean 1.0000 max 1.0000",
@@ -71,13 +76,19 @@ def test_grad_mult_summary_per_stage():
 def test_quickstart_workflow_end_to_end(tmp_path):
     results = Experiment(tiny_config(), tmp_path, get_strategy()).run()
     stages = [r.stage for r in results]
-    assert stages == ["hs", "target", "baseline_sgd", "baseline_repvgg",
-                      "baseline_repvgg_fused"]
+    assert stages == [
+        "hs",
+        "target",
+        "baseline_sgd",
+        "baseline_repvgg",
+        "baseline_repvgg_fused",
+    ]
     for result in results:
         assert 0.0 <= result.test_accuracy <= 1.0
     # Fusion is exact, so the deploy model scores the same.
-    assert results[3].test_accuracy == pytest.approx(results[4].test_accuracy,
-                                                     abs=1 / 128 + 1e-6)
+    assert results[3].test_accuracy == pytest.approx(
+        results[4].test_accuracy, abs=1 / 128 + 1e-6
+    )
     assert (tmp_path / "hs/scales.npz").exists()
     recorded = json.loads((tmp_path / "results.json").read_text())
     assert set(recorded) == set(stages)
@@ -93,20 +104,29 @@ def test_quickstart_workflow_end_to_end(tmp_path):
 
     # A rerun reuses finished stages instead of retraining them.
     again = Experiment(tiny_config(), tmp_path, get_strategy()).run()
-    assert [r.test_accuracy for r in again] == [r.test_accuracy for r in results]
+    assert [r.test_accuracy for r in again] == [
+        r.test_accuracy for r in results
+    ]
     assert recorded["target"]["train_images"] == 243  # 256 less 13 held out
     with pytest.raises(ValueError, match="use a new --workdir"):
-        Experiment(tiny_config(mode="baseline_sgd", epochs=2), tmp_path,
-                   get_strategy()).run()
+        Experiment(
+            tiny_config(mode="baseline_sgd", epochs=2), tmp_path, get_strategy()
+        ).run()
     other_data = tiny_config(mode="baseline_sgd")
     other_data.data.train_limit = 320
-    with pytest.raises(ValueError, match="on 243 training images, not "
-                       "repopt_vgg_tiny for 1 on 304; use a new --workdir"):
+    with pytest.raises(
+        ValueError,
+        match="on 243 training images, not "
+        "repopt_vgg_tiny for 1 on 304; use a new --workdir",
+    ):
         Experiment(other_data, tmp_path, get_strategy()).run()
     # Any other change to what a stage trains is refused, naming the field.
     other_lr = tiny_config(mode="baseline_sgd", base_lr=0.05)
-    with pytest.raises(ValueError, match=r"holds a finished run with another "
-                       r"config \(train\.base_lr: 0\.1 -> 0\.05\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds a finished run with another "
+        r"config \(train\.base_lr: 0\.1 -> 0\.05\)",
+    ):
         Experiment(other_lr, tmp_path, get_strategy()).run()
     other_augment = tiny_config(mode="hs")
     other_augment.data.augment = "none"
@@ -123,10 +143,14 @@ def test_quickstart_workflow_end_to_end(tmp_path):
     del saved["train.precision"]
     (tmp_path / "baseline_sgd/config.json").write_text(json.dumps(saved))
     Experiment(tiny_config(mode="baseline_sgd"), tmp_path, get_strategy()).run()
-    with pytest.raises(ValueError, match="train.precision: 'float32' -> "
-                       "'mixed_bfloat16'"):
-        Experiment(tiny_config(mode="baseline_sgd", precision="mixed_bfloat16"),
-                   tmp_path, get_strategy()).run()
+    with pytest.raises(
+        ValueError, match="train.precision: 'float32' -> 'mixed_bfloat16'"
+    ):
+        Experiment(
+            tiny_config(mode="baseline_sgd", precision="mixed_bfloat16"),
+            tmp_path,
+            get_strategy(),
+        ).run()
 
 
 def test_target_mode_uses_scales_and_logs_mults(tmp_path, capsys):
@@ -141,7 +165,9 @@ def test_target_mode_uses_scales_and_logs_mults(tmp_path, capsys):
     with pytest.raises(ValueError, match="target mode needs --config.scales"):
         Experiment(config, tmp_path / "t2", get_strategy()).run()
     config.scales = "repopt_vgg_b1"
-    with pytest.raises(ValueError, match="describe 28 blocks but the model has 6"):
+    with pytest.raises(
+        ValueError, match="describe 28 blocks but the model has 6"
+    ):
         Experiment(config, tmp_path / "t3", get_strategy()).run()
 
 
@@ -165,18 +191,25 @@ def _train_py(*args, **kwargs):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
         **kwargs,
     )
 
 
 @pytest.mark.parametrize(
     "args,message",
-    [(["--config.mode=nope"], "config.mode must be one of"),
-     (["--config.mode=target", "--config.scales=/no/such.npz"],
-      "Scales file '/no/such.npz' not found"),
-     (["--strategy=gpu_farm"], "value should be one of"),
-     (["--config.train.epochs=many"], "flag --config.train.epochs=many")],
+    [
+        (["--config.mode=nope"], "config.mode must be one of"),
+        (
+            ["--config.mode=target", "--config.scales=/no/such.npz"],
+            "Scales file '/no/such.npz' not found",
+        ),
+        (["--strategy=gpu_farm"], "value should be one of"),
+        (["--config.train.epochs=many"], "flag --config.train.epochs=many"),
+    ],
 )
 def test_cli_bad_input_gives_message_not_traceback(tmp_path, args, message):
     process = _train_py(f"--workdir={tmp_path}", *args)
@@ -187,9 +220,14 @@ def test_cli_bad_input_gives_message_not_traceback(tmp_path, args, message):
 
 
 def test_killed_run_resumes_from_last_epoch(tmp_path):
-    args = [f"--workdir={tmp_path}", "--config.mode=baseline_sgd",
-            "--config.model=repopt_vgg_tiny", "--config.data.train_limit=2048",
-            "--config.data.eval_limit=64", "--config.train.epochs=12"]
+    args = [
+        f"--workdir={tmp_path}",
+        "--config.mode=baseline_sgd",
+        "--config.model=repopt_vgg_tiny",
+        "--config.data.train_limit=2048",
+        "--config.data.eval_limit=64",
+        "--config.train.epochs=12",
+    ]
     log = tmp_path / "baseline_sgd/log.csv"
     process = _train_py(*args)
     deadline = time.time() + 120
@@ -234,26 +272,45 @@ def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
     workers = [f"localhost:{_free_port()}" for _ in range(2)]
     processes = []
     for index in range(2):
-        tf_config = {"cluster": {"worker": workers},
-                     "task": {"type": "worker", "index": index}}
-        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config),
-                   TF_CPP_MIN_LOG_LEVEL="3")
-        processes.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), "--strategy=multi_worker",
-             f"--workdir={tmp_path / f'worker{index}'}",
-             "--config.mode=baseline_sgd", "--config.model=repopt_vgg_tiny",
-             "--config.data.train_limit=512", "--config.data.eval_limit=128",
-             "--config.train.batch_size=32", "--config.train.epochs=2"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        ))
+        tf_config = {
+            "cluster": {"worker": workers},
+            "task": {"type": "worker", "index": index},
+        }
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps(tf_config),
+            TF_CPP_MIN_LOG_LEVEL="3",
+        )
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "train.py"),
+                    "--strategy=multi_worker",
+                    f"--workdir={tmp_path / f'worker{index}'}",
+                    "--config.mode=baseline_sgd",
+                    "--config.model=repopt_vgg_tiny",
+                    "--config.data.train_limit=512",
+                    "--config.data.eval_limit=128",
+                    "--config.train.batch_size=32",
+                    "--config.train.epochs=2",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
     outputs = [p.communicate(timeout=600) for p in processes]
     for process, (out, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
         assert "(2 replicas)" in out
         assert "global batch 64 (32 x 2 replicas)" in out
     accuracies = [
-        json.loads((tmp_path / f"worker{i}/results.json").read_text())
-        ["baseline_sgd"]["test_accuracy"] for i in range(2)
+        json.loads((tmp_path / f"worker{i}/results.json").read_text())[
+            "baseline_sgd"
+        ]["test_accuracy"]
+        for i in range(2)
     ]
     assert accuracies[0] == accuracies[1]
 

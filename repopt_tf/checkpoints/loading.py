@@ -46,14 +46,20 @@ def load_weights(model, path, ema=False, skip_head=False):
         raise FileNotFoundError(f"Weights file {path} not found.")
     if is_torch_checkpoint(path):
         state = read_state_dict(path, ema=ema)
-        return load_state_dict(model, state, skip_head=skip_head,
-                               source=str(path))
+        return load_state_dict(
+            model, state, skip_head=skip_head, source=str(path)
+        )
     if ema:
         raise ValueError(f"ema applies to PyTorch checkpoints, not {path}.")
     if path.name.endswith(".weights.h5"):
         model.load_weights(path)
-        return LoadReport(str(path), "Keras weights", len(model.weights),
-                          model.count_params(), False)
+        return LoadReport(
+            str(path),
+            "Keras weights",
+            len(model.weights),
+            model.count_params(),
+            False,
+        )
     if path.suffix == ".keras":
         return _copy_from_saved_model(model, path, skip_head)
     raise ValueError(
@@ -62,8 +68,9 @@ def load_weights(model, path, ema=False, skip_head=False):
     )
 
 
-def model_from_checkpoint(path, variant=None, image_size=224, ema=False,
-                          fuse=True):
+def model_from_checkpoint(
+    path, variant=None, image_size=224, ema=False, fuse=True
+):
     """Builds the model a reference PyTorch checkpoint holds and loads it.
 
     The form (target, RepVGG train/deploy, ...) and the number of classes and
@@ -72,12 +79,18 @@ def model_from_checkpoint(path, variant=None, image_size=224, ema=False,
     With `fuse`, a RepVGG training-form model is returned fused
     (`fuse_repvgg`), ready for export. Returns `(model, LoadReport)`.
     """
-    return model_from_state_dict(read_state_dict(path, ema=ema), variant,
-                                 image_size, fuse, source=str(path))
+    return model_from_state_dict(
+        read_state_dict(path, ema=ema),
+        variant,
+        image_size,
+        fuse,
+        source=str(path),
+    )
 
 
-def model_from_state_dict(state, variant=None, image_size=224, fuse=True,
-                          source="state dict"):
+def model_from_state_dict(
+    state, variant=None, image_size=224, fuse=True, source="state dict"
+):
     """`model_from_checkpoint` for a state dict already in memory."""
     form = detect_form(state, source)
     if form.kind == "hs":
@@ -90,15 +103,21 @@ def model_from_state_dict(state, variant=None, image_size=224, fuse=True,
     if variant is None:
         candidates = matching_variants(state)
         family = "repvgg_" if form.name.startswith("repvgg") else "repopt_vgg_"
-        preferred = [n for n in candidates if n.startswith(family)] or candidates
+        preferred = [
+            n for n in candidates if n.startswith(family)
+        ] or candidates
         if not preferred:
             raise ValueError(
                 f"{source} matches no variant in the table: it looks like "
-                f"{looks_like(state)}. Pass the variant explicitly.")
+                f"{looks_like(state)}. Pass the variant explicitly."
+            )
         variant = preferred[0]
-    model = build_model(variant, shape.num_classes or 1000,
-                        (image_size, image_size, shape.channels or 3),
-                        kind=form.kind)
+    model = build_model(
+        variant,
+        shape.num_classes or 1000,
+        (image_size, image_size, shape.channels or 3),
+        kind=form.kind,
+    )
     report = load_state_dict(model, state, source=source)
     if fuse and form.kind == "repvgg":
         model = fuse_repvgg(model)
@@ -109,26 +128,35 @@ def _copy_from_saved_model(model, path, skip_head):
     try:
         saved = keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for bad files
-        raise ValueError(f"Cannot read {path} as a Keras model: {error}") from error
+        raise ValueError(
+            f"Cannot read {path} as a Keras model: {error}"
+        ) from error
     if model_kind(saved) != model_kind(model):
         raise ValueError(
             f"{path} holds a kind={model_kind(saved)!r} model, the model to "
             f"load into has kind={model_kind(model)!r}."
         )
     source = {layer.name: layer for layer in saved.layers if layer.weights}
-    target = [layer for layer in model.layers if layer.weights
-              and not (skip_head and layer.name == "classifier")]
+    target = [
+        layer
+        for layer in model.layers
+        if layer.weights and not (skip_head and layer.name == "classifier")
+    ]
     missing = sorted({layer.name for layer in target} - set(source))
     if missing:
-        raise ValueError(f"{path} lacks layers {', '.join(missing[:5])} of "
-                         f"{model.name}.")
+        raise ValueError(
+            f"{path} lacks layers {', '.join(missing[:5])} of {model.name}."
+        )
     tensors = values = 0
     for layer in target:
         weights = source[layer.name].get_weights()
         shapes = [tuple(w.shape) for w in weights]
         if shapes != [tuple(w.shape) for w in layer.weights]:
-            hint = (" (other classes: skip the head)"
-                    if layer.name == "classifier" else "")
+            hint = (
+                " (other classes: skip the head)"
+                if layer.name == "classifier"
+                else ""
+            )
             raise ValueError(
                 f"{path}: layer {layer.name} has weights of shapes {shapes}, "
                 f"{model.name} needs {[tuple(w.shape) for w in layer.weights]}"

@@ -12,15 +12,17 @@ import numpy as np
 from repopt_tf.checkpoints.torch_layouts import FORMS
 from repopt_tf.checkpoints.torch_layouts import HEAD
 from repopt_tf.checkpoints.torch_layouts import torch_block_prefix
+from repopt_tf.csla import identity_fits
 from repopt_tf.models.repopt_vgg import VARIANTS
 from repopt_tf.models.repopt_vgg import block_groups
 from repopt_tf.models.repopt_vgg import block_plan
-from repopt_tf.csla import identity_fits
 
 _IDENTITY_PARTS = ("bn_identity", "scale_identity")
 
 
-def synthetic_state_dict(variant, form, num_classes=1000, in_channels=3, seed=0):
+def synthetic_state_dict(
+    variant, form, num_classes=1000, in_channels=3, seed=0
+):
     """`{key: float32 array}` as the reference would save `variant` in `form`."""
     form = next((f for f in FORMS if f.name == form), None) or _unknown(form)
     rng = np.random.default_rng(seed)
@@ -30,7 +32,8 @@ def synthetic_state_dict(variant, form, num_classes=1000, in_channels=3, seed=0)
     def conv(key, cout, cin, size, bias=False, groups=1):
         bound = 1.0 / np.sqrt(cin // groups * size * size)
         state[f"{key}.weight"] = rng.uniform(
-            -bound, bound, (cout, cin // groups, size, size))
+            -bound, bound, (cout, cin // groups, size, size)
+        )
         if bias:
             state[f"{key}.bias"] = rng.uniform(-bound, bound, cout)
 
@@ -42,8 +45,9 @@ def synthetic_state_dict(variant, form, num_classes=1000, in_channels=3, seed=0)
         state[f"{key}.num_batches_tracked"] = np.array(100, np.int64)
 
     for (name, cin, cout, stride, _), groups in zip(
-            block_plan(spec, in_channels), block_groups(spec)):
-        stage, index = (int(n) for n in name[len("stage"):].split("_block"))
+        block_plan(spec, in_channels), block_groups(spec)
+    ):
+        stage, index = (int(n) for n in name[len("stage") :].split("_block"))
         prefix = torch_block_prefix(stage, index)
         identity = identity_fits(cin, cout, stride)
         for part, module in form.modules.items():
@@ -51,7 +55,9 @@ def synthetic_state_dict(variant, form, num_classes=1000, in_channels=3, seed=0)
             if part in _IDENTITY_PARTS and not identity:
                 continue
             if part == "conv":
-                conv(key, cout, cin, 3, bias=form.kind == "deploy", groups=groups)
+                conv(
+                    key, cout, cin, 3, bias=form.kind == "deploy", groups=groups
+                )
             elif part == "conv1x1":
                 conv(key, cout, cin, 1, groups=groups)
             elif part.startswith("bn"):
@@ -66,10 +72,13 @@ def synthetic_state_dict(variant, form, num_classes=1000, in_channels=3, seed=0)
     bound = 1.0 / np.sqrt(width)
     state[f"{HEAD}.weight"] = rng.uniform(-bound, bound, (num_classes, width))
     state[f"{HEAD}.bias"] = rng.uniform(-bound, bound, num_classes)
-    return {k: v if v.dtype == np.int64 else v.astype(np.float32)
-            for k, v in state.items()}
+    return {
+        k: v if v.dtype == np.int64 else v.astype(np.float32)
+        for k, v in state.items()
+    }
 
 
 def _unknown(form):
-    raise ValueError(f"Unknown form {form!r}; forms: "
-                     f"{', '.join(f.name for f in FORMS)}.")
+    raise ValueError(
+        f"Unknown form {form!r}; forms: {', '.join(f.name for f in FORMS)}."
+    )

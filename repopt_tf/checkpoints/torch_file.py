@@ -137,10 +137,15 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return found
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"
-                and isinstance(pid[1], _Storage)):
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) >= 3
+            and pid[0] == "storage"
+            and isinstance(pid[1], _Storage)
+        ):
             raise UnsafeCheckpointError(
-                f"{self._source}: unsupported storage reference {pid!r}.")
+                f"{self._source}: unsupported storage reference {pid!r}."
+            )
         storage, key = pid[1], pid[2]
         try:
             raw = self._archive.read(f"{self._prefix}/data/{key}")
@@ -149,7 +154,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 f"{self._source}: storage {key} is missing from the archive "
                 "(truncated or corrupt file)."
             ) from error
-        return np.frombuffer(raw, dtype=storage.dtype.newbyteorder("<")), storage.name
+        return np.frombuffer(
+            raw, dtype=storage.dtype.newbyteorder("<")
+        ), storage.name
 
 
 def read_torch_file(path):
@@ -171,20 +178,34 @@ def read_torch_file(path):
             f"truncated ({error})."
         ) from error
     with archive:
-        pickles = [n for n in archive.namelist()
-                   if n == "data.pkl" or n.endswith("/data.pkl")]
+        pickles = [
+            n
+            for n in archive.namelist()
+            if n == "data.pkl" or n.endswith("/data.pkl")
+        ]
         if len(pickles) != 1:
             raise ValueError(f"{source} has no single data.pkl entry.")
         prefix = pickles[0][: -len("data.pkl")].rstrip("/")
         try:
             with archive.open(pickles[0]) as file:
-                return _RestrictedUnpickler(file, archive, prefix, source).load()
+                return _RestrictedUnpickler(
+                    file, archive, prefix, source
+                ).load()
         except UnsafeCheckpointError:
             raise
-        except (pickle.UnpicklingError, EOFError, KeyError, TypeError,
-                AttributeError, IndexError, zipfile.BadZipFile,
-                ValueError) as error:
-            raise ValueError(f"{source}: corrupt checkpoint ({error}).") from error
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            zipfile.BadZipFile,
+            ValueError,
+        ) as error:
+            raise ValueError(
+                f"{source}: corrupt checkpoint ({error})."
+            ) from error
 
 
 def state_dict_from_checkpoint(checkpoint, ema=False, source="checkpoint"):

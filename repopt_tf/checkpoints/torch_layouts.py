@@ -3,16 +3,16 @@
 Torch module paths per block (`P` is `stage0` for the stem, `stageN.i` for
 block i of stage N; the head is `linear`):
 
-| form            | file from                      | block modules                                   | kind     |
-| --------------- | ------------------------------ | ----------------------------------------------- | -------- |
-| `repopt_target` | RepOptimizers, mode "target"   | `P.conv`, `P.bn` (`P.post_se.down/up` with SE)  | plain    |
-| `repopt_hs`     | RepOptimizers, "hs" / "csla"   | `P.conv`, `P.conv_1x1`, `P.scale_conv`,         | hs       |
-|                 |                                | `P.scale_1x1`, `P.scale_identity`, `P.bn`       |          |
-| `repopt_repvgg` | RepOptimizers, mode "repvgg"   | `P.conv_3x3`, `P.bn_3x3`, `P.conv_1x1`,         | repvgg   |
-|                 |                                | `P.bn_1x1`, `P.bn_identity`                     |          |
-| `repvgg_train`  | RepVGG, training form          | `P.rbr_dense.conv/bn`, `P.rbr_1x1.conv/bn`,     | repvgg   |
-|                 |                                | `P.rbr_identity`                                |          |
-| `repvgg_deploy` | RepVGG, `switch_to_deploy`     | `P.rbr_reparam` (weight and bias)               | deploy   |
+- `repopt_target` (RepOptimizers, mode "target"; kind plain): `P.conv`,
+  `P.bn` (`P.post_se.down/up` with SE).
+- `repopt_hs` (RepOptimizers, "hs" / "csla"; kind hs): `P.conv`,
+  `P.conv_1x1`, `P.scale_conv`, `P.scale_1x1`, `P.scale_identity`, `P.bn`.
+- `repopt_repvgg` (RepOptimizers, mode "repvgg"; kind repvgg): `P.conv_3x3`,
+  `P.bn_3x3`, `P.conv_1x1`, `P.bn_1x1`, `P.bn_identity`.
+- `repvgg_train` (RepVGG, training form; kind repvgg): `P.rbr_dense.conv/bn`,
+  `P.rbr_1x1.conv/bn`, `P.rbr_identity`.
+- `repvgg_deploy` (RepVGG after `switch_to_deploy`; kind deploy):
+  `P.rbr_reparam` (weight and bias).
 
 Tensors convert by layer type: conv weights `(Cout, Cin, kh, kw)` ->
 `(kh, kw, Cin, Cout)`; BN `weight, bias, running_mean, running_var` ->
@@ -45,22 +45,62 @@ class Form:
 
 
 FORMS = (
-    Form("repvgg_deploy", "deploy", "RepVGG deploy form (rbr_reparam)",
-         {"conv": "rbr_reparam"}, "rbr_reparam"),
-    Form("repvgg_train", "repvgg", "RepVGG training form (rbr_dense/rbr_1x1)",
-         {"conv": "rbr_dense.conv", "bn": "rbr_dense.bn",
-          "conv1x1": "rbr_1x1.conv", "bn1x1": "rbr_1x1.bn",
-          "bn_identity": "rbr_identity"}, "rbr_dense"),
-    Form("repopt_hs", "hs", "RepOpt-VGG hyper-search form (scale_conv/scale_1x1)",
-         {"conv": "conv", "conv1x1": "conv_1x1", "scale_conv": "scale_conv",
-          "scale_1x1": "scale_1x1", "scale_identity": "scale_identity",
-          "bn": "bn", **_SE}, "scale_conv"),
-    Form("repopt_repvgg", "repvgg",
-         "RepOptimizers' RepVGG baseline form (conv_3x3/bn_3x3)",
-         {"conv": "conv_3x3", "bn": "bn_3x3", "conv1x1": "conv_1x1",
-          "bn1x1": "bn_1x1", "bn_identity": "bn_identity", **_SE}, "conv_3x3"),
-    Form("repopt_target", "plain", "RepOpt-VGG target form (conv/bn)",
-         {"conv": "conv", "bn": "bn", **_SE}, "bn"),
+    Form(
+        "repvgg_deploy",
+        "deploy",
+        "RepVGG deploy form (rbr_reparam)",
+        {"conv": "rbr_reparam"},
+        "rbr_reparam",
+    ),
+    Form(
+        "repvgg_train",
+        "repvgg",
+        "RepVGG training form (rbr_dense/rbr_1x1)",
+        {
+            "conv": "rbr_dense.conv",
+            "bn": "rbr_dense.bn",
+            "conv1x1": "rbr_1x1.conv",
+            "bn1x1": "rbr_1x1.bn",
+            "bn_identity": "rbr_identity",
+        },
+        "rbr_dense",
+    ),
+    Form(
+        "repopt_hs",
+        "hs",
+        "RepOpt-VGG hyper-search form (scale_conv/scale_1x1)",
+        {
+            "conv": "conv",
+            "conv1x1": "conv_1x1",
+            "scale_conv": "scale_conv",
+            "scale_1x1": "scale_1x1",
+            "scale_identity": "scale_identity",
+            "bn": "bn",
+            **_SE,
+        },
+        "scale_conv",
+    ),
+    Form(
+        "repopt_repvgg",
+        "repvgg",
+        "RepOptimizers' RepVGG baseline form (conv_3x3/bn_3x3)",
+        {
+            "conv": "conv_3x3",
+            "bn": "bn_3x3",
+            "conv1x1": "conv_1x1",
+            "bn1x1": "bn_1x1",
+            "bn_identity": "bn_identity",
+            **_SE,
+        },
+        "conv_3x3",
+    ),
+    Form(
+        "repopt_target",
+        "plain",
+        "RepOpt-VGG target form (conv/bn)",
+        {"conv": "conv", "bn": "bn", **_SE},
+        "bn",
+    ),
 )
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 
@@ -75,7 +115,8 @@ def detect_form(state, source="state dict"):
     modules = {part for key in state for part in key.split(".")}
     for form in FORMS:
         if form.marker in modules and any(
-                key.startswith("stage0.") for key in state):
+            key.startswith("stage0.") for key in state
+        ):
             return form
     raise ValueError(
         f"{source} is not a RepOpt-VGG or RepVGG state dict (no stage0.* keys "
@@ -130,17 +171,31 @@ def describe_state(state):
     head = state.get(f"{HEAD}.weight")
     num_classes = int(head.shape[0]) if head is not None else None
     se = any(".post_se." in key for key in state)
-    return StateShape(num_classes, channels, tuple(blocks), tuple(widths), stem,
-                      se, tuple(groups))
+    return StateShape(
+        num_classes,
+        channels,
+        tuple(blocks),
+        tuple(widths),
+        stem,
+        se,
+        tuple(groups),
+    )
 
 
 def matching_variants(state):
     """Variant names whose table entry has the state dict's shape."""
     key = describe_state(state).variant_key()
     return [
-        name for name, spec in sorted(VARIANTS.items())
-        if (spec["blocks"], spec["widths"], spec["stem"], bool(spec.get("se")),
-            tuple(block_groups(spec))) == key
+        name
+        for name, spec in sorted(VARIANTS.items())
+        if (
+            spec["blocks"],
+            spec["widths"],
+            spec["stem"],
+            bool(spec.get("se")),
+            tuple(block_groups(spec)),
+        )
+        == key
     ]
 
 
@@ -149,9 +204,11 @@ def looks_like(state):
     shape = describe_state(state)
     names = matching_variants(state)
     grouped = max(shape.groups) if shape.groups else 1
-    text = (f"blocks {shape.blocks}, widths {shape.widths}, stem {shape.stem}"
-            + (", SE" if shape.se else "")
-            + (f", groupwise convs ({grouped} groups)" if grouped > 1 else ""))
+    text = (
+        f"blocks {shape.blocks}, widths {shape.widths}, stem {shape.stem}"
+        + (", SE" if shape.se else "")
+        + (f", groupwise convs ({grouped} groups)" if grouped > 1 else "")
+    )
     if names:
         return f"{' / '.join(names)} ({text})"
     return f"no variant in the table ({text})"
@@ -159,8 +216,11 @@ def looks_like(state):
 
 def model_kind(model):
     """The block form of a model built by `build_model`, from its layers."""
-    parts = {split[3] for layer in model.layers
-             if (split := split_block_layer(layer.name))}
+    parts = {
+        split[3]
+        for layer in model.layers
+        if (split := split_block_layer(layer.name))
+    }
     if "scale_conv" in parts:
         return "hs"
     if "bn1x1" in parts:
@@ -173,10 +233,12 @@ def model_kind(model):
 def _variable_keys(layer, module):
     """`[(torch key, keras variable, torch->keras converter)]` of one layer."""
     if isinstance(layer, keras.layers.BatchNormalization):
-        return [(f"{module}.weight", layer.gamma, _same),
-                (f"{module}.bias", layer.beta, _same),
-                (f"{module}.running_mean", layer.moving_mean, _same),
-                (f"{module}.running_var", layer.moving_variance, _same)]
+        return [
+            (f"{module}.weight", layer.gamma, _same),
+            (f"{module}.bias", layer.beta, _same),
+            (f"{module}.running_mean", layer.moving_mean, _same),
+            (f"{module}.running_var", layer.moving_variance, _same),
+        ]
     if isinstance(layer, ChannelScale):
         return [(f"{module}.weight", layer.scale, _reshape_like(layer.scale))]
     if isinstance(layer, keras.layers.Dense):
@@ -242,8 +304,10 @@ class LoadReport:
 
     def __str__(self):
         head = ", classifier head left as built" if self.head_skipped else ""
-        return (f"loaded {self.tensors} tensors ({self.parameters:,} values) "
-                f"from {self.source} ({self.form}){head}")
+        return (
+            f"loaded {self.tensors} tensors ({self.parameters:,} values) "
+            f"from {self.source} ({self.form}){head}"
+        )
 
 
 def load_state_dict(model, state, skip_head=False, source="state dict"):
@@ -258,8 +322,11 @@ def load_state_dict(model, state, skip_head=False, source="state dict"):
     form = detect_form(state, source)
     kind = model_kind(model)
     if form.kind != kind:
-        hint = (" (load it into kind='repvgg', then fuse_repvgg)"
-                if form.kind == "repvgg" and kind == "deploy" else "")
+        hint = (
+            " (load it into kind='repvgg', then fuse_repvgg)"
+            if form.kind == "repvgg" and kind == "deploy"
+            else ""
+        )
         raise ValueError(
             f"{source} is in {form.description}, which loads into "
             f"kind={form.kind!r}, but the model has kind={kind!r}{hint}."
@@ -287,8 +354,12 @@ def load_state_dict(model, state, skip_head=False, source="state dict"):
             + "; ".join(
                 f"{label} keys {', '.join(keys[:5])}"
                 + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-                for label, keys in (("missing", missing),
-                                    ("unexpected", unexpected)) if keys)
+                for label, keys in (
+                    ("missing", missing),
+                    ("unexpected", unexpected),
+                )
+                if keys
+            )
             + f". The file looks like {looks_like(state)}."
         )
     values = {}
@@ -304,5 +375,10 @@ def load_state_dict(model, state, skip_head=False, source="state dict"):
         values[key] = value
     for key, value in values.items():
         expected[key][0].assign(value)
-    return LoadReport(source, form.description, len(values),
-                      sum(v.size for v in values.values()), skip_head)
+    return LoadReport(
+        source,
+        form.description,
+        len(values),
+        sum(v.size for v in values.values()),
+        skip_head,
+    )

@@ -26,20 +26,42 @@ from repopt_tf.cli.run_flags import define_run_flags
 from repopt_tf.cli.run_flags import load_trained_model
 
 define_run_flags()
-flags.DEFINE_string("checkpoint", None,
-                    "The authors' PyTorch checkpoint (.pth) to import and export.")
-flags.DEFINE_string("variant", None,
-                    "With --checkpoint: the variant (default: from the file's shapes).")
+flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "The authors' PyTorch checkpoint (.pth) to import and export.",
+)
+flags.DEFINE_string(
+    "variant",
+    None,
+    "With --checkpoint: the variant (default: from the file's shapes).",
+)
 flags.DEFINE_bool("ema", False, "With --checkpoint: export its EMA weights.")
-flags.DEFINE_integer("image_size", 224, "With --checkpoint: input size.", lower_bound=8)
-flags.DEFINE_float("crop_fraction", None,
-                   "Evaluation centre crop (default 0.875 for --checkpoint, "
-                   "else 1: fit the image).", lower_bound=0.1, upper_bound=1.0)
-flags.DEFINE_string("manual_dir", None, "imagenet2012 tar files (tensorflow-datasets).")
-flags.DEFINE_string("eval_split", None,
-                    "Evaluation split (default: validation for imagenet2012, else test).")
-flags.DEFINE_integer("representative", 300, "Representative training images.", lower_bound=1)
-flags.DEFINE_integer("latency_runs", 100, "Timed invokes per latency setting.", lower_bound=1)
+flags.DEFINE_integer(
+    "image_size", 224, "With --checkpoint: input size.", lower_bound=8
+)
+flags.DEFINE_float(
+    "crop_fraction",
+    None,
+    "Evaluation centre crop (default 0.875 for --checkpoint, "
+    "else 1: fit the image).",
+    lower_bound=0.1,
+    upper_bound=1.0,
+)
+flags.DEFINE_string(
+    "manual_dir", None, "imagenet2012 tar files (tensorflow-datasets)."
+)
+flags.DEFINE_string(
+    "eval_split",
+    None,
+    "Evaluation split (default: validation for imagenet2012, else test).",
+)
+flags.DEFINE_integer(
+    "representative", 300, "Representative training images.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "latency_runs", 100, "Timed invokes per latency setting.", lower_bound=1
+)
 flags.DEFINE_list("threads", ["1", "2"], "Thread counts for latency.")
 FLAGS = flags.FLAGS
 
@@ -60,7 +82,10 @@ def main(argv):
     try:
         threads = [int(t) for t in FLAGS.threads]
     except ValueError:
-        print(f"error: --threads must be integers, got {FLAGS.threads}", file=sys.stderr)
+        print(
+            f"error: --threads must be integers, got {FLAGS.threads}",
+            file=sys.stderr,
+        )
         return 1
     from repopt_tf.checkpoints import model_from_checkpoint
     from repopt_tf.export import export_model
@@ -76,21 +101,34 @@ def main(argv):
         if FLAGS.checkpoint:
             checkpoint = Path(FLAGS.checkpoint)
             model, loaded = model_from_checkpoint(
-                checkpoint, FLAGS.variant, FLAGS.image_size, FLAGS.ema)
+                checkpoint, FLAGS.variant, FLAGS.image_size, FLAGS.ema
+            )
             log(f"{loaded}")
-            log(f"model {model.name}: {model.count_params():,} parameters, "
-                f"input {model.input_shape[1:]}, {model.output_shape[-1]} classes")
+            log(
+                f"model {model.name}: {model.count_params():,} parameters, "
+                f"input {model.input_shape[1:]}, {model.output_shape[-1]} classes"
+            )
             eval_limit = FLAGS.eval_limit
             if not FLAGS.data:
                 eval_limit = eval_limit or 500
-                print(FALLBACK_WARNING.format(size=FLAGS.image_size,
-                                              limit=eval_limit),
-                      file=sys.stderr, flush=True)
+                print(
+                    FALLBACK_WARNING.format(
+                        size=FLAGS.image_size, limit=eval_limit
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
             train, test = load_export_data(
-                FLAGS.data or "fashion_mnist", FLAGS.data_dir, FLAGS.manual_dir,
-                FLAGS.eval_split, eval_limit)
-            output_dir = Path(FLAGS.output_dir or checkpoint.parent
-                              / f"{checkpoint.name.split('.')[0]}_tflite")
+                FLAGS.data or "fashion_mnist",
+                FLAGS.data_dir,
+                FLAGS.manual_dir,
+                FLAGS.eval_split,
+                eval_limit,
+            )
+            output_dir = Path(
+                FLAGS.output_dir
+                or checkpoint.parent / f"{checkpoint.name.split('.')[0]}_tflite"
+            )
             crop_fraction = FLAGS.crop_fraction or 0.875
             measure_top1 = bool(FLAGS.data)
         else:
@@ -98,22 +136,34 @@ def main(argv):
             crop_fraction = FLAGS.crop_fraction or 1.0
             measure_top1 = True
         report = export_model(
-            model, train, test, output_dir, representative=FLAGS.representative,
-            latency_runs=FLAGS.latency_runs, threads=threads,
-            verbose=FLAGS.verbose, log=log, crop_fraction=crop_fraction,
+            model,
+            train,
+            test,
+            output_dir,
+            representative=FLAGS.representative,
+            latency_runs=FLAGS.latency_runs,
+            threads=threads,
+            verbose=FLAGS.verbose,
+            log=log,
+            crop_fraction=crop_fraction,
             measure_top1=measure_top1,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     a, agreement = report["accuracy"], report["agreement"]
-    quality = (f"int8 top-1 {a['tflite_int8']:.4f} vs fp32 {a['keras_fp32']:.4f} "
-               f"({100 * a['int8_minus_fp32']:+.2f} points)" if a else
-               f"int8 agrees with fp32 on {100 * agreement['top1_agreement']:.1f}% "
-               "of top-1 predictions")
-    log(f"wrote {output_dir}/model_int8.tflite "
+    quality = (
+        f"int8 top-1 {a['tflite_int8']:.4f} vs fp32 {a['keras_fp32']:.4f} "
+        f"({100 * a['int8_minus_fp32']:+.2f} points)"
+        if a
+        else f"int8 agrees with fp32 on {100 * agreement['top1_agreement']:.1f}% "
+        "of top-1 predictions"
+    )
+    log(
+        f"wrote {output_dir}/model_int8.tflite "
         f"({report['sizes_bytes']['int8'] / 1024:.0f} KB, verified full integer): "
-        f"{quality}; report in {output_dir}/export_report.md")
+        f"{quality}; report in {output_dir}/export_report.md"
+    )
     return 0
 
 

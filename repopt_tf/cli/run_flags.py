@@ -12,24 +12,41 @@ from repopt_tf.rundir import STAGE_MODELS
 def define_run_flags():
     """--workdir, --stage, --model, --output_dir, --data, --data_dir,
     --eval_limit, --verbose."""
-    flags.DEFINE_string("workdir", None,
-                        "A train.py workdir: its one model, or --stage, or "
-                        "(asked at a terminal) one of several; else target.")
-    flags.DEFINE_enum("stage", None, list(STAGE_MODELS),
-                      "With --workdir: which stage's model to use.")
-    flags.DEFINE_string("model", None,
-                        "Path of a .keras model (overrides --workdir).")
-    flags.DEFINE_string("output_dir", None,
-                        "Where to write (default: the model's folder).")
-    flags.DEFINE_string("data", None,
-                        "Data set (default: the run's config, else fashion_mnist).")
-    flags.DEFINE_string("data_dir", None,
-                        "tensorflow-datasets / Fashion-MNIST folder.")
-    flags.DEFINE_integer("eval_limit", 0,
-                         "Evaluate on the first N test images (0: all).",
-                         lower_bound=0)
-    flags.DEFINE_bool("verbose", False,
-                      "Show TensorFlow's start-up and INFO logs.")
+    flags.DEFINE_string(
+        "workdir",
+        None,
+        "A train.py workdir: its one model, or --stage, or "
+        "(asked at a terminal) one of several; else target.",
+    )
+    flags.DEFINE_enum(
+        "stage",
+        None,
+        list(STAGE_MODELS),
+        "With --workdir: which stage's model to use.",
+    )
+    flags.DEFINE_string(
+        "model", None, "Path of a .keras model (overrides --workdir)."
+    )
+    flags.DEFINE_string(
+        "output_dir", None, "Where to write (default: the model's folder)."
+    )
+    flags.DEFINE_string(
+        "data",
+        None,
+        "Data set (default: the run's config, else fashion_mnist).",
+    )
+    flags.DEFINE_string(
+        "data_dir", None, "tensorflow-datasets / Fashion-MNIST folder."
+    )
+    flags.DEFINE_integer(
+        "eval_limit",
+        0,
+        "Evaluate on the first N test images (0: all).",
+        lower_bound=0,
+    )
+    flags.DEFINE_bool(
+        "verbose", False, "Show TensorFlow's start-up and INFO logs."
+    )
 
 
 def ask_stage(stages):
@@ -37,7 +54,9 @@ def ask_stage(stages):
     for number, stage in enumerate(stages, start=1):
         print(f"  {number}. {stage}")
     while True:
-        answer = input(f"Use which model? [1-{len(stages)}, default 1] ").strip()
+        answer = input(
+            f"Use which model? [1-{len(stages)}, default 1] "
+        ).strip()
         if not answer:
             return stages[0]
         if answer.isdigit() and 1 <= int(answer) <= len(stages):
@@ -55,12 +74,22 @@ def load_trained_model(log):
     from repopt_tf.export.runs import locate_model
 
     values = flags.FLAGS
-    model_path = locate_model(values.workdir, values.model, values.stage,
-                              ask=ask_stage if sys.stdin.isatty() else None,
-                              log=log)
+    model_path = locate_model(
+        values.workdir,
+        values.model,
+        values.stage,
+        ask=ask_stage if sys.stdin.isatty() else None,
+        log=log,
+    )
     log(f"model {model_path}")
     model = keras.models.load_model(model_path, compile=False)
-    train, test = load_run_data(model_path, values.data, values.data_dir,
-                                values.eval_limit)
-    return (model_path, model, train, test,
-            Path(values.output_dir or model_path.parent))
+    train, test = load_run_data(
+        model_path, values.data, values.data_dir, values.eval_limit
+    )
+    return (
+        model_path,
+        model,
+        train,
+        test,
+        Path(values.output_dir or model_path.parent),
+    )

@@ -26,32 +26,40 @@ from repopt_tf.cli import run_main
 from repopt_tf.configs import CONFIG_DIR
 
 config_flags.DEFINE_config_file(
-    "config", str(CONFIG_DIR / "quickstart.py"),
+    "config",
+    str(CONFIG_DIR / "quickstart.py"),
     f"Config file, optionally with ':arg' (bundled: {CONFIG_DIR}/*.py; in a "
-    "checkout also configs/*.py).", lock_config=True,
+    "checkout also configs/*.py).",
+    lock_config=True,
 )
 flags.DEFINE_string("workdir", "runs/quickstart", "Output directory.")
-flags.DEFINE_enum("strategy", "default",
-                  ["default", "mirrored", "multi_worker", "tpu"],
-                  "tf.distribute strategy.")
+flags.DEFINE_enum(
+    "strategy",
+    "default",
+    ["default", "mirrored", "multi_worker", "tpu"],
+    "tf.distribute strategy.",
+)
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
 flags.DEFINE_bool("verbose", False, "Show TensorFlow's start-up and INFO logs.")
-flags.DEFINE_integer("cpu_devices", 0,
-                     "Split the CPU into N logical devices (for --strategy="
-                     "mirrored on a CPU-only machine); 0 leaves it whole.")
+flags.DEFINE_integer(
+    "cpu_devices",
+    0,
+    "Split the CPU into N logical devices (for --strategy="
+    "mirrored on a CPU-only machine); 0 leaves it whole.",
+)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from repopt_tf.quiet import quiet_logs
+    from repopt_tf.rundir import RunDir
     from repopt_tf.training import Experiment
     from repopt_tf.training import TrainingDiverged
     from repopt_tf.training import get_strategy
     from repopt_tf.training import results_table
     from repopt_tf.training import split_cpu
-    from repopt_tf.quiet import quiet_logs
-    from repopt_tf.rundir import RunDir
 
     quiet_logs(FLAGS.verbose)
 
@@ -61,8 +69,10 @@ def main(argv):
         if FLAGS.cpu_devices:
             split_cpu(FLAGS.cpu_devices)
         strategy = get_strategy(FLAGS.strategy, FLAGS.tpu)
-        print(f"[repopt] mode {config.mode}, workdir {workdir}, strategy "
-              f"{FLAGS.strategy} ({strategy.num_replicas_in_sync} replicas)")
+        print(
+            f"[repopt] mode {config.mode}, workdir {workdir}, strategy "
+            f"{FLAGS.strategy} ({strategy.num_replicas_in_sync} replicas)"
+        )
         results = Experiment(config, workdir, strategy).run()
         run_dir = RunDir(workdir)
         run_dir.config.write_text(config.to_json_best_effort(indent=2))

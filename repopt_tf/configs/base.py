@@ -13,13 +13,17 @@ def get_config():
     config.model = "repopt_vgg_s"
     config.seed = 0
     config.scales = ""  # target mode: preset name or scales .npz / .pth
-    config.reinit = True  # Rule of Initialization (skipped with init_checkpoint)
+    config.reinit = (
+        True  # Rule of Initialization (skipped with init_checkpoint)
+    )
     # Start from trained weights (fine-tuning, no reinit): the authors' .pth
     # of the stage's form, or a .keras / .weights.h5 of this library.
     config.init_checkpoint = ""
     config.init_ema = False  # .pth: its EMA weights
     config.init_skip_head = False  # keep a fresh classifier (other classes)
-    config.use_identity_scales = True  # diagonal gets the searched identity scale
+    config.use_identity_scales = (
+        True  # diagonal gets the searched identity scale
+    )
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "fashion_mnist"  # or a tfds name, or folder:/path
@@ -42,7 +46,9 @@ def get_config():
     config.train.optimizer = "sgd"  # sgd | adamw
     config.train.epochs = 5
     config.train.batch_size = 128  # per replica
-    config.train.reference_batch = 128  # lr = base_lr * global_batch / reference
+    config.train.reference_batch = (
+        128  # lr = base_lr * global_batch / reference
+    )
     config.train.base_lr = 0.1
     config.train.warmup_epochs = 0.0
     config.train.momentum = 0.9
@@ -60,8 +66,12 @@ def get_config():
     config.hs.clip_global_norm = 5.0  # the official HS command clips at 5
 
     config.rpg = ml_collections.ConfigDict()
-    config.rpg.dof = 0.0  # > 0: ring of dof x generated weights (baseline_sgd mode)
-    config.rpg.mode = "signed_permutation"  # shared | permutation | signed_permutation
+    config.rpg.dof = (
+        0.0  # > 0: ring of dof x generated weights (baseline_sgd mode)
+    )
+    config.rpg.mode = (
+        "signed_permutation"  # shared | permutation | signed_permutation
+    )
     config.rpg.seed = 0
 
     config.quickstart = ml_collections.ConfigDict()

@@ -17,8 +17,16 @@ _FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 
@@ -41,7 +49,9 @@ def load_fashion_mnist(split="train", data_dir=None):
     """Reads one split. `data_dir` defaults to $FASHION_MNIST_DIR or Debian's."""
     if split not in _FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
-    data_dir = Path(data_dir or os.environ.get("FASHION_MNIST_DIR", DEFAULT_DIR))
+    data_dir = Path(
+        data_dir or os.environ.get("FASHION_MNIST_DIR", DEFAULT_DIR)
+    )
     paths = [data_dir / name for name in _FILES[split]]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:

@@ -36,8 +36,9 @@ class Source:
     channels: int
 
 
-def load_source(name, split, data_dir=None, manual_dir=None, limit=None,
-                download=True):
+def load_source(
+    name, split, data_dir=None, manual_dir=None, limit=None, download=True
+):
     """Loads one split of a data set as a `Source` (see module docstring).
 
     `download` lets tensorflow-datasets fetch and prepare a missing set.
@@ -46,10 +47,12 @@ def load_source(name, split, data_dir=None, manual_dir=None, limit=None,
         images, labels = load_fashion_mnist(split, data_dir)
         if limit:
             images, labels = images[:limit], labels[:limit]
-        dataset = tf.data.Dataset.from_tensor_slices((images[..., None], labels))
+        dataset = tf.data.Dataset.from_tensor_slices(
+            (images[..., None], labels)
+        )
         return Source(dataset, len(labels), 10, 1)
     if name.startswith("folder:"):
-        source = _folder_source(Path(name[len("folder:"):]) / split)
+        source = _folder_source(Path(name[len("folder:") :]) / split)
     else:
         source = _tfds_source(name, split, data_dir, manual_dir, download)
     return take(source, limit) if limit else source
@@ -57,27 +60,44 @@ def load_source(name, split, data_dir=None, manual_dir=None, limit=None,
 
 def take(source, count):
     """The first `count` examples of `source`, as a new `Source`."""
-    return dataclasses.replace(source, dataset=source.dataset.take(count),
-                               num_examples=min(source.num_examples, count))
+    return dataclasses.replace(
+        source,
+        dataset=source.dataset.take(count),
+        num_examples=min(source.num_examples, count),
+    )
 
 
 def split_holdout(source, fraction):
     """`(train, validation)`: the last `fraction` of `source` held out."""
     if not 0 < fraction < 1:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {fraction}.")
+        raise ValueError(
+            f"validation_fraction must be in (0, 1), got {fraction}."
+        )
     held = max(1, round(source.num_examples * fraction))
     kept = source.num_examples - held
     if kept < 1:
-        raise ValueError(f"{source.num_examples} images cannot spare "
-                         f"{held} for validation.")
-    return (take(source, kept),
-            dataclasses.replace(source, dataset=source.dataset.skip(kept),
-                                num_examples=held))
+        raise ValueError(
+            f"{source.num_examples} images cannot spare {held} for validation."
+        )
+    return (
+        take(source, kept),
+        dataclasses.replace(
+            source, dataset=source.dataset.skip(kept), num_examples=held
+        ),
+    )
 
 
-def make_dataset(source, image_size, batch_size, training, augment="crop_flip",
-                 channels=None, seed=None, shuffle_buffer=20000,
-                 crop_fraction=1.0):
+def make_dataset(
+    source,
+    image_size,
+    batch_size,
+    training,
+    augment="crop_flip",
+    channels=None,
+    seed=None,
+    shuffle_buffer=20000,
+    crop_fraction=1.0,
+):
     """Batches of `(float32 pixels (B, S, S, C), one-hot labels (B, K))`.
 
     Evaluation images are fitted by `_fit`; `crop_fraction < 1` resizes the
@@ -90,30 +110,39 @@ def make_dataset(source, image_size, batch_size, training, augment="crop_flip",
     sources and `"inception"` go image by image.
     """
     if augment not in AUGMENTATIONS:
-        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}.")
+        raise ValueError(
+            f"augment must be one of {AUGMENTATIONS}, got {augment!r}."
+        )
     channels = channels or source.channels
     augment = augment if training else "none"
     dataset = source.dataset
     if training:
-        dataset = dataset.shuffle(min(shuffle_buffer, source.num_examples),
-                                  seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(
+            min(shuffle_buffer, source.num_examples),
+            seed=seed,
+            reshuffle_each_iteration=True,
+        )
 
     def prepare(image, label):
         image = _to_channels(tf.cast(image, tf.float32), channels)
         if augment == "inception":
             image = tf.image.random_flip_left_right(
-                _random_resized_crop(image, image_size))
+                _random_resized_crop(image, image_size)
+            )
         else:
             image = _fit(image, image_size, crop_fraction)
             if augment == "crop_flip":
                 image = _random_crop_flip(image, image_size)
         rank = len(image.shape)
         image = tf.ensure_shape(
-            image, (None,) * (rank - 3) + (image_size, image_size, channels))
+            image, (None,) * (rank - 3) + (image_size, image_size, channels)
+        )
         return image, tf.one_hot(label, source.num_classes)
 
-    batch_first = (dataset.element_spec[0].shape.is_fully_defined()
-                   and augment != "inception")
+    batch_first = (
+        dataset.element_spec[0].shape.is_fully_defined()
+        and augment != "inception"
+    )
     if batch_first:
         dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
@@ -143,11 +172,18 @@ def _random_crop_flip(images, size, pad=4):
     return cropped[0] if single else cropped
 
 
-def representative_images(source, image_size, count, channels=None,
-                          crop_fraction=1.0):
+def representative_images(
+    source, image_size, count, channels=None, crop_fraction=1.0
+):
     """`count` evaluation-preprocessed images (float32) as one numpy array."""
-    dataset = make_dataset(source, image_size, count, training=False,
-                           channels=channels, crop_fraction=crop_fraction)
+    dataset = make_dataset(
+        source,
+        image_size,
+        count,
+        training=False,
+        channels=channels,
+        crop_fraction=crop_fraction,
+    )
     return next(iter(dataset))[0].numpy()
 
 
@@ -176,8 +212,10 @@ def _fit(image, size, crop_fraction=1.0):
 
     def resize():
         scale = tf.cast(target, tf.float32) / tf.cast(short, tf.float32)
-        new = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32)
-                               * scale), tf.int32)
+        new = tf.cast(
+            tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale),
+            tf.int32,
+        )
         return tf.image.resize(image, new)
 
     if crop_fraction < 1:
@@ -217,12 +255,16 @@ def _folder_source(directory):
                 labels.append(label)
     if not paths:
         raise ValueError(f"{directory} holds no .jpg/.png/.bmp/.gif images.")
-    first = tf.io.decode_image(tf.io.read_file(paths[0]), expand_animations=False)
+    first = tf.io.decode_image(
+        tf.io.read_file(paths[0]), expand_animations=False
+    )
     channels = int(first.shape[-1])
 
     def decode(path, label):
         raw = tf.io.read_file(path)
-        image = tf.io.decode_image(raw, channels=channels, expand_animations=False)
+        image = tf.io.decode_image(
+            raw, channels=channels, expand_animations=False
+        )
         return image, label
 
     dataset = tf.data.Dataset.from_tensor_slices(
@@ -237,12 +279,19 @@ def _tfds_source(name, split, data_dir, manual_dir, download):
     kwargs = {}
     if manual_dir:
         kwargs["download_and_prepare_kwargs"] = {
-            "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)
+            "download_config": tfds.download.DownloadConfig(
+                manual_dir=manual_dir
+            )
         }
     try:
         dataset, info = tfds.load(
-            name, split=split, data_dir=data_dir, as_supervised=True,
-            with_info=True, download=download, **kwargs,
+            name,
+            split=split,
+            data_dir=data_dir,
+            as_supervised=True,
+            with_info=True,
+            download=download,
+            **kwargs,
         )
     except Exception as error:  # tfds raises many types; all mean "not here"
         raise FileNotFoundError(

@@ -40,8 +40,9 @@ def convert_float32(model, verbose=False):
         with quiet(verbose):
             return _converter(model).convert()
     except Exception as error:  # the converter raises ConverterError & co.
-        raise ValueError(f"float32 conversion failed: "
-                         f"{_first_lines(str(error))}") from error
+        raise ValueError(
+            f"float32 conversion failed: {_first_lines(str(error))}"
+        ) from error
 
 
 def int8_converter(model, representative_images, per_channel=True):

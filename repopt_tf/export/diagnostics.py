@@ -18,10 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from repopt_tf.export.convert import int8_converter
-from repopt_tf.quiet import quiet
 from repopt_tf.models import block_convs
 from repopt_tf.models.blocks import csla_layer_name
 from repopt_tf.models.repvgg import fold_layer
+from repopt_tf.quiet import quiet
 
 
 def _std_parts(kernel):
@@ -62,8 +62,13 @@ def kernel_statistics(model):
     return rows
 
 
-def layer_quantization_error(model, representative_images, debug_images=None,
-                             verbose=False, per_channel=True):
+def layer_quantization_error(
+    model,
+    representative_images,
+    debug_images=None,
+    verbose=False,
+    per_channel=True,
+):
     """Per-tensor int8 error rows, sorted by `rmse / scale` (worst first).
 
     Each row has the op, the tensor name, `rmse/scale` (RMS error in units
@@ -72,8 +77,9 @@ def layer_quantization_error(model, representative_images, debug_images=None,
     `max_abs_error`.
     """
     images = np.asarray(representative_images, np.float32)
-    debug = np.asarray(debug_images if debug_images is not None else images[:50],
-                       np.float32)
+    debug = np.asarray(
+        debug_images if debug_images is not None else images[:50], np.float32
+    )
     converter = int8_converter(model, images, per_channel)
     # The debugger needs float I/O to feed and compare layers.
     converter.inference_input_type = tf.float32
@@ -85,21 +91,26 @@ def layer_quantization_error(model, representative_images, debug_images=None,
 
     with quiet(verbose):
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=debug_dataset)
+            converter=converter, debug_dataset=debug_dataset
+        )
         debugger.run()
         dump = io.StringIO()
         debugger.layer_statistics_dump(dump)
     rows = []
     for row in csv.DictReader(io.StringIO(dump.getvalue())):
         scale = float(row["scale"]) or 1.0
-        rows.append({
-            "op": row["op_name"],
-            "layer": _layer_name(row["tensor_name"]),
-            "rmse/scale": float(np.sqrt(float(row["mean_squared_error"])) / scale),
-            "range": 255.0 * scale,  # the int8 grid's span for this tensor
-            "mean_error": float(row["mean_error"]),
-            "max_abs_error": float(row["max_abs_error"]),
-        })
+        rows.append(
+            {
+                "op": row["op_name"],
+                "layer": _layer_name(row["tensor_name"]),
+                "rmse/scale": float(
+                    np.sqrt(float(row["mean_squared_error"])) / scale
+                ),
+                "range": 255.0 * scale,  # the int8 grid's span for this tensor
+                "mean_error": float(row["mean_error"]),
+                "max_abs_error": float(row["max_abs_error"]),
+            }
+        )
     return sorted(rows, key=lambda r: -r["rmse/scale"])
 
 
@@ -138,32 +149,51 @@ def kernel_histograms(kernels_by_model, path, layers=None, bins=80):
     first = next(iter(kernels_by_model.values()))
     layers = layers or histogram_layers(first)
     labels = list(kernels_by_model)
-    fig, axes = plt.subplots(len(layers), len(labels), squeeze=False,
-                             figsize=(4.2 * len(labels), 2.8 * len(layers)))
+    fig, axes = plt.subplots(
+        len(layers),
+        len(labels),
+        squeeze=False,
+        figsize=(4.2 * len(labels), 2.8 * len(layers)),
+    )
     surround = np.ones((3, 3), bool)
     surround[1, 1] = False
     for row, layer in enumerate(layers):
-        span = max(float(np.abs(k[layer]).max()) for k in kernels_by_model.values())
+        span = max(
+            float(np.abs(k[layer]).max()) for k in kernels_by_model.values()
+        )
         edges = np.linspace(-span, span, bins + 1)
         for column, label in enumerate(labels):
             kernel = kernels_by_model[label][layer]
             axis = axes[row, column]
-            axis.hist(kernel[surround].reshape(-1), edges, histtype="step",
-                      color="tab:blue", label="8 surrounding taps")
-            axis.hist(kernel[1, 1].reshape(-1), edges, histtype="step",
-                      color="tab:red", label="centre tap")
+            axis.hist(
+                kernel[surround].reshape(-1),
+                edges,
+                histtype="step",
+                color="tab:blue",
+                label="8 surrounding taps",
+            )
+            axis.hist(
+                kernel[1, 1].reshape(-1),
+                edges,
+                histtype="step",
+                color="tab:red",
+                label="centre tap",
+            )
             step = float(np.abs(kernel).max()) / 127
             for x in (-step, step):
                 axis.axvline(x, color="black", linestyle=":", linewidth=0.8)
             axis.set_yscale("log")
             axis.set_xlim(-span, span)
             parts = _std_parts(kernel)
-            axis.set_title(f"{label}\n{layer}: std {parts['std']:.4f}, "
-                           f"max|w|/std {parts['max_abs_over_std']:.0f}",
-                           fontsize=8)
+            axis.set_title(
+                f"{label}\n{layer}: std {parts['std']:.4f}, "
+                f"max|w|/std {parts['max_abs_over_std']:.0f}",
+                fontsize=8,
+            )
             if row == len(layers) - 1:
-                axis.set_xlabel("weight (dotted: one per-tensor int8 step)",
-                                fontsize=8)
+                axis.set_xlabel(
+                    "weight (dotted: one per-tensor int8 step)", fontsize=8
+                )
         axes[row, 0].set_ylabel("count (log)")
     axes[0, 0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()

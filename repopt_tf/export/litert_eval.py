@@ -39,11 +39,15 @@ class TFLiteModel:
     """Runs a `.tflite` model on float batches (batch size is resized)."""
 
     def __init__(self, model_content, num_threads=None, xnnpack=True):
-        resolver = (OpResolverType.AUTO if xnnpack
-                    else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        resolver = (
+            OpResolverType.AUTO
+            if xnnpack
+            else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
         with quiet():  # LiteRT announces its XNNPACK delegate on stderr
             self.interpreter = Interpreter(
-                model_content=model_content, num_threads=num_threads,
+                model_content=model_content,
+                num_threads=num_threads,
                 experimental_op_resolver_type=resolver,
             )
             self.interpreter.allocate_tensors()
@@ -61,11 +65,13 @@ class TFLiteModel:
         images = np.asarray(images, np.float32)
         if self._batch != len(images):
             self.interpreter.resize_tensor_input(
-                self.input_detail["index"], list(images.shape))
+                self.input_detail["index"], list(images.shape)
+            )
             self.interpreter.allocate_tensors()
             self._batch = len(images)
-        self.interpreter.set_tensor(self.input_detail["index"],
-                                    quantize(images, self.input_detail))
+        self.interpreter.set_tensor(
+            self.input_detail["index"], quantize(images, self.input_detail)
+        )
         self.interpreter.invoke()
         raw = self.interpreter.get_tensor(self.output_detail["index"])
         return dequantize(raw, self.output_detail)
@@ -84,7 +90,9 @@ def tflite_outputs(model_content, dataset, log=None, total=None):
         outputs.append(model(images.numpy()))
         labels.append(onehot.numpy().argmax(-1))
         done += len(images)
-        if log and (not total or done - reported >= total / 10 or done >= total):
+        if log and (
+            not total or done - reported >= total / 10 or done >= total
+        ):
             log(f"{done}/{total or '?'} images")
             reported = done
     return np.concatenate(outputs), np.concatenate(labels)
@@ -104,15 +112,17 @@ def output_agreement(reference, quantized):
     """
     rms = float(np.sqrt(np.mean(reference.astype(np.float64) ** 2))) or 1.0
     return {
-        "top1_agreement": float((reference.argmax(-1)
-                                 == quantized.argmax(-1)).mean()),
+        "top1_agreement": float(
+            (reference.argmax(-1) == quantized.argmax(-1)).mean()
+        ),
         "relative_rmse": float(np.sqrt(np.mean((quantized - reference) ** 2)))
         / rms,
     }
 
 
-def latency(model_content, sample, num_threads=1, xnnpack=True, warmup=10,
-            runs=100):
+def latency(
+    model_content, sample, num_threads=1, xnnpack=True, warmup=10, runs=100
+):
     """Batch-1 latency in ms: median and p90 over `runs` timed invokes."""
     model = TFLiteModel(model_content, num_threads=num_threads, xnnpack=xnnpack)
     sample = np.asarray(sample, np.float32)[None]
@@ -143,7 +153,11 @@ def machine_info():
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+            names = [
+                line.split(":", 1)[1].strip()
+                for line in f
+                if line.startswith("model name")
+            ]
         cpu = f"{names[0]} x{len(names)}" if names else cpu
     except OSError:
         pass

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from repopt_tf.data import make_dataset
 from repopt_tf.data import representative_images
+from repopt_tf.evaluation import keras_accuracy
 from repopt_tf.export.convert import convert_float32
 from repopt_tf.export.convert import convert_int8
 from repopt_tf.export.convert import float32_model
@@ -24,12 +25,21 @@ from repopt_tf.export.litert_eval import tflite_outputs
 from repopt_tf.export.verify import check_full_integer
 from repopt_tf.models.rpg import materialize
 from repopt_tf.models.rpg import ring_layers
-from repopt_tf.evaluation import keras_accuracy
 
 
-def export_model(model, train_source, test_source, output_dir,
-                 representative=300, latency_runs=100, threads=(1, 2),
-                 verbose=False, log=print, crop_fraction=1.0, measure_top1=True):
+def export_model(
+    model,
+    train_source,
+    test_source,
+    output_dir,
+    representative=300,
+    latency_runs=100,
+    threads=(1, 2),
+    verbose=False,
+    log=print,
+    crop_fraction=1.0,
+    measure_top1=True,
+):
     """Exports `model` and returns the report dict (also written as JSON).
 
     RPG models are materialized first (ring -> plain kernels), models
@@ -49,9 +59,13 @@ def export_model(model, train_source, test_source, output_dir,
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     _, size, _, channels = model.input_shape
-    calibration = representative_images(train_source, size, representative,
-                                        channels=channels,
-                                        crop_fraction=crop_fraction)
+    calibration = representative_images(
+        train_source,
+        size,
+        representative,
+        channels=channels,
+        crop_fraction=crop_fraction,
+    )
     log(f"converting with {len(calibration)} representative training images")
     fp32 = convert_float32(model, verbose)
     int8 = convert_int8(model, calibration, verbose)
@@ -60,17 +74,29 @@ def export_model(model, train_source, test_source, output_dir,
     (output_dir / "model_int8.tflite").write_bytes(int8)
     log("int8 model verified fully integer (int8 I/O, int8/int32 tensors)")
 
-    test = make_dataset(test_source, size, 256, training=False,
-                        channels=channels, crop_fraction=crop_fraction)
-    log(f"running fp32 and int8 TFLite on {test_source.num_examples} test images")
+    test = make_dataset(
+        test_source,
+        size,
+        256,
+        training=False,
+        channels=channels,
+        crop_fraction=crop_fraction,
+    )
+    log(
+        f"running fp32 and int8 TFLite on {test_source.num_examples} test images"
+    )
     count = test_source.num_examples
     fp32_outputs, labels = tflite_outputs(
-        fp32, test, lambda m: log(f"fp32 TFLite: {m}"), count)
+        fp32, test, lambda m: log(f"fp32 TFLite: {m}"), count
+    )
     int8_outputs, _ = tflite_outputs(
-        int8, test, lambda m: log(f"int8 TFLite: {m}"), count)
+        int8, test, lambda m: log(f"int8 TFLite: {m}"), count
+    )
     agreement = output_agreement(fp32_outputs, int8_outputs)
-    log("int8 vs fp32: top-1 agreement {top1_agreement:.4f}, relative RMSE "
-        "{relative_rmse:.4f}".format(**agreement))
+    log(
+        "int8 vs fp32: top-1 agreement {top1_agreement:.4f}, relative RMSE "
+        "{relative_rmse:.4f}".format(**agreement)
+    )
     accuracy = None
     classes = model.output_shape[-1]
     if measure_top1 and test_source.num_classes == classes:
@@ -79,11 +105,15 @@ def export_model(model, train_source, test_source, output_dir,
             "tflite_fp32": float((fp32_outputs.argmax(-1) == labels).mean()),
             "tflite_int8": float((int8_outputs.argmax(-1) == labels).mean()),
         }
-        accuracy["int8_minus_fp32"] = (accuracy["tflite_int8"]
-                                       - accuracy["keras_fp32"])
-        log("top-1: keras fp32 {keras_fp32:.4f}, tflite fp32 {tflite_fp32:.4f}, "
-            "tflite int8 {tflite_int8:.4f} (delta {int8_minus_fp32:+.4f})"
-            .format(**accuracy))
+        accuracy["int8_minus_fp32"] = (
+            accuracy["tflite_int8"] - accuracy["keras_fp32"]
+        )
+        log(
+            "top-1: keras fp32 {keras_fp32:.4f}, tflite fp32 {tflite_fp32:.4f}, "
+            "tflite int8 {tflite_int8:.4f} (delta {int8_minus_fp32:+.4f})".format(
+                **accuracy
+            )
+        )
     else:
         log("top-1 not measured: the test labels are not the model's classes")
 
@@ -91,15 +121,17 @@ def export_model(model, train_source, test_source, output_dir,
     for name, content in (("fp32", fp32), ("int8", int8)):
         for count in threads:
             for xnnpack in (True, False):
-                timing = latency(content, calibration[0], count, xnnpack,
-                                 runs=latency_runs)
+                timing = latency(
+                    content, calibration[0], count, xnnpack, runs=latency_runs
+                )
                 timings.append({"model": name, **timing})
     log(f"latency measured: {len(timings)} settings x {latency_runs} runs")
 
     errors = layer_quantization_error(model, calibration, verbose=verbose)
     kernels = kernel_statistics(model)
-    kernel_histograms({model.name: deploy_kernels(model)},
-                      output_dir / "kernel_histogram.png")
+    kernel_histograms(
+        {model.name: deploy_kernels(model)}, output_dir / "kernel_histogram.png"
+    )
     report = {
         "model": model.name,
         "input_shape": list(model.input_shape[1:]),
@@ -122,13 +154,18 @@ def export_model(model, train_source, test_source, output_dir,
 def markdown_report(report):
     a, agreement = report["accuracy"], report["agreement"]
     if a is None:
-        top1 = {"keras": "not measured", "fp32": "not measured",
-                "int8": "not measured (test labels are not the model's classes)"}
+        top1 = {
+            "keras": "not measured",
+            "fp32": "not measured",
+            "int8": "not measured (test labels are not the model's classes)",
+        }
     else:
-        top1 = {"keras": f"{a['keras_fp32']:.4f}",
-                "fp32": f"{a['tflite_fp32']:.4f}",
-                "int8": f"{a['tflite_int8']:.4f} "
-                        f"({100 * a['int8_minus_fp32']:+.2f} pts)"}
+        top1 = {
+            "keras": f"{a['keras_fp32']:.4f}",
+            "fp32": f"{a['tflite_fp32']:.4f}",
+            "int8": f"{a['tflite_int8']:.4f} "
+            f"({100 * a['int8_minus_fp32']:+.2f} pts)",
+        }
     lines = [
         f"# Export report: {report['model']}",
         "",
@@ -156,20 +193,34 @@ def markdown_report(report):
         "| --- | --- | --- | --- | --- |",
     ]
     for t in report["latency"]:
-        lines.append(f"| {t['model']} | {t['threads']} | "
-                     f"{'on' if t['xnnpack'] else 'off'} | "
-                     f"{t['median_ms']:.3f} | {t['p90_ms']:.3f} |")
-    lines += ["", "Worst per-layer int8 error (RMS error / quantization step):",
-              "", "| layer | op | rmse/scale | max abs error |",
-              "| --- | --- | --- | --- |"]
+        lines.append(
+            f"| {t['model']} | {t['threads']} | "
+            f"{'on' if t['xnnpack'] else 'off'} | "
+            f"{t['median_ms']:.3f} | {t['p90_ms']:.3f} |"
+        )
+    lines += [
+        "",
+        "Worst per-layer int8 error (RMS error / quantization step):",
+        "",
+        "| layer | op | rmse/scale | max abs error |",
+        "| --- | --- | --- | --- |",
+    ]
     for row in report["quantization_error"][:10]:
-        lines.append(f"| {row['layer']} | {row['op']} | {row['rmse/scale']:.3f} "
-                     f"| {row['max_abs_error']:.4f} |")
-    lines += ["", "3x3 kernel std as quantized (BN folded): overall / centre / "
-              "surround:", "", "| layer | std | centre | surround |",
-              "| --- | --- | --- | --- |"]
+        lines.append(
+            f"| {row['layer']} | {row['op']} | {row['rmse/scale']:.3f} "
+            f"| {row['max_abs_error']:.4f} |"
+        )
+    lines += [
+        "",
+        "3x3 kernel std as quantized (BN folded): overall / centre / surround:",
+        "",
+        "| layer | std | centre | surround |",
+        "| --- | --- | --- | --- |",
+    ]
     for row in report["kernel_statistics"]:
-        lines.append(f"| {row['layer']} | {row['std']:.4f} | "
-                     f"{row['std_centre']:.4f} | {row['std_surround']:.4f} |")
+        lines.append(
+            f"| {row['layer']} | {row['std']:.4f} | "
+            f"{row['std_centre']:.4f} | {row['std_surround']:.4f} |"
+        )
     lines += ["", "![kernel histogram](kernel_histogram.png)", ""]
     return "\n".join(lines)

@@ -21,21 +21,26 @@ def locate_model(workdir=None, model=None, stage=None, ask=None, log=print):
             raise FileNotFoundError(f"--model {path} does not exist.")
         return path
     if not workdir:
-        raise ValueError("Pass --workdir=DIR (a train.py workdir) or --model=PATH.")
+        raise ValueError(
+            "Pass --workdir=DIR (a train.py workdir) or --model=PATH."
+        )
     run = RunDir(workdir)
     if (run.path / "model.keras").is_file():  # a stage folder itself
         return run.path / "model.keras"
     found = run.models()
     if stage:
         if stage not in STAGE_MODELS:
-            raise ValueError(f"--stage must be one of {', '.join(STAGE_MODELS)}, "
-                             f"got {stage!r}.")
+            raise ValueError(
+                f"--stage must be one of {', '.join(STAGE_MODELS)}, "
+                f"got {stage!r}."
+            )
         path = run.model_path(stage)
         if not path.is_file():
             raise FileNotFoundError(
                 f"{workdir} has no {stage} model "
                 f"({path.relative_to(run.path)}); it has: "
-                f"{', '.join(found) or 'none'}.")
+                f"{', '.join(found) or 'none'}."
+            )
         return path
     if not found:
         raise FileNotFoundError(
@@ -49,8 +54,10 @@ def locate_model(workdir=None, model=None, stage=None, ask=None, log=print):
         return found[ask(list(found))]
     chosen = DEFAULT_STAGE if DEFAULT_STAGE in found else next(iter(found))
     others = ", ".join(s for s in found if s != chosen)
-    log(f"{workdir} holds several models; exporting {chosen} (others: {others}; "
-        "pick one with --stage=NAME)")
+    log(
+        f"{workdir} holds several models; exporting {chosen} (others: {others}; "
+        "pick one with --stage=NAME)"
+    )
     return found[chosen]
 
 
@@ -61,11 +68,14 @@ def load_run_data(model_path, name=None, data_dir=None, eval_limit=None):
         name or data.get("name") or "fashion_mnist",
         data_dir=data_dir or data.get("data_dir") or None,
         manual_dir=data.get("manual_dir") or None,
-        eval_split=data.get("eval_split"), eval_limit=eval_limit)
+        eval_split=data.get("eval_split"),
+        eval_limit=eval_limit,
+    )
 
 
-def load_export_data(name, data_dir=None, manual_dir=None, eval_split=None,
-                     eval_limit=None):
+def load_export_data(
+    name, data_dir=None, manual_dir=None, eval_split=None, eval_limit=None
+):
     """`(train_source, test_source)`: calibration images come from "train",
     evaluation from `eval_split` ("validation" for imagenet2012, else
     "test", when None). Nothing is downloaded."""

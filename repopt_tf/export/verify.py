@@ -12,8 +12,13 @@ class NotFullyIntegerError(ValueError):
     def __init__(self, offenders):
         self.offenders = offenders
         super().__init__(
-            "The model is not fully int8: " + "; ".join(offenders[:20])
-            + (f" (and {len(offenders) - 20} more)" if len(offenders) > 20 else "")
+            "The model is not fully int8: "
+            + "; ".join(offenders[:20])
+            + (
+                f" (and {len(offenders) - 20} more)"
+                if len(offenders) > 20
+                else ""
+            )
         )
 
 
@@ -25,13 +30,17 @@ def integer_report(model_content):
     """
     interpreter = Interpreter(model_content=model_content)
     offenders = []
-    for detail in interpreter.get_input_details() + interpreter.get_output_details():
+    for detail in (
+        interpreter.get_input_details() + interpreter.get_output_details()
+    ):
         if detail["dtype"] != np.int8:
             offenders.append(
                 f"I/O tensor {detail['name']!r} is {np.dtype(detail['dtype']).name}"
             )
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    for op in interpreter._get_ops_details():  # the only op-level view LiteRT offers
+    for (
+        op
+    ) in interpreter._get_ops_details():  # the only op-level view LiteRT offers
         for index in list(op["inputs"]) + list(op["outputs"]):
             if index < 0 or index not in tensors:
                 continue

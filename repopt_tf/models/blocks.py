@@ -23,9 +23,9 @@ import re
 
 import keras
 
+from repopt_tf.csla import identity_fits
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.fast_norm import FastBatchNorm
-from repopt_tf.csla import identity_fits
 
 BLOCK_KINDS = ("plain", "hs", "repvgg", "deploy")
 _BLOCK_LAYER = re.compile(r"(stage(\d+)_block(\d+))_(\w+)")
@@ -94,13 +94,24 @@ class ChannelScale(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"initial_value": self.initial_value, "kernel_like": self.kernel_like}
+            {
+                "initial_value": self.initial_value,
+                "kernel_like": self.kernel_like,
+            }
         )
         return config
 
 
-def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0,
-          conv_factory=FastGradConv2D, groups=1):
+def block(
+    x,
+    filters,
+    stride,
+    name,
+    kind="plain",
+    hs_scale_init=1.0,
+    conv_factory=FastGradConv2D,
+    groups=1,
+):
     """Applies one block of the given kind (see the module docstring).
 
     `conv_factory(filters, kernel_size, strides=, name=, **args)` makes the
@@ -111,46 +122,79 @@ def block(x, filters, stride, name, kind="plain", hs_scale_init=1.0,
         raise ValueError(f"kind must be one of {BLOCK_KINDS}, got {kind!r}.")
     identity = identity_fits(x.shape[-1], filters, stride)
     grouped = {"groups": groups} if groups != 1 else {}
-    conv = conv_factory(filters, 3, strides=stride, zero_padding=1,
-                        use_bias=kind == "deploy", name=f"{name}_conv",
-                        **grouped)(x)
+    conv = conv_factory(
+        filters,
+        3,
+        strides=stride,
+        zero_padding=1,
+        use_bias=kind == "deploy",
+        name=f"{name}_conv",
+        **grouped,
+    )(x)
     if kind in ("plain", "deploy"):
         out = conv if kind == "deploy" else batch_norm(f"{name}_bn")(conv)
         return keras.layers.ReLU(name=f"{name}_relu")(out)
 
     conv1x1 = FastGradConv2D(
-        filters, 1, strides=stride, padding="valid", use_bias=False,
-        groups=groups, name=f"{name}_conv1x1",
+        filters,
+        1,
+        strides=stride,
+        padding="valid",
+        use_bias=False,
+        groups=groups,
+        name=f"{name}_conv1x1",
     )(x)
     if kind == "hs":
         conv_name = f"{name}_conv"
-        branches = [
-            ChannelScale(hs_scale_init,
-                         name=csla_layer_name(conv_name, "scale_conv"))(conv),
-            ChannelScale(hs_scale_init,
-                         name=csla_layer_name(conv_name, "scale_1x1"))(conv1x1),
-        ]
-        if identity:
-            branches.append(ChannelScale(
-                1.0, kernel_like=True,
-                name=csla_layer_name(conv_name, "scale_identity"))(x))
-        out = keras.layers.Add(name=f"{name}_add")(branches)
+        out = csla_sum(
+            conv, conv1x1, x if identity else None, conv_name, hs_scale_init
+        )
         out = batch_norm(f"{name}_bn")(out)
     else:  # repvgg
-        branches = [batch_norm(f"{name}_bn")(conv),
-                    batch_norm(f"{name}_bn1x1")(conv1x1)]
+        branches = [
+            batch_norm(f"{name}_bn")(conv),
+            batch_norm(f"{name}_bn1x1")(conv1x1),
+        ]
         if identity:
             branches.append(batch_norm(f"{name}_bn_identity")(x))
         out = keras.layers.Add(name=f"{name}_add")(branches)
     return keras.layers.ReLU(name=f"{name}_relu")(out)
 
 
+def csla_sum(conv, conv1x1, identity_input, conv_name, scale_init):
+    """`s * conv + t * conv1x1 (+ gamma * identity_input)`: the CSLA sum with
+    trainable `ChannelScale`s (`s`, `t` from `scale_init`, `gamma` from 1, a
+    decayed kernel-like weight), named by `csla_layer_name(conv_name, ...)`;
+    `identity_input` None: no identity branch."""
+    branches = [
+        ChannelScale(scale_init, name=csla_layer_name(conv_name, "scale_conv"))(
+            conv
+        ),
+        ChannelScale(scale_init, name=csla_layer_name(conv_name, "scale_1x1"))(
+            conv1x1
+        ),
+    ]
+    if identity_input is not None:
+        branches.append(
+            ChannelScale(
+                1.0,
+                kernel_like=True,
+                name=csla_layer_name(conv_name, "scale_identity"),
+            )(identity_input)
+        )
+    return keras.layers.Add(name=csla_layer_name(conv_name, "add"))(branches)
+
+
 def squeeze_excite(x, name, reduction=4):
     """SE after the block's ReLU (RepOpt-VGG-L2 with SE), internal C/4."""
     channels = x.shape[-1]
-    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(x)
-    s = keras.layers.Conv2D(channels // reduction, 1, activation="relu",
-                            name=f"{name}_se_reduce")(s)
-    s = keras.layers.Conv2D(channels, 1, activation="sigmoid",
-                            name=f"{name}_se_expand")(s)
+    s = keras.layers.GlobalAveragePooling2D(
+        keepdims=True, name=f"{name}_se_pool"
+    )(x)
+    s = keras.layers.Conv2D(
+        channels // reduction, 1, activation="relu", name=f"{name}_se_reduce"
+    )(s)
+    s = keras.layers.Conv2D(
+        channels, 1, activation="sigmoid", name=f"{name}_se_expand"
+    )(s)
     return keras.layers.Multiply(name=f"{name}_se")([x, s])

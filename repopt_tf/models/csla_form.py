@@ -35,8 +35,8 @@ import warnings
 
 import keras
 
-from repopt_tf.models.blocks import ChannelScale
 from repopt_tf.models.blocks import csla_layer_name
+from repopt_tf.models.blocks import csla_sum
 from repopt_tf.models.family import can_carry_identity
 from repopt_tf.models.family import is_3x3_conv
 
@@ -63,15 +63,20 @@ def csla_form(model, layer_pattern, scale_init=1.0):
         raise ValueError(
             f"No 3x3 Conv2D of {model.name} matches {layer_pattern!r}; its "
             "3x3 convs are: "
-            + ", ".join(l.name for l in model.layers if is_3x3_conv(l, ".*"))
-            + ".")
+            + ", ".join(
+                layer.name for layer in model.layers if is_3x3_conv(layer, ".*")
+            )
+            + "."
+        )
     return keras.Model(clone.inputs, clone.outputs, name=f"{model.name}_csla")
 
 
 def _csla_block(conv, x, scale_init):
     if tuple(conv.dilation_rate) != (1, 1) or conv.groups != 1:
-        raise ValueError(f"{conv.name}: dilated or grouped convs have no CSLA "
-                         "form (1x1 and identity branches).")
+        raise ValueError(
+            f"{conv.name}: dilated or grouped convs have no CSLA "
+            "form (1x1 and identity branches)."
+        )
     name = conv.name
     y = conv(x)
     offset = _centre_offset(conv, x.shape, y.shape)
@@ -86,31 +91,37 @@ def _csla_block(conv, x, scale_init):
                 "1x1 branch's; the branch input is cropped to keep the CSLA "
                 "form exact. PyTorch's padding=1 (ZeroPadding2D(1) + 'valid', "
                 "or FastGradConv2D(zero_padding=1)) avoids this and keeps "
-                "weights portable.", stacklevel=3)
+                "weights portable.",
+                stacklevel=3,
+            )
         branch_input = keras.layers.Cropping2D(
-            (rows, cols), name=csla_layer_name(name, "crop"))(x)
+            (rows, cols), name=csla_layer_name(name, "crop")
+        )(x)
     conv1x1 = keras.layers.Conv2D(
-        conv.filters, 1, strides=conv.strides, padding="valid",
-        use_bias=False, name=csla_layer_name(name, "conv1x1"))(branch_input)
-    branches = [
-        ChannelScale(scale_init, name=csla_layer_name(name, "scale_conv"))(y),
-        ChannelScale(scale_init, name=csla_layer_name(name, "scale_1x1"))(conv1x1),
-    ]
-    if can_carry_identity(conv):  # the centre pixels: the 1x1 branch's input
-        branches.append(ChannelScale(
-            1.0, kernel_like=True,
-            name=csla_layer_name(name, "scale_identity"))(branch_input))
-    return keras.layers.Add(name=csla_layer_name(name, "add"))(branches)
+        conv.filters,
+        1,
+        strides=conv.strides,
+        padding="valid",
+        use_bias=False,
+        name=csla_layer_name(name, "conv1x1"),
+    )(branch_input)
+    identity = branch_input if can_carry_identity(conv) else None
+    return csla_sum(y, conv1x1, identity, name, scale_init)
 
 
 def _centre_offset(conv, input_shape, output_shape):
     """Where output pixel (0, 0)'s window centre sits in the unpadded input."""
     offsets = []
     for axis in (1, 2):
-        size, out, stride = input_shape[axis], output_shape[axis], conv.strides[axis - 1]
+        size, out, stride = (
+            input_shape[axis],
+            output_shape[axis],
+            conv.strides[axis - 1],
+        )
         if size is None or out is None:
-            raise ValueError(f"{conv.name}: csla_form needs static spatial "
-                             "input shapes.")
+            raise ValueError(
+                f"{conv.name}: csla_form needs static spatial input shapes."
+            )
         if conv.padding == "same":
             before = max((out - 1) * stride + 3 - size, 0) // 2
         else:

@@ -33,15 +33,18 @@ from repopt_tf.models.blocks import csla_layer_name
 def is_3x3_conv(layer, regex):
     """Whether `layer` is a 3x3 `Conv2D` whose name fully matches `regex`:
     the layers that Grad Mults, scales and CSLA forms attach to."""
-    return (isinstance(layer, keras.layers.Conv2D)
-            and tuple(layer.kernel_size) == (3, 3)
-            and re.fullmatch(regex, layer.name) is not None)
+    return (
+        isinstance(layer, keras.layers.Conv2D)
+        and tuple(layer.kernel_size) == (3, 3)
+        and re.fullmatch(regex, layer.name) is not None
+    )
 
 
 def can_carry_identity(layer):
     """`identity_fits` for a built conv layer."""
-    return identity_fits(layer.kernel.shape[2], layer.kernel.shape[3],
-                         layer.strides)
+    return identity_fits(
+        layer.kernel.shape[2], layer.kernel.shape[3], layer.strides
+    )
 
 
 def iter_layers(model):
@@ -55,9 +58,12 @@ def iter_layers(model):
 
 def check_untrained(model, what):
     """Warns when a model's BN gammas are not all 1 (it looks trained)."""
-    gammas = [np.asarray(layer.gamma) for layer in iter_layers(model)
-              if isinstance(layer, keras.layers.BatchNormalization)
-              and layer.gamma is not None]
+    gammas = [
+        np.asarray(layer.gamma)
+        for layer in iter_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+        and layer.gamma is not None
+    ]
     if gammas and not all(np.all(g == 1.0) for g in gammas):
         warnings.warn(
             f"{what}: BatchNorm gammas are not all 1, so this model looks "
@@ -75,16 +81,21 @@ class ConvBlocks:
 
     def block_convs(self, model):
         """The block convs, in model order."""
-        return [layer for layer in iter_layers(model)
-                if is_3x3_conv(layer, self.layer_pattern)]
+        return [
+            layer
+            for layer in iter_layers(model)
+            if is_3x3_conv(layer, self.layer_pattern)
+        ]
 
     def extract_scales(self, hs_model):
         """Returns `[{"conv": s, "1x1": t, "identity": gamma or None}, ...]`."""
         layers = {layer.name: layer for layer in iter_layers(hs_model)}
         blocks = []
         for conv in self.block_convs(hs_model):
-            names = {part: csla_layer_name(conv.name, f"scale_{part}")
-                     for part in ("conv", "1x1", "identity")}
+            names = {
+                part: csla_layer_name(conv.name, f"scale_{part}")
+                for part in ("conv", "1x1", "identity")
+            }
             if names["conv"] not in layers or names["1x1"] not in layers:
                 raise ValueError(
                     f"{hs_model.name} is not a hyper-search model: conv "
@@ -93,12 +104,15 @@ class ConvBlocks:
                     "model)."
                 )
             identity = layers.get(names["identity"])
-            blocks.append({
-                "conv": np.asarray(layers[names["conv"]].scale, np.float32),
-                "1x1": np.asarray(layers[names["1x1"]].scale, np.float32),
-                "identity": None if identity is None
-                else np.asarray(identity.scale).reshape(-1),
-            })
+            blocks.append(
+                {
+                    "conv": np.asarray(layers[names["conv"]].scale, np.float32),
+                    "1x1": np.asarray(layers[names["1x1"]].scale, np.float32),
+                    "identity": None
+                    if identity is None
+                    else np.asarray(identity.scale).reshape(-1),
+                }
+            )
         return blocks
 
     def pair(self, model, blocks):
@@ -145,8 +159,12 @@ class ConvBlocks:
         """`{kernel.path: M}`, `M = merge(s**p, t**p, 1)` (`repopt_tf.csla`)."""
         return {
             layer.kernel.path: csla_grad_mult(
-                block["conv"], block["1x1"], block.get("identity") is not None,
-                layer.kernel.shape[2], power)
+                block["conv"],
+                block["1x1"],
+                block.get("identity") is not None,
+                layer.kernel.shape[2],
+                power,
+            )
             for layer, block in self.pair(model, blocks)
         }
 
@@ -157,7 +175,8 @@ class ConvBlocks:
         pairs = self.pair(model, blocks)
         check_untrained(model, "reinitialize()")
         init = keras.initializers.VarianceScaling(
-            1.0 / 3.0, "fan_in", "uniform", seed=seed)
+            1.0 / 3.0, "fan_in", "uniform", seed=seed
+        )
         for conv, scales in pairs:
             shape = tuple(conv.kernel.shape)
             identity = scales.get("identity")
@@ -166,7 +185,8 @@ class ConvBlocks:
             kernel = merge_branches(
                 scales["conv"] * np.asarray(init(shape)),
                 scales["1x1"] * np.asarray(init((1, 1) + shape[2:])),
-                identity)
+                identity,
+            )
             conv.kernel.assign(kernel)
 
 

@@ -1,9 +1,8 @@
 """Conv2D with built-in symmetric zero padding and a fast CPU input gradient.
 
-On CPU, TF's `Conv2DBackpropInput` is very slow for small feature maps with
-many channels: for a 3x3 conv on 2x2x128 maps (batch 128) it takes 21 ms at
-stride 1 and 42 ms at stride 2 (to 256 channels), against about 1 ms for the
-forward pass, and it dominated a RepOpt-VGG-S training step. For a conv with
+On CPU, TF's `Conv2DBackpropInput` is many times slower than the forward
+pass for small feature maps with many channels, and it dominated a
+RepOpt-VGG-S training step (measurements: docs/results.md). For a conv with
 stride `s` (the same in both directions), kernel `K` of `k` rows and zero
 padding `p`, write each row of the unpadded input as `r = s*a + q` (phase
 `q < s`). Row `r` is padded row `r + p = s*(a + c) + i0` with
@@ -15,12 +14,11 @@ padding `p`, write each row of the unpadded input as `r = s*a + q` (phase
 of a zero-extended window of `dy` with a small kernel of `s*s*C_in` output
 channels gathered from `K`, followed by `depth_to_space(s)`. At `s = 1` this
 is the textbook `conv(dy, flip(K)^T)` with padding `k-1-p`. It runs through
-the fast forward kernel (about 2 ms on the shapes above) and needs no large
-workspace.
+the fast forward kernel and needs no large workspace.
 
-TF's CPU `Conv2DBackpropFilter` allocates an im2col buffer sized for a 30 MB
-working set whatever the batch (25 MB for a 3x3 conv on 16x16x32 maps), the
-largest single allocation of a small net's training step. The kernel
+TF's CPU `Conv2DBackpropFilter` allocates a large im2col buffer whatever the
+batch, the largest single allocation of a small net's training step
+(`benchmarks/kernel_gradient.py` measures both). The kernel
 gradient
 
     dK[i, j, c, d] = sum_{n, a, b} pad(x)[n, s*a + i, s*b + j, c] dy[n, a, b, d]
@@ -64,7 +62,9 @@ def _window(dy, windows):
         begin[axis] = max(0, start)
         size[axis] = min(dy.shape[axis], end) - begin[axis]
         paddings[axis] = [max(0, -start), max(0, end - dy.shape[axis])]
-    if any(begin) or any(n != dy.shape[i] for i, n in enumerate(size) if n >= 0):
+    if any(begin) or any(
+        n != dy.shape[i] for i, n in enumerate(size) if n >= 0
+    ):
         dy = tf.slice(dy, begin, size)
     return dy, paddings
 
@@ -95,8 +95,13 @@ def _phase_kernel(kernel, stride, padding):
     start_w, taps_w = _phase_taps(kw, stride, padding)
     rows, cols = taps_h[:, None, :, None], taps_w[None, :, None, :]
     index = np.where((rows < kh) & (cols < kw), rows * kw + cols, kh * kw)
-    taps = tf.concat([tf.reshape(kernel, [kh * kw, c_in, c_out]),
-                      tf.zeros([1, c_in, c_out], kernel.dtype)], axis=0)
+    taps = tf.concat(
+        [
+            tf.reshape(kernel, [kh * kw, c_in, c_out]),
+            tf.zeros([1, c_in, c_out], kernel.dtype),
+        ],
+        axis=0,
+    )
     # (t_h, t_w, q_h, q_w, C_in, C_out) -> (t_h, t_w, C_out, q_h * q_w * C_in)
     phases = tf.transpose(tf.gather(taps, index), [0, 1, 5, 2, 3, 4])
     shape = [len(taps_h), len(taps_w), c_out, stride * stride * c_in]
@@ -108,8 +113,13 @@ def _input_gradient(dy, kernel, stride, padding, input_shape):
     (start_h, start_w), phase_kernel = _phase_kernel(kernel, stride, padding)
     height, width = input_shape[1], input_shape[2]
     rows, cols = -(-height // stride), -(-width // stride)
-    dy, paddings = _window(dy, [(start_h, rows + phase_kernel.shape[0] - 1),
-                                (start_w, cols + phase_kernel.shape[1] - 1)])
+    dy, paddings = _window(
+        dy,
+        [
+            (start_h, rows + phase_kernel.shape[0] - 1),
+            (start_w, cols + phase_kernel.shape[1] - 1),
+        ],
+    )
     dx = tf.nn.conv2d(dy, phase_kernel, 1, paddings)
     if stride > 1:
         dx = tf.nn.depth_to_space(dx, stride)
@@ -124,17 +134,39 @@ def _kernel_gradient(x, dy, kernel, stride, padding):
     if (kh, kw, padding) == (1, 1, 0):
         if stride > 1:  # a 1x1 pool picks every s-th position, fast on CPU
             x = tf.nn.max_pool2d(x, 1, stride, "VALID")
-        return tf.reshape(tf.linalg.matmul(tf.reshape(x, [-1, c_in]),
-                                           tf.reshape(dy, [-1, c_out]),
-                                           transpose_a=True), kernel.shape)
+        return tf.reshape(
+            tf.linalg.matmul(
+                tf.reshape(x, [-1, c_in]),
+                tf.reshape(dy, [-1, c_out]),
+                transpose_a=True,
+            ),
+            kernel.shape,
+        )
     # Pad the far side only as far as the last tap row/column reaches.
-    paddings = [[0, 0]] + [
-        [padding, max(0, stride * (dy.shape[axis] - 1) + size
-                      - x.shape[axis] - padding)]
-        for axis, size in ((1, kh), (2, kw))] + [[0, 0]]
-    dk = tf.nn.conv2d(tf.transpose(x, [3, 1, 2, 0]),
-                      tf.transpose(dy, [1, 2, 0, 3]), 1, paddings,
-                      dilations=stride)
+    paddings = (
+        [[0, 0]]
+        + [
+            [
+                padding,
+                max(
+                    0,
+                    stride * (dy.shape[axis] - 1)
+                    + size
+                    - x.shape[axis]
+                    - padding,
+                ),
+            ]
+            for axis, size in ((1, kh), (2, kw))
+        ]
+        + [[0, 0]]
+    )
+    dk = tf.nn.conv2d(
+        tf.transpose(x, [3, 1, 2, 0]),
+        tf.transpose(dy, [1, 2, 0, 3]),
+        1,
+        paddings,
+        dilations=stride,
+    )
     return tf.transpose(dk[:, :kh, :kw, :], [1, 2, 0, 3])
 
 
@@ -172,25 +204,36 @@ def set_fast_gradient(mode):
 def use_fast_gradient(inputs, strides, padding):
     """Whether `fast_grad_conv2d` takes the fast-gradient path (see above)."""
     if _FAST_GRADIENT is not True and (
-            _FAST_GRADIENT is False or tf.config.list_logical_devices("GPU")):
+        _FAST_GRADIENT is False or tf.config.list_logical_devices("GPU")
+    ):
         return False
-    return (strides[0] == strides[1] and padding == "valid"
-            and keras.backend.backend() == "tensorflow"
-            and None not in inputs.shape[1:])
+    return (
+        strides[0] == strides[1]
+        and padding == "valid"
+        and keras.backend.backend() == "tensorflow"
+        and None not in inputs.shape[1:]
+    )
 
 
-def fast_grad_conv2d(inputs, kernel, strides=(1, 1), padding="valid",
-                     zero_padding=0):
+def fast_grad_conv2d(
+    inputs, kernel, strides=(1, 1), padding="valid", zero_padding=0
+):
     """NHWC `ops.conv` of `inputs` zero-padded by `zero_padding` on each side,
     with the fast gradients where `use_fast_gradient` says so."""
     strides = tuple(np.broadcast_to(strides, 2).tolist())
     if use_fast_gradient(inputs, strides, padding):
-        return _conv_fast_dx(inputs, tf.convert_to_tensor(kernel), strides[0],
-                             zero_padding)
+        return _conv_fast_dx(
+            inputs, tf.convert_to_tensor(kernel), strides[0], zero_padding
+        )
     if zero_padding:
         inputs = keras.ops.pad(inputs, _explicit(zero_padding))
-    return keras.ops.conv(inputs, kernel, strides=strides, padding=padding,
-                          data_format="channels_last")
+    return keras.ops.conv(
+        inputs,
+        kernel,
+        strides=strides,
+        padding=padding,
+        data_format="channels_last",
+    )
 
 
 @keras.saving.register_keras_serializable(package="repopt_tf")
@@ -208,15 +251,21 @@ class FastGradConv2D(keras.layers.Conv2D):
         self.zero_padding = int(zero_padding)
         if self.zero_padding < 0:
             raise ValueError(f"zero_padding must be >= 0, got {zero_padding}.")
-        if self.zero_padding and (self.padding != "valid"
-                                  or self.data_format != "channels_last"):
-            raise ValueError("zero_padding needs padding='valid' and "
-                             "data_format='channels_last'.")
+        if self.zero_padding and (
+            self.padding != "valid" or self.data_format != "channels_last"
+        ):
+            raise ValueError(
+                "zero_padding needs padding='valid' and "
+                "data_format='channels_last'."
+            )
 
     def _padded_shape(self, input_shape):
         grow = 2 * self.zero_padding
-        return (input_shape[0], *(None if d is None else d + grow
-                                  for d in input_shape[1:3]), input_shape[3])
+        return (
+            input_shape[0],
+            *(None if d is None else d + grow for d in input_shape[1:3]),
+            input_shape[3],
+        )
 
     def build(self, input_shape):
         super().build(self._padded_shape(input_shape))
@@ -225,10 +274,14 @@ class FastGradConv2D(keras.layers.Conv2D):
         return super().compute_output_shape(self._padded_shape(input_shape))
 
     def convolution_op(self, inputs, kernel):
-        if (tuple(self.dilation_rate) == (1, 1) and self.groups == 1
-                and self.data_format == "channels_last"):
-            return fast_grad_conv2d(inputs, kernel, self.strides, self.padding,
-                                    self.zero_padding)
+        if (
+            tuple(self.dilation_rate) == (1, 1)
+            and self.groups == 1
+            and self.data_format == "channels_last"
+        ):
+            return fast_grad_conv2d(
+                inputs, kernel, self.strides, self.padding, self.zero_padding
+            )
         if self.zero_padding:
             inputs = keras.ops.pad(inputs, _explicit(self.zero_padding))
         return super().convolution_op(inputs, kernel)

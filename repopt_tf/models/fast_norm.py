@@ -25,20 +25,36 @@ class FastBatchNorm(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` with a fused training step."""
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable and mask is None and not self.renorm
-                and self.scale and self.center and len(inputs.shape) == 4
-                and self.axis in (-1, 3)):
+        if not (
+            training
+            and self.trainable
+            and mask is None
+            and not self.renorm
+            and self.scale
+            and self.center
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+        ):
             return super().call(inputs, training=training, mask=mask)
         empty = tf.constant([], tf.float32)
         outputs, mean, unbiased, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs, scale=ops.cast(self.gamma, "float32"),
-            offset=ops.cast(self.beta, "float32"), mean=empty, variance=empty,
-            epsilon=self.epsilon, exponential_avg_factor=1.0,
-            data_format="NHWC", is_training=True)
+            x=inputs,
+            scale=ops.cast(self.gamma, "float32"),
+            offset=ops.cast(self.beta, "float32"),
+            mean=empty,
+            variance=empty,
+            epsilon=self.epsilon,
+            exponential_avg_factor=1.0,
+            data_format="NHWC",
+            is_training=True,
+        )
         count = ops.cast(ops.size(inputs) // ops.shape(inputs)[-1], "float32")
         variance = unbiased * (count - 1.0) / ops.maximum(count, 1.0)
-        self.moving_mean.assign(self.moving_mean * self.momentum
-                                + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(self.moving_variance * self.momentum
-                                    + variance * (1.0 - self.momentum))
+        self.moving_mean.assign(
+            self.moving_mean * self.momentum + mean * (1.0 - self.momentum)
+        )
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum
+            + variance * (1.0 - self.momentum)
+        )
         return ops.cast(outputs, self.compute_dtype)

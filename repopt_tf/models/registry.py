@@ -15,8 +15,9 @@ FAMILIES = {family.name: family for family in (repopt_vgg.FAMILY,)}
 
 def list_models():
     """Names accepted by `build_model`."""
-    return sorted(name for family in FAMILIES.values()
-                  for name in family.variants)
+    return sorted(
+        name for family in FAMILIES.values() for name in family.variants
+    )
 
 
 def family_of(variant):
@@ -25,15 +26,19 @@ def family_of(variant):
         if variant in family.variants:
             return family
     raise ValueError(
-        f"Unknown model {variant!r}. Available: {', '.join(list_models())}.")
+        f"Unknown model {variant!r}. Available: {', '.join(list_models())}."
+    )
 
 
 def variant_of(model):
     """`(family, variant)` of a model built by `build_model`, else
     `(None, None)` (the longest variant that prefixes its name wins)."""
-    matches = [(len(variant), family, variant)
-               for family in FAMILIES.values() for variant in family.variants
-               if model.name.startswith(f"{variant}_")]
+    matches = [
+        (len(variant), family, variant)
+        for family in FAMILIES.values()
+        for variant in family.variants
+        if model.name.startswith(f"{variant}_")
+    ]
     if not matches:
         return None, None
     _, family, variant = max(matches, key=lambda match: match[0])
@@ -89,8 +94,9 @@ def build_model(
     family = family_of(name)
     if kind not in family.kinds:
         raise ValueError(f"kind must be one of {family.kinds}, got {kind!r}.")
-    options = dict(include_preprocessing=include_preprocessing, mean=mean,
-                   std=std)
+    options = dict(
+        include_preprocessing=include_preprocessing, mean=mean, std=std
+    )
     if rpg_dof is not None:
         options.update(rpg_dof=rpg_dof, rpg_mode=rpg_mode, rpg_seed=rpg_seed)
     model = family.build(name, num_classes, tuple(input_shape), kind, **options)
@@ -115,8 +121,9 @@ def extract_scales(hs_model, layer_pattern=None):
     return block_handler(hs_model, layer_pattern).extract_scales(hs_model)
 
 
-def reinitialize(model, blocks, use_identity_scales=True, seed=None,
-                 layer_pattern=None):
+def reinitialize(
+    model, blocks, use_identity_scales=True, seed=None, layer_pattern=None
+):
     """Sets every block kernel of a plain model by the Rule of Initialization.
 
     Args:
@@ -132,7 +139,8 @@ def reinitialize(model, blocks, use_identity_scales=True, seed=None,
     model throws its training away (fine-tuning should skip this).
     """
     block_handler(model, layer_pattern).reinitialize(
-        model, blocks, use_identity_scales, seed)
+        model, blocks, use_identity_scales, seed
+    )
 
 
 def fuse_repvgg(model):
@@ -141,5 +149,6 @@ def fuse_repvgg(model):
     if family is None:
         raise ValueError(
             f"fuse_repvgg expects a model built with kind='repvgg', got "
-            f"{model.name!r}.")
+            f"{model.name!r}."
+        )
     return family.fuse(model, variant)

@@ -20,89 +20,124 @@ from repopt_tf.models.blocks import squeeze_excite
 from repopt_tf.models.family import ModelFamily
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.preprocessing import preprocessing
+from repopt_tf.models.preprocessing import preprocessing_options
 from repopt_tf.models.repvgg import fuse_into
 from repopt_tf.models.repvgg import has_branches
-from repopt_tf.models.preprocessing import preprocessing_options
 from repopt_tf.models.rpg import RingPlan
 
 # blocks: 3x3 layers per stage 1-4; widths: channels per stage 1-4; stem: the
 # stage-0 width, min(64, 64 * a) in the paper.
 VARIANTS = {
     "repopt_vgg_b1": dict(
-        blocks=(4, 6, 16, 1), widths=(128, 256, 512, 2048), stem=64,
+        blocks=(4, 6, 16, 1),
+        widths=(128, 256, 512, 2048),
+        stem=64,
         description="Paper's B1 (51.8M params at 1000 classes); GPU training.",
     ),
     "repopt_vgg_b2": dict(
-        blocks=(4, 6, 16, 1), widths=(160, 320, 640, 2560), stem=64,
+        blocks=(4, 6, 16, 1),
+        widths=(160, 320, 640, 2560),
+        stem=64,
         description="Paper's B2 (80.3M); GPU training.",
     ),
     "repopt_vgg_l1": dict(
-        blocks=(8, 14, 24, 1), widths=(128, 256, 512, 2048), stem=64,
+        blocks=(8, 14, 24, 1),
+        widths=(128, 256, 512, 2048),
+        stem=64,
         description="Paper's L1 (76.0M); GPU training.",
     ),
     "repopt_vgg_l2": dict(
-        blocks=(8, 14, 24, 1), widths=(160, 320, 640, 2560), stem=64,
+        blocks=(8, 14, 24, 1),
+        widths=(160, 320, 640, 2560),
+        stem=64,
         description="Paper's L2 (118.1M); GPU training.",
     ),
     "repopt_vgg_l2_se": dict(
-        blocks=(8, 14, 24, 1), widths=(160, 320, 640, 2560), stem=64, se=True,
+        blocks=(8, 14, 24, 1),
+        widths=(160, 320, 640, 2560),
+        stem=64,
+        se=True,
         description="L2 with an SE block after each ReLU (internal C/4).",
     ),
     "repopt_vgg_a0": dict(
-        blocks=(2, 4, 14, 1), widths=(48, 96, 192, 1280), stem=48,
+        blocks=(2, 4, 14, 1),
+        widths=(48, 96, 192, 1280),
+        stem=48,
         description="RepVGG-A0 shape (8.3M): phones and edge NPUs.",
     ),
     "repopt_vgg_s": dict(
-        blocks=(1, 2, 4, 1), widths=(32, 64, 128, 256), stem=32,
+        blocks=(1, 2, 4, 1),
+        widths=(32, 64, 128, 256),
+        stem=32,
         description="Small (1.1M): trains on 2 CPU cores; microcontroller-"
         "class CPUs. The CPU default for Fashion-MNIST.",
     ),
     "repopt_vgg_tiny": dict(
-        blocks=(1, 2, 1, 1), widths=(8, 16, 16, 32), stem=8,
+        blocks=(1, 2, 1, 1),
+        widths=(8, 16, 16, 32),
+        stem=8,
         description="Tiny (44K): unit tests and smoke runs.",
     ),
     # RepVGG (Ding et al., CVPR 2021, Table 2): the same topology, for the
     # authors' released RepVGG checkpoints (kind="repvgg" or "deploy").
     "repvgg_a0": dict(
-        blocks=(2, 4, 14, 1), widths=(48, 96, 192, 1280), stem=48,
+        blocks=(2, 4, 14, 1),
+        widths=(48, 96, 192, 1280),
+        stem=48,
         description="RepVGG-A0 (8.3M deployed).",
     ),
     "repvgg_a1": dict(
-        blocks=(2, 4, 14, 1), widths=(64, 128, 256, 1280), stem=64,
+        blocks=(2, 4, 14, 1),
+        widths=(64, 128, 256, 1280),
+        stem=64,
         description="RepVGG-A1 (12.8M deployed).",
     ),
     "repvgg_a2": dict(
-        blocks=(2, 4, 14, 1), widths=(96, 192, 384, 1408), stem=64,
+        blocks=(2, 4, 14, 1),
+        widths=(96, 192, 384, 1408),
+        stem=64,
         description="RepVGG-A2 (25.5M deployed).",
     ),
     "repvgg_b0": dict(
-        blocks=(4, 6, 16, 1), widths=(64, 128, 256, 1280), stem=64,
+        blocks=(4, 6, 16, 1),
+        widths=(64, 128, 256, 1280),
+        stem=64,
         description="RepVGG-B0 (14.3M deployed).",
     ),
     "repvgg_b1": dict(
-        blocks=(4, 6, 16, 1), widths=(128, 256, 512, 2048), stem=64,
+        blocks=(4, 6, 16, 1),
+        widths=(128, 256, 512, 2048),
+        stem=64,
         description="RepVGG-B1 (51.8M deployed).",
     ),
     "repvgg_b2": dict(
-        blocks=(4, 6, 16, 1), widths=(160, 320, 640, 2560), stem=64,
+        blocks=(4, 6, 16, 1),
+        widths=(160, 320, 640, 2560),
+        stem=64,
         description="RepVGG-B2 (80.3M deployed).",
     ),
     "repvgg_b3": dict(
-        blocks=(4, 6, 16, 1), widths=(192, 384, 768, 2560), stem=64,
+        blocks=(4, 6, 16, 1),
+        widths=(192, 384, 768, 2560),
+        stem=64,
         description="RepVGG-B3 (111.0M deployed).",
     ),
 }
 # RepVGG's groupwise variants: the 3x3 and 1x1 convs of the blocks at
 # GROUPED_BLOCKS (positions in model order, the stem is 0) have `groups`.
 GROUPED_BLOCKS = tuple(range(2, 27, 2))
-VARIANTS.update({
-    f"{base}g{groups}": dict(
-        VARIANTS[base], groups=groups,
-        description=f"RepVGG-{base[-2:].upper()}g{groups}: groupwise "
-        f"({groups} groups) convs in every other block.",
-    )
-    for base in ("repvgg_b1", "repvgg_b2", "repvgg_b3") for groups in (2, 4)
-})
+VARIANTS.update(
+    {
+        f"{base}g{groups}": dict(
+            VARIANTS[base],
+            groups=groups,
+            description=f"RepVGG-{base[-2:].upper()}g{groups}: groupwise "
+            f"({groups} groups) convs in every other block.",
+        )
+        for base in ("repvgg_b1", "repvgg_b2", "repvgg_b3")
+        for groups in (2, 4)
+    }
+)
 
 
 def block_names(name):
@@ -114,8 +149,9 @@ def block_groups(spec):
     """Conv groups of each block in model order (1 unless groupwise)."""
     depth = 1 + sum(spec["blocks"])
     groups = spec.get("groups", 1)
-    return [groups if position in GROUPED_BLOCKS else 1
-            for position in range(depth)]
+    return [
+        groups if position in GROUPED_BLOCKS else 1 for position in range(depth)
+    ]
 
 
 def hs_scale_init(block_index):
@@ -140,7 +176,8 @@ def build_repopt_vgg(
     if spec.get("groups") and kind not in ("repvgg", "deploy"):
         raise ValueError(
             f"{name} is a groupwise RepVGG variant: build it with "
-            f"kind='repvgg' or kind='deploy', not {kind!r}.")
+            f"kind='repvgg' or kind='deploy', not {kind!r}."
+        )
     plan = list(block_plan(spec, input_shape[-1]))
     inputs = keras.Input(input_shape, name="image")
     x = inputs
@@ -151,16 +188,28 @@ def build_repopt_vgg(
         if kind != "plain":
             raise ValueError(f"rpg_dof needs kind='plain', got kind={kind!r}.")
         conv_factory = RingPlan.for_kernels(
-            inputs, [(3, 3, cin, cout) for _, cin, cout, _, _ in plan],
-            rpg_dof, rpg_mode, rpg_seed).conv
+            inputs,
+            [(3, 3, cin, cout) for _, cin, cout, _, _ in plan],
+            rpg_dof,
+            rpg_mode,
+            rpg_seed,
+        ).conv
         form = f"rpg{rpg_dof:g}"
-    for (block_name, _, cout, stride, index), groups in zip(
-            plan, block_groups(spec)):
-        x = block(x, cout, stride, block_name, kind,
-                  hs_scale_init=hs_scale_init(index),
-                  conv_factory=conv_factory, groups=groups)
+    for (name_in_model, _, cout, stride, index), groups in zip(
+        plan, block_groups(spec)
+    ):
+        x = block(
+            x,
+            cout,
+            stride,
+            name_in_model,
+            kind,
+            hs_scale_init=hs_scale_init(index),
+            conv_factory=conv_factory,
+            groups=groups,
+        )
         if spec.get("se"):
-            x = squeeze_excite(x, block_name)
+            x = squeeze_excite(x, name_in_model)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = keras.layers.Dense(num_classes, name="classifier")(x)
     return keras.Model(inputs, outputs, name=model_name(name, form))
@@ -174,8 +223,13 @@ def block_plan(spec, channels):
         zip(spec["blocks"], spec["widths"]), start=1
     ):
         for index in range(depth):
-            yield block_name(stage, index), channels, width, \
-                2 if index == 0 else 1, index
+            yield (
+                block_name(stage, index),
+                channels,
+                width,
+                2 if index == 0 else 1,
+                index,
+            )
             channels = width
 
 
@@ -199,17 +253,23 @@ class RepOptVGG(ModelFamily):
         super().__init__(BLOCK_CONV)
 
     def build(self, variant, num_classes, input_shape, kind, **options):
-        return build_repopt_vgg(variant, num_classes, input_shape, kind,
-                                **options)
+        return build_repopt_vgg(
+            variant, num_classes, input_shape, kind, **options
+        )
 
     def fuse(self, model, variant):
         if not has_branches(model, self.block_convs(model)):
             raise ValueError(
                 f"fuse_repvgg expects a model built with kind='repvgg', got "
-                f"{model.name!r}.")
-        deploy = self.build(variant, model.get_layer("classifier").units,
-                            model.input_shape[1:], "deploy",
-                            **preprocessing_options(model))
+                f"{model.name!r}."
+            )
+        deploy = self.build(
+            variant,
+            model.get_layer("classifier").units,
+            model.input_shape[1:],
+            "deploy",
+            **preprocessing_options(model),
+        )
         return fuse_into(model, deploy, self.block_convs(deploy))
 
 

@@ -22,8 +22,9 @@ def fold_layer(kernel, bn):
 def has_branches(model, convs):
     """Whether every block conv of `model` has its 1x1 branch (RepVGG form)."""
     names = {layer.name for layer in model.layers}
-    return bool(convs) and all(csla_layer_name(conv.name, "conv1x1") in names
-                               for conv in convs)
+    return bool(convs) and all(
+        csla_layer_name(conv.name, "conv1x1") in names for conv in convs
+    )
 
 
 def fused_block_kernel(model, conv_name):
@@ -33,16 +34,19 @@ def fused_block_kernel(model, conv_name):
     def layer(part):
         return model.get_layer(csla_layer_name(conv_name, part))
 
-    kernel, bias = fold_layer(np.asarray(model.get_layer(conv_name).kernel),
-                              layer("bn"))
-    kernel_1x1, bias_1x1 = fold_layer(np.asarray(layer("conv1x1").kernel),
-                                      layer("bn1x1"))
+    kernel, bias = fold_layer(
+        np.asarray(model.get_layer(conv_name).kernel), layer("bn")
+    )
+    kernel_1x1, bias_1x1 = fold_layer(
+        np.asarray(layer("conv1x1").kernel), layer("bn1x1")
+    )
     identity, bias_identity = None, 0.0
     if csla_layer_name(conv_name, "bn_identity") in names:
         # BN(x) is the identity kernel scaled by gamma / std, plus a bias.
         identity, bias_identity = fold_layer(1.0, layer("bn_identity"))
     kernel = merge_branches(kernel, kernel_1x1, identity)
     return kernel, (bias + bias_1x1 + bias_identity).astype(np.float32)
+
 
 def fuse_into(model, deploy, deploy_convs):
     """Copies `model`'s fused blocks into `deploy`'s convs and its other

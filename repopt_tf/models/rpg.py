@@ -47,16 +47,20 @@ class ParameterRing(keras.layers.Layer):
     def __init__(self, size, seed=0, init_std=DEFAULT_RING_STD, **kwargs):
         super().__init__(**kwargs)
         if int(size) <= 0:
-            raise ValueError(f"ParameterRing size must be positive, got {size}.")
+            raise ValueError(
+                f"ParameterRing size must be positive, got {size}."
+            )
         self.size = int(size)
         self.seed = int(seed)
         self.init_std = float(init_std)
 
     def build(self, input_shape):
         self.ring = self.add_weight(
-            name="ring", shape=(self.size,),
-            initializer=keras.initializers.RandomNormal(0.0, self.init_std,
-                                                        seed=self.seed),
+            name="ring",
+            shape=(self.size,),
+            initializer=keras.initializers.RandomNormal(
+                0.0, self.init_std, seed=self.seed
+            ),
         )
 
     def call(self, inputs):
@@ -67,8 +71,12 @@ class ParameterRing(keras.layers.Layer):
         return (self.size,)
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size, "seed": self.seed,
-                "init_std": self.init_std}
+        return {
+            **super().get_config(),
+            "size": self.size,
+            "seed": self.seed,
+            "init_std": self.init_std,
+        }
 
 
 def ring_indices(count, ring_size, offset, seed, mode):
@@ -76,7 +84,9 @@ def ring_indices(count, ring_size, offset, seed, mode):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     if mode == "shared":
-        return (np.arange(count) % ring_size).astype(np.int32), np.ones(count, np.float32)
+        return (np.arange(count) % ring_size).astype(np.int32), np.ones(
+            count, np.float32
+        )
     window = (offset + np.arange(count)) % ring_size
     rng = np.random.default_rng([seed, offset])
     indices = rng.permutation(window).astype(np.int32)
@@ -103,8 +113,9 @@ class _RingKernel:
             )
         ring_size = ring_shape[-1]
         count = int(np.prod(kernel_shape))
-        indices, signs = ring_indices(count, ring_size, self.offset, self.seed,
-                                      self.mode)
+        indices, signs = ring_indices(
+            count, ring_size, self.offset, self.seed, self.mode
+        )
         fan_in = int(np.prod(kernel_shape[:-1]))
         self.kernel_shape = tuple(kernel_shape)
         self._indices = indices
@@ -125,8 +136,12 @@ class _RingKernel:
         return layer
 
     def _ring_config(self):
-        return {"offset": self.offset, "seed": self.seed, "mode": self.mode,
-                "ring_std": self.ring_std}
+        return {
+            "offset": self.offset,
+            "seed": self.seed,
+            "mode": self.mode,
+            "ring_std": self.ring_std,
+        }
 
 
 @keras.saving.register_keras_serializable(package="repopt_tf")
@@ -137,9 +152,20 @@ class RingConv2D(_RingKernel, keras.layers.Layer):
     and materializes into one.
     """
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid",
-                 use_bias=False, offset=0, seed=0, mode="signed_permutation",
-                 ring_std=DEFAULT_RING_STD, zero_padding=0, **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        use_bias=False,
+        offset=0,
+        seed=0,
+        mode="signed_permutation",
+        ring_std=DEFAULT_RING_STD,
+        zero_padding=0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = tuple(np.broadcast_to(kernel_size, 2).tolist())
@@ -151,22 +177,38 @@ class RingConv2D(_RingKernel, keras.layers.Layer):
 
     def build(self, input_shape):
         x_shape, ring_shape = input_shape
-        self._build_ring((*self.kernel_size, x_shape[-1], self.filters), ring_shape)
-        self.bias = (self.add_weight(name="bias", shape=(self.filters,),
-                                     initializer="zeros")
-                     if self.use_bias else None)
+        self._build_ring(
+            (*self.kernel_size, x_shape[-1], self.filters), ring_shape
+        )
+        self.bias = (
+            self.add_weight(
+                name="bias", shape=(self.filters,), initializer="zeros"
+            )
+            if self.use_bias
+            else None
+        )
 
     def call(self, inputs):
         x, ring = inputs
-        y = fast_grad_conv2d(x, self.generate_kernel(ring), self.strides,
-                             self.padding, self.zero_padding)
+        y = fast_grad_conv2d(
+            x,
+            self.generate_kernel(ring),
+            self.strides,
+            self.padding,
+            self.zero_padding,
+        )
         return y if self.bias is None else y + self.bias
 
     def _plain_conv(self):
-        return FastGradConv2D(self.filters, self.kernel_size,
-                              strides=self.strides, padding=self.padding,
-                              zero_padding=self.zero_padding,
-                              use_bias=self.use_bias, name=self.name)
+        return FastGradConv2D(
+            self.filters,
+            self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            zero_padding=self.zero_padding,
+            use_bias=self.use_bias,
+            name=self.name,
+        )
 
     def compute_output_shape(self, input_shape):
         return self._plain_conv().compute_output_shape(input_shape[0])
@@ -177,18 +219,32 @@ class RingConv2D(_RingKernel, keras.layers.Layer):
         return conv
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters,
-                "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": self.padding, "zero_padding": self.zero_padding,
-                "use_bias": self.use_bias, **self._ring_config()}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "zero_padding": self.zero_padding,
+            "use_bias": self.use_bias,
+            **self._ring_config(),
+        }
 
 
 @keras.saving.register_keras_serializable(package="repopt_tf")
 class RingDense(_RingKernel, keras.layers.Layer):
     """Dense whose kernel is generated from a ring; call on `[x, ring]`."""
 
-    def __init__(self, units, use_bias=True, offset=0, seed=0,
-                 mode="signed_permutation", ring_std=DEFAULT_RING_STD, **kwargs):
+    def __init__(
+        self,
+        units,
+        use_bias=True,
+        offset=0,
+        seed=0,
+        mode="signed_permutation",
+        ring_std=DEFAULT_RING_STD,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.units = int(units)
         self.use_bias = use_bias
@@ -197,9 +253,13 @@ class RingDense(_RingKernel, keras.layers.Layer):
     def build(self, input_shape):
         x_shape, ring_shape = input_shape
         self._build_ring((x_shape[-1], self.units), ring_shape)
-        self.bias = (self.add_weight(name="bias", shape=(self.units,),
-                                     initializer="zeros")
-                     if self.use_bias else None)
+        self.bias = (
+            self.add_weight(
+                name="bias", shape=(self.units,), initializer="zeros"
+            )
+            if self.use_bias
+            else None
+        )
 
     def call(self, inputs):
         x, ring = inputs
@@ -210,14 +270,19 @@ class RingDense(_RingKernel, keras.layers.Layer):
         return (*input_shape[0][:-1], self.units)
 
     def _empty_plain_layer(self):
-        dense = keras.layers.Dense(self.units, use_bias=self.use_bias,
-                                   name=self.name)
+        dense = keras.layers.Dense(
+            self.units, use_bias=self.use_bias, name=self.name
+        )
         dense.build((None, self.kernel_shape[0]))
         return dense
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units,
-                "use_bias": self.use_bias, **self._ring_config()}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "use_bias": self.use_bias,
+            **self._ring_config(),
+        }
 
 
 class RingPlan:
@@ -231,7 +296,12 @@ class RingPlan:
     """
 
     def __init__(self, ring, seed, mode, ring_std):
-        self.ring, self.seed, self.mode, self.ring_std = ring, seed, mode, ring_std
+        self.ring, self.seed, self.mode, self.ring_std = (
+            ring,
+            seed,
+            mode,
+            ring_std,
+        )
         self.offset = 0
 
     @classmethod
@@ -240,22 +310,36 @@ class RingPlan:
         if not 0 < dof <= 1:
             raise ValueError(
                 f"rpg_dof is the ring size as a fraction of the {total} "
-                f"generated weights and must be in (0, 1], got {dof}.")
-        he_variance = sum(int(np.prod(shape)) * 2 / int(np.prod(shape[:-1]))
-                          for shape in shapes)
+                f"generated weights and must be in (0, 1], got {dof}."
+            )
+        he_variance = sum(
+            int(np.prod(shape)) * 2 / int(np.prod(shape[:-1]))
+            for shape in shapes
+        )
         ring_std = float(np.sqrt(he_variance / total))
-        ring = ParameterRing(max(1, round(dof * total)), seed=seed,
-                             init_std=ring_std, name="ring")(inputs)
+        ring = ParameterRing(
+            max(1, round(dof * total)),
+            seed=seed,
+            init_std=ring_std,
+            name="ring",
+        )(inputs)
         return cls(ring, seed, mode, ring_std)
 
     def conv(self, filters, kernel_size, strides=1, name=None, **conv_args):
         """A callable `x -> RingConv2D(...)([x, ring])` on the next window."""
 
         def apply(x):
-            layer = RingConv2D(filters, kernel_size, strides=strides,
-                               offset=self.offset, seed=self.seed,
-                               mode=self.mode, ring_std=self.ring_std,
-                               name=name, **conv_args)
+            layer = RingConv2D(
+                filters,
+                kernel_size,
+                strides=strides,
+                offset=self.offset,
+                seed=self.seed,
+                mode=self.mode,
+                ring_std=self.ring_std,
+                name=name,
+                **conv_args,
+            )
             self.offset += kernel_size * kernel_size * x.shape[-1] * filters
             return layer([x, self.ring])
 
@@ -263,14 +347,18 @@ class RingPlan:
 
 
 def ring_layers(model):
-    return [l for l in model.layers if isinstance(l, _RingKernel)]
+    return [layer for layer in model.layers if isinstance(layer, _RingKernel)]
 
 
 def _the_ring(model, caller):
     """The model's one `ParameterRing`; raises unless there is exactly one."""
-    rings = [l for l in model.layers if isinstance(l, ParameterRing)]
+    rings = [
+        layer for layer in model.layers if isinstance(layer, ParameterRing)
+    ]
     if len(rings) != 1:
-        raise ValueError(f"{caller} expects one ParameterRing, found {len(rings)}.")
+        raise ValueError(
+            f"{caller} expects one ParameterRing, found {len(rings)}."
+        )
     return rings[0]
 
 
@@ -282,7 +370,9 @@ def ring_usage(model):
     with this.
     """
     size = _the_ring(model, "ring_usage").size
-    total = sum(int(np.prod(l.kernel_shape)) for l in ring_layers(model))
+    total = sum(
+        int(np.prod(layer.kernel_shape)) for layer in ring_layers(model)
+    )
     if size > total:
         raise ValueError(
             f"The ring has {size} entries but the model generates only {total} "
@@ -308,14 +398,18 @@ def materialize(model):
         if isinstance(layer, keras.layers.InputLayer):
             return layer(*args, **kwargs)
         inputs = args[0]
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and \
-                isinstance(inputs, (list, tuple)):
+        if isinstance(
+            layer, (keras.layers.Conv2D, keras.layers.Dense)
+        ) and isinstance(inputs, (list, tuple)):
             inputs = inputs[0]  # drop the ring input
         return layer(inputs, *args[1:], **kwargs)
 
-    plain = keras.models.clone_model(model, clone_function=clone,
-                                     call_function=call)
+    plain = keras.models.clone_model(
+        model, clone_function=clone, call_function=call
+    )
     for layer in model.layers:
-        if layer.weights and not isinstance(layer, (_RingKernel, ParameterRing)):
+        if layer.weights and not isinstance(
+            layer, (_RingKernel, ParameterRing)
+        ):
             plain.get_layer(layer.name).set_weights(layer.get_weights())
     return plain

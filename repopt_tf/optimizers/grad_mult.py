@@ -83,8 +83,11 @@ def decode_grad_mult(encoded):
         raw = base64.b64decode(encoded["float32_base64"])
         return np.frombuffer(raw, dtype=np.float32).reshape(shape).copy()
     if "diagonal" in encoded:
-        mult = CompactMult(shape, np.asarray(encoded["surround"], np.float32),
-                           np.asarray(encoded["centre"], np.float32)).expand()
+        mult = CompactMult(
+            shape,
+            np.asarray(encoded["surround"], np.float32),
+            np.asarray(encoded["centre"], np.float32),
+        ).expand()
         diagonal = np.arange(min(shape[2:]))
         mult[1, 1, diagonal, diagonal] = encoded["diagonal"]
         return mult

@@ -68,14 +68,15 @@ class GradMultMixin:
                 f"`learning_rate` must be >= 0, got {learning_rate}."
             )
         if weight_decay is not None and weight_decay < 0:
-            raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay}.")
+            raise ValueError(
+                f"`weight_decay` must be >= 0, got {weight_decay}."
+            )
         for arg in ("clipnorm", "clipvalue"):
             if getattr(self, arg) is not None:
                 raise ValueError(
                     f"`{arg}` clips each gradient on its own, which breaks "
                     "the CSLA equivalence of a RepOptimizer (Ding et al., "
-                    "§3.2). Leave it None"
-                    + self._clip_advice
+                    "§3.2). Leave it None" + self._clip_advice
                 )
 
     _clip_advice = "."
@@ -108,7 +109,9 @@ class GradMultMixin:
                     f"{tuple(mult.shape)}, the variable has shape "
                     f"{tuple(variable.shape)}."
                 )
-            self._grad_mult_variables[index] = self._add_mult_state(variable, mult)
+            self._grad_mult_variables[index] = self._add_mult_state(
+                variable, mult
+            )
 
     def _add_mult_state(self, variable, mult):
         """A full mult variable, or `(row, centre)` variables (module doc)."""
@@ -121,11 +124,16 @@ class GradMultMixin:
             )
         return tuple(
             self.add_variable(
-                part.shape, initializer=lambda shape, dtype, m=part: ops.cast(m, dtype),
+                part.shape,
+                initializer=lambda shape, dtype, m=part: ops.cast(m, dtype),
                 dtype=variable.dtype,
-                name=f"{variable.path.replace('/', '_')}_grad_mult_{kind}")
-            for kind, part in (("row", compact.surround),
-                               ("centre", compact.centre_tap())))
+                name=f"{variable.path.replace('/', '_')}_grad_mult_{kind}",
+            )
+            for kind, part in (
+                ("row", compact.surround),
+                ("centre", compact.centre_tap()),
+            )
+        )
 
     def _scale(self, tensor, variable):
         """`tensor * M` for the mult `M` of `variable` (`M = 1` without one)."""
@@ -137,7 +145,8 @@ class GradMultMixin:
         row, centre = (ops.cast(part, tensor.dtype) for part in mult)
         tap = [[variable.shape[0] // 2, variable.shape[1] // 2]]
         return tf.tensor_scatter_nd_update(
-            tensor * row, tap, tf.gather_nd(tensor, tap) * centre)
+            tensor * row, tap, tf.gather_nd(tensor, tap) * centre
+        )
 
     def _multiply(self, gradient, variable):
         """`gradient * M` in the variable's dtype (`M = 1` without a mult)."""
@@ -148,6 +157,6 @@ class GradMultMixin:
 
     def _grad_mults_config(self):
         return {
-            path: encode_grad_mult(mult) for path, mult in self.grad_mults.items()
+            path: encode_grad_mult(mult)
+            for path, mult in self.grad_mults.items()
         }
-

@@ -61,8 +61,12 @@ class RepOptAdamW(GradMultMixin, keras.optimizers.AdamW):
         learning_rate = ops.cast(learning_rate, variable.dtype)
         gradient = self._multiply(gradient, variable)
         local_step = ops.cast(self.iterations + 1, variable.dtype)
-        beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
-        beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), local_step)
+        beta_1_power = ops.power(
+            ops.cast(self.beta_1, variable.dtype), local_step
+        )
+        beta_2_power = ops.power(
+            ops.cast(self.beta_2, variable.dtype), local_step
+        )
         m = self._momentums[index]
         v = self._velocities[index]
         alpha = learning_rate * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
@@ -75,7 +79,9 @@ class RepOptAdamW(GradMultMixin, keras.optimizers.AdamW):
             new_v = ops.maximum(v_hat, new_v)
             self.assign(v_hat, new_v)
         new_m = self._scale(new_m, variable)
-        self.assign_sub(variable, alpha * new_m / (ops.sqrt(new_v) + self.epsilon))
+        self.assign_sub(
+            variable, alpha * new_m / (ops.sqrt(new_v) + self.epsilon)
+        )
 
     def get_config(self):
         config = super().get_config()

@@ -91,17 +91,23 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
             # start of the step and hold it through the backward pass, where
             # the step's memory peaks.
             with tf.control_dependencies([step]):
-                step = step + ops.cast(self.weight_decay, variable.dtype) * variable
+                step = (
+                    step
+                    + ops.cast(self.weight_decay, variable.dtype) * variable
+                )
         if self.momentum == 0:
             self.assign_sub(variable, learning_rate * step)
             return
         # The momentum and weight update written above, in place in one TF
         # kernel (nothing computed before the gradient exists).
         tf.raw_ops.ResourceApplyMomentum(
-            var=_handle(variable), accum=_handle(self.momentums[index]),
-            lr=learning_rate, grad=step,
+            var=_handle(variable),
+            accum=_handle(self.momentums[index]),
+            lr=learning_rate,
+            grad=step,
             momentum=ops.cast(self.momentum, variable.dtype),
-            use_nesterov=self.nesterov)
+            use_nesterov=self.nesterov,
+        )
 
     def _apply_weight_decay(self, variables):
         """No decoupled decay: the L2 term is coupled in `update_step`."""
@@ -118,7 +124,9 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
     def _clip_by_csla_global_norm(self, grads, variables):
         squares = []
         for grad, variable in zip(grads, variables):
-            square = self._scale(ops.square(ops.cast(grad, "float32")), variable)
+            square = self._scale(
+                ops.square(ops.cast(grad, "float32")), variable
+            )
             squares.append(ops.sum(square))
         norm = ops.sqrt(ops.sum(ops.stack(squares)))
         scale = self.global_clipnorm / ops.maximum(norm, self.global_clipnorm)
@@ -132,4 +140,6 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
 
 def _handle(variable):
     """The TF resource handle of a Keras or TF variable."""
-    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
+    return (
+        variable.value if isinstance(variable, keras.Variable) else variable
+    ).handle

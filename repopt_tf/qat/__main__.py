@@ -25,10 +25,16 @@ from repopt_tf.cli.run_flags import load_trained_model  # noqa: E402
 
 define_run_flags()
 flags.DEFINE_integer("epochs", 2, "QAT fine-tuning epochs.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 1e-3, "QAT SGD learning rate.", lower_bound=0)
+flags.DEFINE_float(
+    "learning_rate", 1e-3, "QAT SGD learning rate.", lower_bound=0
+)
 flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
-flags.DEFINE_integer("train_limit", 0, "Fine-tune on the first N images (0: all).")
-flags.DEFINE_integer("representative", 300, "Representative images.", lower_bound=1)
+flags.DEFINE_integer(
+    "train_limit", 0, "Fine-tune on the first N images (0: all)."
+)
+flags.DEFINE_integer(
+    "representative", 300, "Representative images.", lower_bound=1
+)
 FLAGS = flags.FLAGS
 
 
@@ -38,8 +44,11 @@ def main(argv):
     try:
         import tensorflow_model_optimization  # noqa: F401
     except ImportError:
-        print("error: QAT needs the optional extra: run `bash scripts/setup_qat.sh` "
-              "(or pip install 'repopt-tf[qat]').", file=sys.stderr)
+        print(
+            "error: QAT needs the optional extra: run `bash scripts/setup_qat.sh` "
+            "(or pip install 'repopt-tf[qat]').",
+            file=sys.stderr,
+        )
         return 1
     from repopt_tf.quiet import quiet_logs
 
@@ -47,6 +56,7 @@ def main(argv):
     from repopt_tf.data import make_dataset
     from repopt_tf.data import representative_images
     from repopt_tf.data import take
+    from repopt_tf.evaluation import keras_accuracy
     from repopt_tf.export import check_full_integer
     from repopt_tf.export import convert_int8
     from repopt_tf.export import tflite_accuracy
@@ -55,54 +65,69 @@ def main(argv):
     from repopt_tf.qat.finetune import convert_qat_int8
     from repopt_tf.qat.finetune import float_finetune
     from repopt_tf.qat.finetune import quantize_aware_finetune
-    from repopt_tf.evaluation import keras_accuracy
 
     try:
         model_path, model, train, test, output_dir = load_trained_model(
-            lambda message: print(f"[qat] {message}", flush=True))
+            lambda message: print(f"[qat] {message}", flush=True)
+        )
         twin = tf_keras_twin(model)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if not weights_equal(model, twin):
-        print("error: the tf_keras twin's weights differ from the model's.",
-              file=sys.stderr)
+        print(
+            "error: the tf_keras twin's weights differ from the model's.",
+            file=sys.stderr,
+        )
         return 1
     _, size, _, channels = model.input_shape
     if FLAGS.train_limit:
         train = take(train, FLAGS.train_limit)
-    train_data = make_dataset(train, size, FLAGS.batch_size, training=True,
-                              channels=channels)
+    train_data = make_dataset(
+        train, size, FLAGS.batch_size, training=True, channels=channels
+    )
     test_data = make_dataset(test, size, 256, training=False, channels=channels)
-    print(f"[qat] {model_path}: twin built, weights equal; fine-tuning "
-          f"{FLAGS.epochs} epochs", flush=True)
-    calibration = representative_images(train, size, FLAGS.representative,
-                                        channels=channels)
-    qat_model = quantize_aware_finetune(twin, train_data, FLAGS.epochs,
-                                        calibration, FLAGS.learning_rate)
+    print(
+        f"[qat] {model_path}: twin built, weights equal; fine-tuning "
+        f"{FLAGS.epochs} epochs",
+        flush=True,
+    )
+    calibration = representative_images(
+        train, size, FLAGS.representative, channels=channels
+    )
+    qat_model = quantize_aware_finetune(
+        twin, train_data, FLAGS.epochs, calibration, FLAGS.learning_rate
+    )
     content = convert_qat_int8(qat_model, calibration)
     check_full_integer(content)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "model_int8_qat.tflite").write_bytes(content)
-    print(f"[qat] fine-tuning the fp32 twin {FLAGS.epochs} epochs without "
-          "fake quantization (the baseline)", flush=True)
-    tuned = float_finetune(tf_keras_twin(model), train_data, FLAGS.epochs,
-                           FLAGS.learning_rate)
+    print(
+        f"[qat] fine-tuning the fp32 twin {FLAGS.epochs} epochs without "
+        "fake quantization (the baseline)",
+        flush=True,
+    )
+    tuned = float_finetune(
+        tf_keras_twin(model), train_data, FLAGS.epochs, FLAGS.learning_rate
+    )
     print("[qat] evaluating", flush=True)
     report = {
         "model": str(model_path),
         "epochs": FLAGS.epochs,
         "learning_rate": FLAGS.learning_rate,
         "keras_fp32": keras_accuracy(model, test_data),
-        "fp32_finetuned": float(tuned.evaluate(test_data, verbose=0,
-                                               return_dict=True)["accuracy"]),
-        "tflite_int8_ptq": tflite_accuracy(convert_int8(model, calibration),
-                                           test_data),
+        "fp32_finetuned": float(
+            tuned.evaluate(test_data, verbose=0, return_dict=True)["accuracy"]
+        ),
+        "tflite_int8_ptq": tflite_accuracy(
+            convert_int8(model, calibration), test_data
+        ),
         "tflite_int8_qat": tflite_accuracy(content, test_data),
     }
     report["ptq_minus_fp32"] = report["tflite_int8_ptq"] - report["keras_fp32"]
-    report["qat_minus_fp32_finetuned"] = (report["tflite_int8_qat"]
-                                          - report["fp32_finetuned"])
+    report["qat_minus_fp32_finetuned"] = (
+        report["tflite_int8_qat"] - report["fp32_finetuned"]
+    )
     (output_dir / "qat_report.json").write_text(json.dumps(report, indent=2))
     (output_dir / "qat_report.md").write_text(qat_table(report) + "\n")
     print(qat_table(report))
@@ -113,17 +138,19 @@ def main(argv):
 def qat_table(report):
     """QAT beside its baselines: each int8 row against the fp32 it came from."""
     a = report
-    return "\n".join([
-        "| model | top-1 | vs |",
-        "| --- | --- | --- |",
-        f"| Keras fp32 (before) | {a['keras_fp32']:.4f} | |",
-        f"| TFLite int8 PTQ | {a['tflite_int8_ptq']:.4f} | "
-        f"{100 * a['ptq_minus_fp32']:+.2f} pts vs fp32 before |",
-        f"| fp32 fine-tuned {a['epochs']} epochs (no fake quant) | "
-        f"{a['fp32_finetuned']:.4f} | |",
-        f"| TFLite int8 QAT, {a['epochs']} epochs | {a['tflite_int8_qat']:.4f} | "
-        f"{100 * a['qat_minus_fp32_finetuned']:+.2f} pts vs fp32 fine-tuned |",
-    ])
+    return "\n".join(
+        [
+            "| model | top-1 | vs |",
+            "| --- | --- | --- |",
+            f"| Keras fp32 (before) | {a['keras_fp32']:.4f} | |",
+            f"| TFLite int8 PTQ | {a['tflite_int8_ptq']:.4f} | "
+            f"{100 * a['ptq_minus_fp32']:+.2f} pts vs fp32 before |",
+            f"| fp32 fine-tuned {a['epochs']} epochs (no fake quant) | "
+            f"{a['fp32_finetuned']:.4f} | |",
+            f"| TFLite int8 QAT, {a['epochs']} epochs | {a['tflite_int8_qat']:.4f} | "
+            f"{100 * a['qat_minus_fp32_finetuned']:+.2f} pts vs fp32 fine-tuned |",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -42,15 +42,23 @@ def calibrate_ranges(qat_model, twin, images):
         name = layer.name.removeprefix("quant_")
         if "kernel_min" in found:
             kernel = twin.get_layer(name).kernel.numpy()
-            axes = tuple(range(kernel.ndim - 1)) if len(found["kernel_min"].shape) else None
+            axes = (
+                tuple(range(kernel.ndim - 1))
+                if len(found["kernel_min"].shape)
+                else None
+            )
             bound = np.abs(kernel).max(axis=axes)
             found["kernel_min"].assign(-bound)
             found["kernel_max"].assign(bound)
         for prefix in ("output", "post_activation"):
             if f"{prefix}_min" in found:
-                activations[name] = (found[f"{prefix}_min"], found[f"{prefix}_max"])
-    probe = tf_keras.Model(twin.inputs,
-                           [twin.get_layer(name).output for name in activations])
+                activations[name] = (
+                    found[f"{prefix}_min"],
+                    found[f"{prefix}_max"],
+                )
+    probe = tf_keras.Model(
+        twin.inputs, [twin.get_layer(name).output for name in activations]
+    )
     outputs = probe.predict(np.asarray(images, np.float32), verbose=0)
     if len(activations) == 1:
         outputs = [outputs]
@@ -59,8 +67,9 @@ def calibrate_ranges(qat_model, twin, images):
         high.assign(max(0.0, float(values.max())))
 
 
-def quantize_aware_finetune(twin, train_data, epochs, calibration_images,
-                            learning_rate=1e-3, verbose=2):
+def quantize_aware_finetune(
+    twin, train_data, epochs, calibration_images, learning_rate=1e-3, verbose=2
+):
     model = quantize_aware_model(twin)
     calibrate_ranges(model, twin, calibration_images)
     return float_finetune(model, train_data, epochs, learning_rate, verbose)
@@ -69,8 +78,9 @@ def quantize_aware_finetune(twin, train_data, epochs, calibration_images,
 def float_finetune(model, train_data, epochs, learning_rate=1e-3, verbose=2):
     """Fine-tunes a tf_keras model with the QAT recipe (SGD, Nesterov 0.9)."""
     model.compile(
-        optimizer=tf_keras.optimizers.SGD(learning_rate, momentum=0.9,
-                                          nesterov=True),
+        optimizer=tf_keras.optimizers.SGD(
+            learning_rate, momentum=0.9, nesterov=True
+        ),
         loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=[tf_keras.metrics.CategoricalAccuracy(name="accuracy")],
     )

@@ -63,7 +63,9 @@ def save_scales(path, blocks, **metadata):
     for index, block in enumerate(blocks):
         for key in ("conv", "1x1", "identity"):
             if block.get(key) is not None:
-                arrays[f"block{index}_{key}"] = np.asarray(block[key], np.float32)
+                arrays[f"block{index}_{key}"] = np.asarray(
+                    block[key], np.float32
+                )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as file:
@@ -80,9 +82,13 @@ def scales_from_state_dict(state, source="state dict"):
             continue
         stage, index, branch = match.groups()
         block = (int(stage), int(index or 0))
-        found.setdefault(block, {})[branch] = np.asarray(value, np.float32).reshape(-1)
+        found.setdefault(block, {})[branch] = np.asarray(
+            value, np.float32
+        ).reshape(-1)
     if not found:
-        raise ValueError(f"{source}: no 'stageN.i.scale_*.weight' entries found.")
+        raise ValueError(
+            f"{source}: no 'stageN.i.scale_*.weight' entries found."
+        )
     blocks = []
     for block_id in sorted(found):
         branches = found[block_id]
@@ -92,11 +98,13 @@ def scales_from_state_dict(state, source="state dict"):
                 f"{source}: block stage{block_id[0]}.{block_id[1]} lacks "
                 f"scale_{sorted(missing)[0]}."
             )
-        blocks.append({
-            "conv": branches["conv"],
-            "1x1": branches["1x1"],
-            "identity": branches.get("identity"),
-        })
+        blocks.append(
+            {
+                "conv": branches["conv"],
+                "1x1": branches["1x1"],
+                "identity": branches.get("identity"),
+            }
+        )
     return blocks
 
 
@@ -104,7 +112,9 @@ def _load_npz(path):
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable .npz scales file.") from error
+        raise ValueError(
+            f"{path} is not a readable .npz scales file."
+        ) from error
     with data:
         if "metadata" not in data or "block0_conv" not in data:
             raise ValueError(f"{path} is not a repopt_tf scales file.")
@@ -113,10 +123,14 @@ def _load_npz(path):
         index = 0
         while f"block{index}_conv" in data:
             identity_key = f"block{index}_identity"
-            blocks.append({
-                "conv": data[f"block{index}_conv"],
-                "1x1": data[f"block{index}_1x1"],
-                "identity": data[identity_key] if identity_key in data else None,
-            })
+            blocks.append(
+                {
+                    "conv": data[f"block{index}_conv"],
+                    "1x1": data[f"block{index}_1x1"],
+                    "identity": data[identity_key]
+                    if identity_key in data
+                    else None,
+                }
+            )
             index += 1
     return blocks, metadata

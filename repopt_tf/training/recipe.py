@@ -11,7 +11,6 @@ decay to 0 at the end of training, stepped per iteration (as timm's
 CosineLRScheduler in the paper's code).
 """
 
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -25,7 +24,9 @@ def scaled_hyperparameters(train, global_batch):
     """Returns `(lr, weight_decay)` after batch scaling (see module doc)."""
     ratio = global_batch / train.reference_batch
     lr = train.base_lr * ratio
-    weight_decay = train.weight_decay * (ratio if train.scale_weight_decay else 1)
+    weight_decay = train.weight_decay * (
+        ratio if train.scale_weight_decay else 1
+    )
     return lr, weight_decay
 
 
@@ -39,8 +40,9 @@ def learning_rate_schedule(peak_lr, epochs, warmup_epochs, steps_per_epoch):
     )
 
 
-def build_optimizer(train, schedule, weight_decay, grad_mults=None,
-                    clip_global_norm=0.0):
+def build_optimizer(
+    train, schedule, weight_decay, grad_mults=None, clip_global_norm=0.0
+):
     """RepOptSGD / RepOptAdamW; without mults they are the plain baselines.
 
     `train.optimizer` is "sgd" (PyTorch-semantics SGD, coupled L2) or
@@ -49,13 +51,20 @@ def build_optimizer(train, schedule, weight_decay, grad_mults=None,
     clip = clip_global_norm or None
     if train.optimizer == "sgd":
         return RepOptSGD(
-            schedule, momentum=train.momentum, nesterov=train.nesterov,
-            weight_decay=weight_decay or None, grad_mults=grad_mults,
+            schedule,
+            momentum=train.momentum,
+            nesterov=train.nesterov,
+            weight_decay=weight_decay or None,
+            grad_mults=grad_mults,
             global_clipnorm=clip,
         )
     if train.optimizer == "adamw":
-        return RepOptAdamW(schedule, weight_decay=weight_decay,
-                           grad_mults=grad_mults, global_clipnorm=clip)
+        return RepOptAdamW(
+            schedule,
+            weight_decay=weight_decay,
+            grad_mults=grad_mults,
+            global_clipnorm=clip,
+        )
     raise ValueError(
         f"train.optimizer must be 'sgd' or 'adamw', got {train.optimizer!r}."
     )
@@ -70,13 +79,19 @@ def compute_settings(train):
     `train.jit_compile` ("auto": XLA on when a GPU is visible; on CPUs it is
     slower and fails under MirroredStrategy)."""
     if train.precision not in PRECISIONS:
-        raise ValueError(f"train.precision must be one of {PRECISIONS}, got "
-                         f"{train.precision!r}.")
+        raise ValueError(
+            f"train.precision must be one of {PRECISIONS}, got "
+            f"{train.precision!r}."
+        )
     if train.jit_compile not in JIT_MODES:
-        raise ValueError(f"train.jit_compile must be one of {JIT_MODES}, got "
-                         f"{train.jit_compile!r}.")
+        raise ValueError(
+            f"train.jit_compile must be one of {JIT_MODES}, got "
+            f"{train.jit_compile!r}."
+        )
     jit = train.jit_compile == "on" or (
-        train.jit_compile == "auto" and bool(tf.config.list_logical_devices("GPU")))
+        train.jit_compile == "auto"
+        and bool(tf.config.list_logical_devices("GPU"))
+    )
     return train.precision, jit
 
 

@@ -72,8 +72,9 @@ class Experiment:
 
     def __init__(self, config, workdir, strategy):
         if config.mode not in MODES:
-            raise ValueError(f"config.mode must be one of {MODES}, got "
-                             f"{config.mode!r}.")
+            raise ValueError(
+                f"config.mode must be one of {MODES}, got {config.mode!r}."
+            )
         if config.init_checkpoint and config.mode == "quickstart":
             raise ValueError(
                 "--config.init_checkpoint starts one stage from trained "
@@ -90,54 +91,80 @@ class Experiment:
         self.run_dir = RunDir(workdir)
         self.strategy = strategy
         data = config.data
-        common = dict(data_dir=data.data_dir or None,
-                      manual_dir=data.manual_dir or None, download=data.download)
-        self.train_source = load_source(data.name, "train",
-                                        limit=data.train_limit or None, **common)
-        self.test_source = load_source(data.name, data.eval_split,
-                                       limit=data.eval_limit or None, **common)
+        common = dict(
+            data_dir=data.data_dir or None,
+            manual_dir=data.manual_dir or None,
+            download=data.download,
+        )
+        self.train_source = load_source(
+            data.name, "train", limit=data.train_limit or None, **common
+        )
+        self.test_source = load_source(
+            data.name, data.eval_split, limit=data.eval_limit or None, **common
+        )
         if data.validation not in VALIDATIONS:
-            raise ValueError(f"config.data.validation must be one of "
-                             f"{VALIDATIONS}, got {data.validation!r}.")
+            raise ValueError(
+                f"config.data.validation must be one of "
+                f"{VALIDATIONS}, got {data.validation!r}."
+            )
         validation_source = None
         if data.validation == "holdout":
             self.train_source, validation_source = split_holdout(
-                self.train_source, data.validation_fraction)
+                self.train_source, data.validation_fraction
+            )
         elif data.validation == "test":
             validation_source = self.test_source
         channels = data.channels or self.train_source.channels
         self.input_shape = (data.image_size, data.image_size, channels)
         self.num_classes = self.train_source.num_classes
-        self.global_batch = config.train.batch_size * strategy.num_replicas_in_sync
-        self.steps_per_epoch = self.train_source.num_examples // self.global_batch
+        self.global_batch = (
+            config.train.batch_size * strategy.num_replicas_in_sync
+        )
+        self.steps_per_epoch = (
+            self.train_source.num_examples // self.global_batch
+        )
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"{self.train_source.num_examples} training images are fewer "
                 f"than one global batch of {self.global_batch}."
             )
-        dataset_args = dict(image_size=data.image_size,
-                            batch_size=self.global_batch, channels=channels)
+        dataset_args = dict(
+            image_size=data.image_size,
+            batch_size=self.global_batch,
+            channels=channels,
+        )
         self.test_source = self._splits_evenly(self.test_source, "test")
         if validation_source is not None:
-            validation_source = self._splits_evenly(validation_source,
-                                                    "validation")
-        self.train_data = make_dataset(self.train_source, training=True,
-                                       augment=data.augment, seed=config.seed,
-                                       **dataset_args)
-        self.test_data = make_dataset(self.test_source, training=False,
-                                      **dataset_args)
+            validation_source = self._splits_evenly(
+                validation_source, "validation"
+            )
+        self.train_data = make_dataset(
+            self.train_source,
+            training=True,
+            augment=data.augment,
+            seed=config.seed,
+            **dataset_args,
+        )
+        self.test_data = make_dataset(
+            self.test_source, training=False, **dataset_args
+        )
         self.validation_data = validation_source and make_dataset(
-            validation_source, training=False, **dataset_args)
+            validation_source, training=False, **dataset_args
+        )
         if data.validation == "holdout":
-            validation = (f"{validation_source.num_examples} validation "
-                          "(held out of train) / ")
+            validation = (
+                f"{validation_source.num_examples} validation "
+                "(held out of train) / "
+            )
         elif data.validation == "test":
             validation = f"validation on the {data.eval_split} split / "
         else:
             validation = "no validation / "
-        log(f"data {data.name}: {self.train_source.num_examples} train / "
+        log(
+            f"data {data.name}: {self.train_source.num_examples} train / "
             f"{validation}{self.test_source.num_examples} {data.eval_split} "
-            f"images, {self.num_classes} classes, input {self.input_shape}")
+            f"images, {self.num_classes} classes, input {self.input_shape}"
+        )
 
     def _splits_evenly(self, source, label):
         """`source`, trimmed to a multiple of the replica count when it is
@@ -150,10 +177,14 @@ class Experiment:
             return source
         kept = count - count % replicas
         if kept == 0:
-            raise ValueError(f"{count} {label} images cannot be split over "
-                             f"{replicas} replicas.")
-        log(f"{label}: {kept} of {count} images, a multiple of the "
-            f"{replicas} replicas")
+            raise ValueError(
+                f"{count} {label} images cannot be split over "
+                f"{replicas} replicas."
+            )
+        log(
+            f"{label}: {kept} of {count} images, a multiple of the "
+            f"{replicas} replicas"
+        )
         return take(source, kept)
 
     def run(self):
@@ -167,7 +198,9 @@ class Experiment:
         if mode == "baseline_repvgg":
             return self.baseline_repvgg()
         results = [self.hyper_search()]
-        results.append(self.target(load_scales(self.run_dir.stage("hs").scales)))
+        results.append(
+            self.target(load_scales(self.run_dir.stage("hs").scales))
+        )
         if self.config.quickstart.baselines:
             results.append(self.baseline_sgd())
             results += self.baseline_repvgg()
@@ -175,12 +208,16 @@ class Experiment:
 
     def hyper_search(self):
         hs = self.config.hs
-        model, accuracy = self._train("hs", "hs", hs.epochs,
-                                      clip_global_norm=hs.clip_global_norm)
+        model, accuracy = self._train(
+            "hs", "hs", hs.epochs, clip_global_norm=hs.clip_global_norm
+        )
         scales = self.family.extract_scales(model)
         path = save_scales(
-            self.run_dir.stage("hs").scales, scales, variant=self.config.model,
-            dataset=self.config.data.name, epochs=hs.epochs,
+            self.run_dir.stage("hs").scales,
+            scales,
+            variant=self.config.model,
+            dataset=self.config.data.name,
+            epochs=hs.epochs,
             test_accuracy=accuracy,
         )
         log(f"hs: wrote {len(scales)} blocks of scales to {path}")
@@ -226,9 +263,11 @@ class Experiment:
         finished = self.run_dir.recorded().get(stage)
         images = self.train_source.num_examples
         # Runs recorded before train_images was stored match any size.
-        if finished and (finished["model"], finished["epochs"],
-                         finished.get("train_images") or images) != (
-                config.model, epochs, images):
+        if finished and (
+            finished["model"],
+            finished["epochs"],
+            finished.get("train_images") or images,
+        ) != (config.model, epochs, images):
             raise ValueError(
                 f"{workdir} holds a finished {finished['model']} run of "
                 f"{finished['epochs']} epochs on "
@@ -239,20 +278,26 @@ class Experiment:
         stage_config = self._stage_config(stage)
         # Only a finished stage or a resumable one (backup/) is protected.
         protected = finished or stage_dir.backup.exists()
-        differences = protected and _differences(stage_dir.saved_config(),
-                                                 stage_config)
+        differences = protected and _differences(
+            stage_dir.saved_config(), stage_config
+        )
         if differences:
             state = "finished" if finished else "interrupted"
             raise ValueError(
                 f"{workdir} holds a {state} run with another config ("
                 + "; ".join(differences[:6])
-                + (f"; +{len(differences) - 6} more" if len(differences) > 6
-                   else "")
+                + (
+                    f"; +{len(differences) - 6} more"
+                    if len(differences) > 6
+                    else ""
+                )
                 + f"): use a new --workdir, or delete {workdir} to retrain."
             )
         if finished and stage_dir.model.exists():
-            log(f"{stage}: already trained in {workdir} with this config, "
-                "reusing it (delete that folder to retrain)")
+            log(
+                f"{stage}: already trained in {workdir} with this config, "
+                "reusing it (delete that folder to retrain)"
+            )
             with self.strategy.scope():
                 model = keras.models.load_model(stage_dir.model)
             return model, finished["test_accuracy"]
@@ -261,59 +306,104 @@ class Experiment:
         form = kind
         if config.rpg.dof:
             form = f"RPG ring {config.rpg.dof:g} of the 3x3 weights, {config.rpg.mode}"
-        log(f"{stage}: {config.model} ({form}), {epochs} epochs x "
+        log(
+            f"{stage}: {config.model} ({form}), {epochs} epochs x "
             f"{self.steps_per_epoch} steps, global batch {self.global_batch} "
             f"({train.batch_size} x {self.strategy.num_replicas_in_sync} "
             f"replicas), lr {train.base_lr} x {self.global_batch}/"
-            f"{train.reference_batch} = {lr:g}, weight decay {weight_decay:g}")
-        schedule = learning_rate_schedule(lr, epochs, train.warmup_epochs,
-                                          self.steps_per_epoch)
+            f"{train.reference_batch} = {lr:g}, weight decay {weight_decay:g}"
+        )
+        schedule = learning_rate_schedule(
+            lr, epochs, train.warmup_epochs, self.steps_per_epoch
+        )
         precision, jit = compute_settings(train)
-        log(f"{stage}: precision {precision}"
-            + (" (variables, Grad Mults and momentum in float32)"
-               if precision != "float32" else "")
-            + f", XLA {'on' if jit else 'off'}")
+        log(
+            f"{stage}: precision {precision}"
+            + (
+                " (variables, Grad Mults and momentum in float32)"
+                if precision != "float32"
+                else ""
+            )
+            + f", XLA {'on' if jit else 'off'}"
+        )
         previous_policy = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy(precision)
         try:
-            return self._fit(stage, kind, epochs, scales, clip_global_norm,
-                             schedule, weight_decay, jit, stage_config)
+            return self._fit(
+                stage,
+                kind,
+                epochs,
+                scales,
+                clip_global_norm,
+                schedule,
+                weight_decay,
+                jit,
+                stage_config,
+            )
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
 
-    def _fit(self, stage, kind, epochs, scales, clip_global_norm, schedule,
-             weight_decay, jit, stage_config):
+    def _fit(
+        self,
+        stage,
+        kind,
+        epochs,
+        scales,
+        clip_global_norm,
+        schedule,
+        weight_decay,
+        jit,
+        stage_config,
+    ):
         config, train = self.config, self.config.train
         stage_dir = self.run_dir.stage(stage)
         with self.strategy.scope():
             rpg = {}
             if config.rpg.dof:
-                rpg = dict(rpg_dof=config.rpg.dof, rpg_mode=config.rpg.mode,
-                           rpg_seed=config.rpg.seed)
-            model = build_model(config.model, self.num_classes, self.input_shape,
-                                kind=kind, **rpg)
+                rpg = dict(
+                    rpg_dof=config.rpg.dof,
+                    rpg_mode=config.rpg.mode,
+                    rpg_seed=config.rpg.seed,
+                )
+            model = build_model(
+                config.model,
+                self.num_classes,
+                self.input_shape,
+                kind=kind,
+                **rpg,
+            )
             if config.init_checkpoint:
-                report = load_weights(model, config.init_checkpoint,
-                                      ema=config.init_ema,
-                                      skip_head=config.init_skip_head)
+                report = load_weights(
+                    model,
+                    config.init_checkpoint,
+                    ema=config.init_ema,
+                    skip_head=config.init_skip_head,
+                )
                 log(f"{stage}: fine-tuning: {report}")
             mults = None
             if scales is not None:
                 mults = self._prepare_target(model, scales)
-            optimizer = build_optimizer(train, schedule, weight_decay, mults,
-                                        clip_global_norm)
+            optimizer = build_optimizer(
+                train, schedule, weight_decay, mults, clip_global_norm
+            )
             model.compile(
                 optimizer=optimizer,
                 loss=keras.losses.CategoricalCrossentropy(
-                    from_logits=True, label_smoothing=train.label_smoothing),
+                    from_logits=True, label_smoothing=train.label_smoothing
+                ),
                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                 jit_compile=jit,
             )
         callbacks = standard_callbacks(stage_dir)
         stage_dir.config.write_text(json.dumps(stage_config, indent=2))
-        model.fit(self.train_data, epochs=epochs, callbacks=callbacks, shuffle=False,
-                  validation_data=self.validation_data,
-                  verbose=1 if sys.stdout.isatty() else 2)
+        model.fit(
+            self.train_data,
+            epochs=epochs,
+            callbacks=callbacks,
+            shuffle=False,
+            validation_data=self.validation_data,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
         nan_guard = next(c for c in callbacks if isinstance(c, StopOnNaN))
         if nan_guard.message:
             raise TrainingDiverged(nan_guard.message)
@@ -327,17 +417,22 @@ class Experiment:
         if config.init_checkpoint:
             log("target: no reinit (the weights come from init_checkpoint)")
         elif config.reinit:
-            self.family.reinitialize(model, scales, config.use_identity_scales,
-                                     seed=config.seed)
+            self.family.reinitialize(
+                model, scales, config.use_identity_scales, seed=config.seed
+            )
         else:
-            log("target: reinit skipped (--config.reinit=False): training "
+            log(
+                "target: reinit skipped (--config.reinit=False): training "
                 "starts from Keras's default init, not from trained weights "
-                "(for that, pass --config.init_checkpoint)")
+                "(for that, pass --config.init_checkpoint)"
+            )
         power = 2
         if config.train.optimizer == "adamw":
             power = 1
-            scales = [{k: None if v is None else np.abs(v)
-                       for k, v in block.items()} for block in scales]
+            scales = [
+                {k: None if v is None else np.abs(v) for k, v in block.items()}
+                for block in scales
+            ]
         mults = self.family.grad_mults(model, scales, power=power)
         for line in grad_mult_summary(mults):
             log(f"target: {line}")
@@ -347,24 +442,36 @@ class Experiment:
         """The resolved config fields that decide what `stage` trains, plus
         the number of training images (`{"dotted.key": value}`)."""
         ignored = {"mode", "quickstart"} | {
-            section for section, owner in _STAGE_SECTIONS.items()
-            if owner != stage}
-        flat = {key: value for key, value in _flatten(self.config.to_dict())
-                if key.split(".")[0] not in ignored}
+            section
+            for section, owner in _STAGE_SECTIONS.items()
+            if owner != stage
+        }
+        flat = {
+            key: value
+            for key, value in _flatten(self.config.to_dict())
+            if key.split(".")[0] not in ignored
+        }
         flat["data.train_images"] = self.train_source.num_examples
         return json.loads(json.dumps(flat))  # as it reads back from disk
 
     def _evaluate(self, model):
-        metrics = model.evaluate(self.test_data, return_dict=True,
-                                 verbose=1 if sys.stdout.isatty() else 2)
+        metrics = model.evaluate(
+            self.test_data,
+            return_dict=True,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
         return float(metrics["accuracy"])
 
     def _result(self, stage, kind, epochs, accuracy, repopt=False):
         """Records a stage in the run's results and returns it."""
         optimizer = self.config.train.optimizer.upper()
         result = StageResult(
-            stage, self.config.model, kind,
-            f"RepOpt{optimizer}" if repopt else optimizer, epochs, accuracy,
+            stage,
+            self.config.model,
+            kind,
+            f"RepOpt{optimizer}" if repopt else optimizer,
+            epochs,
+            accuracy,
             str(self.run_dir.stage(stage.removesuffix("_fused")).path),
             self.train_source.num_examples,
         )
@@ -372,10 +479,14 @@ class Experiment:
         return result
 
 
-
 # Config fields that only one stage reads: a change elsewhere keeps it valid.
-_STAGE_SECTIONS = {"hs": "hs", "scales": "target", "reinit": "target",
-                   "use_identity_scales": "target", "rpg": "baseline_sgd"}
+_STAGE_SECTIONS = {
+    "hs": "hs",
+    "scales": "target",
+    "reinit": "target",
+    "use_identity_scales": "target",
+    "rpg": "baseline_sgd",
+}
 
 
 def _flatten(tree, prefix=""):
@@ -400,16 +511,22 @@ def _differences(saved, current):
     def value(config, key):
         return config.get(key, defaults.get(key, "(unset)"))
 
-    return [f"{key}: {value(saved, key)!r} -> {value(current, key)!r}"
-            for key in sorted(set(saved) | set(current))
-            if value(saved, key) != value(current, key)]
+    return [
+        f"{key}: {value(saved, key)!r} -> {value(current, key)!r}"
+        for key in sorted(set(saved) | set(current))
+        if value(saved, key) != value(current, key)
+    ]
 
 
 def results_table(results):
     """Markdown table of stage results."""
-    lines = ["| stage | model | form | optimizer | epochs | test accuracy |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| stage | model | form | optimizer | epochs | test accuracy |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
-        lines.append(f"| {r.stage} | {r.model} | {r.kind} | {r.optimizer} | "
-                     f"{r.epochs} | {r.test_accuracy:.4f} |")
+        lines.append(
+            f"| {r.stage} | {r.model} | {r.kind} | {r.optimizer} | "
+            f"{r.epochs} | {r.test_accuracy:.4f} |"
+        )
     return "\n".join(lines)

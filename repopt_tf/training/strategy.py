@@ -55,12 +55,15 @@ def get_strategy(name="default", tpu=""):
         cpus = tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy(
             [d.name for d in cpus],
-            cross_device_ops=tf.distribute.ReductionToOneDevice())
+            cross_device_ops=tf.distribute.ReductionToOneDevice(),
+        )
     if name == "multi_worker":
         return _MultiWorkerMirroredStrategy()
     if name == "tpu":
         try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+                tpu=tpu
+            )
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, tf.errors.OpError) as error:
