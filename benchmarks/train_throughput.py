@@ -35,6 +35,7 @@ from pathlib import Path
 from absl import app
 from absl import flags
 from step_timing import alternating_step_times
+from step_timing import compiled_form
 
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("batch", 128, "Global batch size.", lower_bound=1)
@@ -97,36 +98,10 @@ def setup_tensorflow():
 def build_form(form, strategy):
     import keras
 
-    from repopt_tf.models import build_model
-    from repopt_tf.models import extract_scales
-    from repopt_tf.optimizers import RepOptSGD
-    from repopt_tf.optimizers import grad_mults_for_model
-
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     with strategy.scope():
-        model = build_model(
-            FLAGS.model,
-            10,
-            shape,
-            kind="repvgg" if form == "repvgg" else "plain",
-        )
-        mults = None
-        if form == "repopt":
-            hs = build_model(FLAGS.model, 10, shape, kind="hs")
-            mults = grad_mults_for_model(model, extract_scales(hs))
-        model.compile(
-            optimizer=RepOptSGD(
-                0.01,
-                momentum=0.9,
-                nesterov=True,
-                weight_decay=4e-5,
-                grad_mults=mults,
-            ),
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-            jit_compile=FLAGS.jit_compile,
-        )
-    return model
+        return compiled_form(FLAGS.model, form, shape, FLAGS.jit_compile)
 
 
 def synthetic_batch(tf):

@@ -26,6 +26,7 @@ from pathlib import Path
 from absl import app
 from absl import flags
 from step_timing import alternating_step_times
+from step_timing import compiled_form
 
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
@@ -140,11 +141,7 @@ def main(argv):
         torch.set_num_threads(FLAGS.threads)
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    from repopt_tf import RepOptSGD
-    from repopt_tf import build_model
-    from repopt_tf import grad_mults_for_model
     from repopt_tf.models import VARIANTS
-    from repopt_tf.models import extract_scales
 
     spec = VARIANTS[FLAGS.model]
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
@@ -152,29 +149,10 @@ def main(argv):
     images = rng.uniform(0, 255, (FLAGS.batch, *shape)).astype(np.float32)
     labels = rng.integers(0, 10, FLAGS.batch)
     keras_batch = (tf.constant(images), tf.one_hot(labels, 10))
-    scales = extract_scales(build_model(FLAGS.model, 10, shape, kind="hs"))
 
     runners = {}
     for form in ("repopt", "repvgg"):
-        model = build_model(
-            FLAGS.model,
-            10,
-            shape,
-            kind="plain" if form == "repopt" else "repvgg",
-        )
-        mults = (
-            grad_mults_for_model(model, scales) if form == "repopt" else None
-        )
-        model.compile(
-            optimizer=RepOptSGD(
-                0.01,
-                momentum=0.9,
-                nesterov=True,
-                weight_decay=4e-5,
-                grad_mults=mults,
-            ),
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        )
+        model = compiled_form(FLAGS.model, form, shape)
         runners[f"keras_{form}"] = model
         net = torch_model(torch, spec, form)
         torch_mults = None
@@ -182,7 +160,7 @@ def main(argv):
             convs = [b.conv.weight for b in net.blocks]
             torch_mults = [
                 (w, torch.from_numpy(m.transpose(3, 2, 0, 1).copy()))
-                for w, m in zip(convs, mults.values())
+                for w, m in zip(convs, model.optimizer.grad_mults.values())
             ]
         runners[f"torch_{form}"] = TorchTrainer(
             torch,

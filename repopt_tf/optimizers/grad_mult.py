@@ -25,21 +25,9 @@ def grad_mult(scale_conv, scale_1x1, has_identity, in_channels, power=2):
         in_channels: number of input channels Cin.
         power: 2 for SGD-type rules, 1 for AdamW.
     """
-    s = np.asarray(scale_conv, dtype=np.float32).reshape(-1)
-    t = np.asarray(scale_1x1, dtype=np.float32).reshape(-1)
-    if s.shape != t.shape:
-        raise ValueError(
-            f"scale_conv and scale_1x1 must have the same length, got "
-            f"{s.shape[0]} and {t.shape[0]}."
-        )
-    if power not in (1, 2):
-        raise ValueError(f"power must be 1 (AdamW) or 2 (SGD), got {power}.")
-    if has_identity and int(in_channels) != s.shape[0]:
-        raise ValueError(
-            "An identity branch needs in_channels == out_channels, got "
-            f"in_channels={int(in_channels)}, out_channels={s.shape[0]}."
-        )
-    return csla_grad_mult(s, t, has_identity, in_channels, power)
+    return csla_grad_mult(
+        scale_conv, scale_1x1, has_identity, in_channels, power
+    )
 
 
 def grad_mults_for_model(model, blocks, layer_pattern=r".*", power=2):

@@ -33,7 +33,6 @@ from repopt_tf.data import split_holdout
 from repopt_tf.data import take
 from repopt_tf.evaluation import keras_accuracy
 from repopt_tf.models import build_model
-from repopt_tf.models import fuse_repvgg
 from repopt_tf.models.registry import family_of
 from repopt_tf.rundir import RunDir
 from repopt_tf.scales import load_scales
@@ -239,7 +238,7 @@ class Experiment:
     def baseline_repvgg(self):
         epochs = self.config.train.epochs
         model, accuracy = self._train("baseline_repvgg", "repvgg", epochs)
-        deploy = fuse_repvgg(model)
+        deploy = self.family.fuse(model, self.config.model)
         fused = keras_accuracy(deploy, self.test_data)
         deploy.save(self.run_dir.stage("baseline_repvgg").fused_model)
         log(f"baseline_repvgg: fused deploy model accuracy {fused:.4f}")
