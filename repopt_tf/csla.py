@@ -81,33 +81,46 @@ def merge_branches(kernel, kernel_1x1=None, identity=None):
 
 
 def csla_grad_mult(
-    scale_conv, scale_1x1, has_identity, in_channels, power=2, kernel_size=3
+    scale_conv,
+    scale_1x1,
+    has_identity,
+    in_channels,
+    power=2,
+    kernel_size=3,
+    groups=1,
 ):
     """Grad Mult `merge(s**p, t**p, 1)` as a `(k, k, Cin, Cout)` array (Eq. 3).
 
+    `scale_1x1` None: the block has no 1x1 branch (RepOpt-GhostNet's
+    `t*dwconv(x) + s*x`, where `scale_conv` is `t`). `in_channels` is per
+    group; a depthwise conv has `in_channels=1, groups=Cout`.
+
     Raises:
         ValueError: when `s` and `t` differ in length, `power` is not 1 or
-            2, or an identity is asked for with `in_channels != Cout`.
+            2, or an identity is asked for on a map that is not C -> C.
     """
     s = np.asarray(scale_conv, np.float32).reshape(-1)
-    t = np.asarray(scale_1x1, np.float32).reshape(-1)
-    if s.shape != t.shape:
-        raise ValueError(
-            f"scale_conv and scale_1x1 must have the same length, got "
-            f"{s.shape[0]} and {t.shape[0]}."
-        )
+    if scale_1x1 is not None:
+        t = np.asarray(scale_1x1, np.float32).reshape(-1)
+        if s.shape != t.shape:
+            raise ValueError(
+                f"scale_conv and scale_1x1 must have the same length, got "
+                f"{s.shape[0]} and {t.shape[0]}."
+            )
     if power not in (1, 2):
         raise ValueError(f"power must be 1 (AdamW) or 2 (SGD), got {power}.")
     in_channels = int(in_channels)
-    if has_identity and in_channels != s.shape[0]:
+    if has_identity and in_channels * groups != s.shape[0]:
         raise ValueError(
             "An identity branch needs in_channels == out_channels, got "
-            f"in_channels={in_channels}, out_channels={s.shape[0]}."
+            f"in_channels={in_channels * groups}, out_channels={s.shape[0]}."
         )
     shape = (kernel_size, kernel_size, in_channels, s.shape[0])
     return merge_branches(
         np.broadcast_to(s**power, shape),
-        np.broadcast_to(t**power, (1, 1) + shape[2:]),
+        None
+        if scale_1x1 is None
+        else np.broadcast_to(t**power, (1, 1) + shape[2:]),
         1.0 if has_identity else None,
     )
 

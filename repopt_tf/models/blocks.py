@@ -161,40 +161,57 @@ def block(
     return keras.layers.ReLU(name=f"{name}_relu")(out)
 
 
-def csla_sum(conv, conv1x1, identity_input, conv_name, scale_init):
-    """`s * conv + t * conv1x1 (+ gamma * identity_input)`: the CSLA sum with
-    trainable `ChannelScale`s (`s`, `t` from `scale_init`, `gamma` from 1, a
-    decayed kernel-like weight), named by `csla_layer_name(conv_name, ...)`;
-    `identity_input` None: no identity branch."""
+def csla_sum(
+    conv,
+    conv1x1,
+    identity_input,
+    conv_name,
+    scale_init,
+    identity_kernel_like=True,
+):
+    """`s * conv (+ t * conv1x1) (+ gamma * identity_input)`: the CSLA sum
+    with trainable `ChannelScale`s (`s`, `t` from `scale_init`, `gamma` from
+    1), named by `csla_layer_name(conv_name, ...)`; `conv1x1` or
+    `identity_input` None: no such branch. `gamma` is a decayed kernel-like
+    weight unless `identity_kernel_like` is False."""
     branches = [
         ChannelScale(scale_init, name=csla_layer_name(conv_name, "scale_conv"))(
             conv
-        ),
-        ChannelScale(scale_init, name=csla_layer_name(conv_name, "scale_1x1"))(
-            conv1x1
-        ),
+        )
     ]
+    if conv1x1 is not None:
+        branches.append(
+            ChannelScale(
+                scale_init, name=csla_layer_name(conv_name, "scale_1x1")
+            )(conv1x1)
+        )
     if identity_input is not None:
         branches.append(
             ChannelScale(
                 1.0,
-                kernel_like=True,
+                kernel_like=identity_kernel_like,
                 name=csla_layer_name(conv_name, "scale_identity"),
             )(identity_input)
         )
     return keras.layers.Add(name=csla_layer_name(conv_name, "add"))(branches)
 
 
-def squeeze_excite(x, name, reduction=4):
-    """SE after the block's ReLU (RepOpt-VGG-L2 with SE), internal C/4."""
+def squeeze_excite(x, name, reduced_channels=None, gate="sigmoid"):
+    """Squeeze-and-excitation `x * gate(W2 relu(W1 mean(x)))` with layers
+    `{name}_se_*`; internal width `reduced_channels` (default C/4; RepOpt-
+    VGG-L2 with SE after the block's ReLU), `gate` a Keras activation
+    (RepOpt-GhostNet: `"hard_sigmoid"`, relu6(x + 3) / 6)."""
     channels = x.shape[-1]
     s = keras.layers.GlobalAveragePooling2D(
         keepdims=True, name=f"{name}_se_pool"
     )(x)
     s = keras.layers.Conv2D(
-        channels // reduction, 1, activation="relu", name=f"{name}_se_reduce"
+        reduced_channels or channels // 4,
+        1,
+        activation="relu",
+        name=f"{name}_se_reduce",
     )(s)
     s = keras.layers.Conv2D(
-        channels, 1, activation="sigmoid", name=f"{name}_se_expand"
+        channels, 1, activation=gate, name=f"{name}_se_expand"
     )(s)
     return keras.layers.Multiply(name=f"{name}_se")([x, s])

@@ -10,11 +10,15 @@ Families are listed in `repopt_tf.models.registry`; a new one is a module
 with a `ModelFamily` and a line there.
 
 `ConvBlocks(layer_pattern)` answers the four questions for blocks whose
-CSLA form is `s*conv3x3(x) + t*conv1x1(x) (+ gamma*x)` on the 3x3 `Conv2D`
+CSLA form is `s*conv3x3(x) (+ t*conv1x1(x)) (+ gamma*x)` on the 3x3 conv
 layers whose names fully match `layer_pattern`: RepOpt-VGG's blocks and any
-user network's (`csla_form`). Scales are in the format of
-`repopt_tf.scales.load_scales`: one dict per block, model order, with keys
-`"conv"` (s), `"1x1"` (t) and `"identity"` (gamma, or None without one).
+user network's (`csla_form`) on `Conv2D`s, RepOpt-GhostNet's
+`t*dwconv3x3(x) + s*x` on `DepthwiseConv2D`s (`layer_types`). Scales are in
+the format of `repopt_tf.scales.load_scales`: one dict per block, model
+order, with keys `"conv"` (the 3x3 branch's scale), `"1x1"` (None without a
+1x1 branch) and `"identity"` (None without one). A depthwise kernel
+`(k, k, C, 1)` is handled in the grouped layout `(k, k, 1, C)` of
+`repopt_tf.csla` (`grouped_layout`).
 """
 
 import re
@@ -30,21 +34,46 @@ from repopt_tf.models.blocks import BLOCK_CONV
 from repopt_tf.models.blocks import csla_layer_name
 
 
-def is_3x3_conv(layer, regex):
-    """Whether `layer` is a 3x3 `Conv2D` whose name fully matches `regex`:
-    the layers that Grad Mults, scales and CSLA forms attach to."""
+def is_3x3_conv(layer, regex, layer_types=(keras.layers.Conv2D,)):
+    """Whether `layer` is a 3x3 conv of `layer_types` whose name fully
+    matches `regex`: the layers that Grad Mults, scales and CSLA forms
+    attach to."""
     return (
-        isinstance(layer, keras.layers.Conv2D)
+        isinstance(layer, layer_types)
         and tuple(layer.kernel_size) == (3, 3)
         and re.fullmatch(regex, layer.name) is not None
     )
 
 
+def conv_geometry(layer):
+    """`(in_channels per group, out_channels, groups)` of a built `Conv2D`
+    or `DepthwiseConv2D`."""
+    kernel_shape = tuple(layer.kernel.shape)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        channels, multiplier = kernel_shape[2:]
+        return 1, channels * multiplier, channels
+    return kernel_shape[2], kernel_shape[3], layer.groups
+
+
+def grouped_layout(layer, kernel):
+    """`kernel` of `layer` in the `(k, k, Cin per group, Cout)` layout of
+    `repopt_tf.csla` (a depthwise `(k, k, C, m)` becomes `(k, k, 1, C*m)`)."""
+    kernel = np.asarray(kernel, np.float32)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        size = kernel.shape[0]
+        return kernel.reshape(size, size, 1, -1)
+    return kernel
+
+
+def variable_layout(layer, kernel):
+    """Inverse of `grouped_layout`: `kernel` in the shape of `layer.kernel`."""
+    return np.asarray(kernel, np.float32).reshape(tuple(layer.kernel.shape))
+
+
 def can_carry_identity(layer):
     """`identity_fits` for a built conv layer."""
-    return identity_fits(
-        layer.kernel.shape[2], layer.kernel.shape[3], layer.strides
-    )
+    in_channels, out_channels, groups = conv_geometry(layer)
+    return identity_fits(in_channels * groups, out_channels, layer.strides)
 
 
 def iter_layers(model):
@@ -76,42 +105,42 @@ def check_untrained(model, what):
 class ConvBlocks:
     """RepOpt handling of 3x3 conv blocks named by `layer_pattern`."""
 
-    def __init__(self, layer_pattern=BLOCK_CONV):
+    def __init__(self, layer_pattern=BLOCK_CONV, layer_types=None):
         self.layer_pattern = layer_pattern
+        self.layer_types = layer_types or (keras.layers.Conv2D,)
 
     def block_convs(self, model):
         """The block convs, in model order."""
         return [
             layer
             for layer in iter_layers(model)
-            if is_3x3_conv(layer, self.layer_pattern)
+            if is_3x3_conv(layer, self.layer_pattern, self.layer_types)
         ]
 
     def extract_scales(self, hs_model):
-        """Returns `[{"conv": s, "1x1": t, "identity": gamma or None}, ...]`."""
+        """Returns `[{"conv": s, "1x1": t or None, "identity": gamma or
+        None}, ...]`."""
         layers = {layer.name: layer for layer in iter_layers(hs_model)}
+
+        def scale(conv, part):
+            layer = layers.get(csla_layer_name(conv.name, f"scale_{part}"))
+            return (
+                None
+                if layer is None
+                else np.asarray(layer.scale, np.float32).reshape(-1)
+            )
+
         blocks = []
         for conv in self.block_convs(hs_model):
-            names = {
-                part: csla_layer_name(conv.name, f"scale_{part}")
-                for part in ("conv", "1x1", "identity")
-            }
-            if names["conv"] not in layers or names["1x1"] not in layers:
+            if scale(conv, "conv") is None:
                 raise ValueError(
                     f"{hs_model.name} is not a hyper-search model: conv "
-                    f"{conv.name} has no trainable scales ({names['conv']}; "
-                    "build it with kind='hs', or with csla_form for your own "
-                    "model)."
+                    f"{conv.name} has no trainable scales "
+                    f"({csla_layer_name(conv.name, 'scale_conv')}; build it "
+                    "with kind='hs', or with csla_form for your own model)."
                 )
-            identity = layers.get(names["identity"])
             blocks.append(
-                {
-                    "conv": np.asarray(layers[names["conv"]].scale, np.float32),
-                    "1x1": np.asarray(layers[names["1x1"]].scale, np.float32),
-                    "identity": None
-                    if identity is None
-                    else np.asarray(identity.scale).reshape(-1),
-                }
+                {part: scale(conv, part) for part in ("conv", "1x1", "identity")}
             )
         return blocks
 
@@ -126,13 +155,17 @@ class ConvBlocks:
         if len(convs) != len(blocks):
             raise ValueError(
                 f"The scales describe {len(blocks)} blocks but the model has "
-                f"{len(convs)} 3x3 Conv2D layers matching "
-                f"{self.layer_pattern!r}."
+                f"{len(convs)} 3x3 "
+                f"{'/'.join(t.__name__ for t in self.layer_types)} layers "
+                f"matching {self.layer_pattern!r}."
             )
         for index, (layer, block) in enumerate(zip(convs, blocks)):
             where = f"Block {index} (layer {layer.name!r})"
-            in_channels, out_channels = layer.kernel.shape[2:]
+            in_channels, out_channels, groups = conv_geometry(layer)
+            in_channels *= groups
             for key in ("conv", "1x1"):
+                if key == "1x1" and block.get(key) is None:
+                    continue
                 width = np.asarray(block[key]).size
                 if width != out_channels:
                     raise ValueError(
@@ -157,37 +190,43 @@ class ConvBlocks:
 
     def grad_mults(self, model, blocks, power=2):
         """`{kernel.path: M}`, `M = merge(s**p, t**p, 1)` (`repopt_tf.csla`)."""
-        return {
-            layer.kernel.path: csla_grad_mult(
+        mults = {}
+        for layer, block in self.pair(model, blocks):
+            in_channels, _, groups = conv_geometry(layer)
+            mult = csla_grad_mult(
                 block["conv"],
-                block["1x1"],
+                block.get("1x1"),
                 block.get("identity") is not None,
-                layer.kernel.shape[2],
+                in_channels,
                 power,
+                groups=groups,
             )
-            for layer, block in self.pair(model, blocks)
-        }
+            mults[layer.kernel.path] = variable_layout(layer, mult)
+        return mults
 
     def reinitialize(self, model, blocks, use_identity_scales=True, seed=None):
         """Rule of Initialization (Eq. 4): `W'(0) = merge(s*W3, t*W1, g)`,
         with W3 and W1 drawn like PyTorch's default conv init,
-        U(+-1/sqrt(fan_in)), and `g` the searched identity scale (or 1)."""
+        U(+-1/sqrt(fan_in)), and `g` the searched identity scale (or 1).
+        Without a 1x1 branch (RepOpt-GhostNet) `W'(0) = t*W + g*I`."""
         pairs = self.pair(model, blocks)
         check_untrained(model, "reinitialize()")
         init = keras.initializers.VarianceScaling(
             1.0 / 3.0, "fan_in", "uniform", seed=seed
         )
         for conv, scales in pairs:
-            shape = tuple(conv.kernel.shape)
+            shape = grouped_layout(conv, conv.kernel).shape
             identity = scales.get("identity")
             if identity is not None and not use_identity_scales:
                 identity = 1.0
-            kernel = merge_branches(
-                scales["conv"] * np.asarray(init(shape)),
-                scales["1x1"] * np.asarray(init((1, 1) + shape[2:])),
-                identity,
-            )
-            conv.kernel.assign(kernel)
+            kernel = scales["conv"] * np.asarray(init(shape))
+            kernel_1x1 = None
+            if scales.get("1x1") is not None:
+                kernel_1x1 = scales["1x1"] * np.asarray(
+                    init((1, 1) + shape[2:])
+                )
+            kernel = merge_branches(kernel, kernel_1x1, identity)
+            conv.kernel.assign(variable_layout(conv, kernel))
 
 
 class ModelFamily(ConvBlocks):
@@ -195,13 +234,15 @@ class ModelFamily(ConvBlocks):
 
     Subclasses set `name`, `variants` (`{variant: spec}` with a
     `description`) and `kinds` (the forms `build` makes), and implement
-    `build` and `fuse`. The block methods default to `ConvBlocks` on the
-    family's `layer_pattern`; a family with other blocks overrides them.
+    `build` and `fuse`. The block methods are `ConvBlocks` on the family's
+    `layer_pattern` and `layer_types`.
     """
 
     name = None
     variants = {}
     kinds = ()
+    # The structural multi-branch baseline's kind (`fuse` takes it).
+    branch_kind = "repvgg"
 
     def build(self, variant, num_classes, input_shape, kind, **options):
         """A functional model of `variant` in form `kind` (see `build_model`)."""

@@ -6,11 +6,15 @@ model's family from its variant (model names are `model_name(variant,
 form)`), so adding a family is a module and a line here.
 """
 
+from repopt_tf.models import repopt_ghostnet
 from repopt_tf.models import repopt_vgg
 from repopt_tf.models.blocks import BLOCK_CONV
 from repopt_tf.models.family import ConvBlocks
 
-FAMILIES = {family.name: family for family in (repopt_vgg.FAMILY,)}
+FAMILIES = {
+    family.name: family
+    for family in (repopt_vgg.FAMILY, repopt_ghostnet.FAMILY)
+}
 
 
 def list_models():
@@ -74,8 +78,9 @@ def build_model(
         num_classes: classifier width (logits, no softmax).
         input_shape: `(H, W, C)` of raw 0-255 pixels.
         kind: `"plain"` (RepOpt target / plain net), `"hs"` (hyper-search
-            CSLA model), `"repvgg"` (multi-branch training form),
-            `"deploy"` (fused multi-branch form: conv with bias, no BN).
+            CSLA model), `"repvgg"` (multi-branch training form; for
+            RepOpt-GhostNet also `"repghost"`, the same), `"deploy"` (fused
+            multi-branch form: conv with bias, no BN).
         include_preprocessing: put `x / 255` and `(x - mean) / std` inside
             the model.
         mean, std: per-channel statistics in [0, 1] pixel units; default

@@ -1,6 +1,6 @@
 """RepVGG fusion: fold the training-time branches into one 3x3 conv.
 
-For a block `BN(conv3x3) + BN(conv1x1) (+ BN(x))`, each BN folds into its
+For a block `BN(conv3x3) (+ BN(conv1x1)) (+ BN(x))`, each BN folds into its
 branch (`repopt_tf.csla.fold_batch_norm`; the identity's kernel is
 `identity_kernel`), the branch kernels merge at the centre tap and the biases
 add (`merge_branches`). Layer names follow `repopt_tf.models.blocks`.
@@ -11,6 +11,8 @@ import numpy as np
 from repopt_tf.csla import fold_batch_norm
 from repopt_tf.csla import merge_branches
 from repopt_tf.models.blocks import csla_layer_name
+from repopt_tf.models.family import grouped_layout
+from repopt_tf.models.family import variable_layout
 
 
 def fold_layer(kernel, bn):
@@ -20,32 +22,41 @@ def fold_layer(kernel, bn):
 
 
 def has_branches(model, convs):
-    """Whether every block conv of `model` has its 1x1 branch (RepVGG form)."""
+    """Whether every block conv of `model` has a training-time branch (a
+    1x1 conv or an identity BN): the RepVGG / RepGhost form."""
     names = {layer.name for layer in model.layers}
     return bool(convs) and all(
-        csla_layer_name(conv.name, "conv1x1") in names for conv in convs
+        csla_layer_name(conv.name, "conv1x1") in names
+        or csla_layer_name(conv.name, "bn_identity") in names
+        for conv in convs
     )
 
 
 def fused_block_kernel(model, conv_name):
-    """`(kernel, bias)` of the block of conv `conv_name` in a RepVGG model."""
+    """`(kernel, bias)` of the block of conv `conv_name` in a RepVGG-style
+    model: `bn(conv) (+ bn1x1(conv1x1)) (+ bn_identity(x))` (RepGhostNet's
+    blocks have no 1x1 branch and a depthwise conv)."""
     names = {layer.name for layer in model.layers}
 
     def layer(part):
         return model.get_layer(csla_layer_name(conv_name, part))
 
-    kernel, bias = fold_layer(
-        np.asarray(model.get_layer(conv_name).kernel), layer("bn")
-    )
-    kernel_1x1, bias_1x1 = fold_layer(
-        np.asarray(layer("conv1x1").kernel), layer("bn1x1")
-    )
+    conv = model.get_layer(conv_name)
+    kernel, bias = fold_layer(grouped_layout(conv, conv.kernel), layer("bn"))
+    kernel_1x1, bias_1x1 = None, 0.0
+    if csla_layer_name(conv_name, "conv1x1") in names:
+        kernel_1x1, bias_1x1 = fold_layer(
+            np.asarray(layer("conv1x1").kernel), layer("bn1x1")
+        )
     identity, bias_identity = None, 0.0
     if csla_layer_name(conv_name, "bn_identity") in names:
         # BN(x) is the identity kernel scaled by gamma / std, plus a bias.
         identity, bias_identity = fold_layer(1.0, layer("bn_identity"))
     kernel = merge_branches(kernel, kernel_1x1, identity)
-    return kernel, (bias + bias_1x1 + bias_identity).astype(np.float32)
+    return (
+        variable_layout(conv, kernel),
+        (bias + bias_1x1 + bias_identity).astype(np.float32),
+    )
 
 
 def fuse_into(model, deploy, deploy_convs):
