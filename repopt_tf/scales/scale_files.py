@@ -2,14 +2,18 @@
 
 `load_scales` returns one dict per block, in model order::
 
-    [{"conv": s, "1x1": t, "identity": gamma or None}, ...]
+    [{"conv": s, "1x1": t or None, "identity": gamma or None}, ...]
 
-each value a float32 vector of the block's width. Blocks are ordered
-stage0 (the stem), stage1.0, stage1.1, ..., as in the model.
+each value a float32 vector of the block's width. RepOpt-VGG blocks are
+ordered stage0 (the stem), stage1.0, stage1.1, ..., as in the model, keys
+`stageN[.i].scale_{conv,1x1,identity}.weight` in the authors' files.
+RepOpt-GhostNet's have one block per ghost module, `blocks.i.j.ghostK`, with
+`"conv"` the cheap operation's scale (`cheap_operation.1.weight`), no 1x1
+branch and `"identity"` the fusion scale (`fusion_scale.weight`).
 
-Our format is an `.npz` with arrays `block{i}_conv`, `block{i}_1x1`,
-optional `block{i}_identity`, and a JSON string `metadata` (variant, data
-set, epochs, ...).
+Our format is an `.npz` with arrays `block{i}_conv`, optional
+`block{i}_1x1` and `block{i}_identity`, and a JSON string `metadata`
+(variant, data set, epochs, ...).
 """
 
 import json
@@ -21,7 +25,14 @@ import numpy as np
 from repopt_tf.checkpoints.torch_file import read_state_dict
 
 PRESET_DIR = Path(__file__).parent / "presets"
-_KEY = re.compile(r"stage(\d+)(?:\.(\d+))?\.scale_(conv|1x1|identity)\.weight")
+_VGG_KEY = re.compile(
+    r"stage(\d+)(?:\.(\d+))?\.scale_(conv|1x1|identity)\.weight"
+)
+_GHOST_KEY = re.compile(
+    r"blocks\.(\d+)\.(\d+)\.ghost(\d)\."
+    r"(cheap_operation\.1|fusion_scale)\.weight"
+)
+_GHOST_BRANCH = {"cheap_operation.1": "conv", "fusion_scale": "identity"}
 
 
 def list_presets():
@@ -74,34 +85,56 @@ def save_scales(path, blocks, **metadata):
 
 
 def scales_from_state_dict(state, source="state dict"):
-    """Converts `stageN[.i].scale_*.weight` tensors to the block list."""
+    """Converts the scale tensors of a RepOpt-VGG or RepOpt-GhostNet
+    hyper-search state dict (module docstring) to the block list."""
     found = {}
     for key, value in state.items():
-        match = _KEY.fullmatch(key)
-        if match is None:
+        match = _VGG_KEY.fullmatch(key)
+        if match is not None:
+            stage, index, branch = match.groups()
+            block = (int(stage), int(index or 0))
+        elif (match := _GHOST_KEY.fullmatch(key)) is not None:
+            stage, index, module, branch = match.groups()
+            block = (int(stage), int(index), int(module))
+            branch = _GHOST_BRANCH[branch]
+        else:
             continue
-        stage, index, branch = match.groups()
-        block = (int(stage), int(index or 0))
         found.setdefault(block, {})[branch] = np.asarray(
             value, np.float32
         ).reshape(-1)
     if not found:
         raise ValueError(
-            f"{source}: no 'stageN.i.scale_*.weight' entries found."
+            f"{source}: no scale entries found (RepOpt-VGG "
+            "'stageN.i.scale_*.weight' or RepOpt-GhostNet "
+            "'blocks.i.j.ghostK.fusion_scale.weight')."
+        )
+    if len({len(block_id) for block_id in found}) > 1:
+        raise ValueError(
+            f"{source} mixes RepOpt-VGG and RepOpt-GhostNet scale keys."
         )
     blocks = []
     for block_id in sorted(found):
         branches = found[block_id]
-        missing = {"conv", "1x1"} - set(branches)
+        ghost = len(block_id) == 3
+        required = {"conv", "identity"} if ghost else {"conv", "1x1"}
+        missing = required - set(branches)
         if missing:
+            where = (
+                f"blocks.{block_id[0]}.{block_id[1]}.ghost{block_id[2]}"
+                if ghost
+                else f"stage{block_id[0]}.{block_id[1]}"
+            )
+            name = {"conv": "the cheap scale", "identity": "fusion_scale"}
+            lacking = sorted(missing)[0]
             raise ValueError(
-                f"{source}: block stage{block_id[0]}.{block_id[1]} lacks "
-                f"scale_{sorted(missing)[0]}."
+                f"{source}: block {where} lacks "
+                + (name[lacking] if ghost else f"scale_{lacking}")
+                + "."
             )
         blocks.append(
             {
                 "conv": branches["conv"],
-                "1x1": branches["1x1"],
+                "1x1": branches.get("1x1"),
                 "identity": branches.get("identity"),
             }
         )
@@ -122,14 +155,12 @@ def _load_npz(path):
         blocks = []
         index = 0
         while f"block{index}_conv" in data:
-            identity_key = f"block{index}_identity"
             blocks.append(
                 {
-                    "conv": data[f"block{index}_conv"],
-                    "1x1": data[f"block{index}_1x1"],
-                    "identity": data[identity_key]
-                    if identity_key in data
-                    else None,
+                    key: data[f"block{index}_{key}"]
+                    if f"block{index}_{key}" in data
+                    else None
+                    for key in ("conv", "1x1", "identity")
                 }
             )
             index += 1
