@@ -15,6 +15,7 @@ from repopt_tf.models import list_models
 from repopt_tf.models import reinitialize
 from repopt_tf.models.registry import family_of
 from repopt_tf.models.repopt_ghostnet import FAMILY
+from repopt_tf.models.repopt_ghostnet import VARIANTS
 from repopt_tf.models.repopt_ghostnet import ghost_module
 from repopt_tf.models.repopt_ghostnet import hs_scale_init
 from repopt_tf.scales import load_scales
@@ -46,6 +47,17 @@ def test_every_width_is_listed():
 def test_parameter_counts_equal_the_reference(variant, kind):
     model = build_model(variant, 1000, (224, 224, 3), kind=kind)
     assert _trainable(model) == REFERENCE_PARAMETERS[variant, kind]
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_forward_shapes_at_small_input(variant):
+    kinds = ("plain", "hs", "repghost", "deploy")
+    for kind in kinds if variant == GHOST else ("plain",):
+        model = build_model(variant, 7, (32, 32, 3), kind=kind)
+        assert model(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 7)
+        modules = sum(len(stage) for stage in VARIANTS[variant]["stages"])
+        assert len(block_convs(model)) == 2 * modules
     keras.backend.clear_session()
 
 

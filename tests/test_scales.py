@@ -52,8 +52,25 @@ def test_official_files_load_and_match_presets(
                 np.testing.assert_array_equal(ours[key], theirs[key])
 
 
+@needs_official
+def test_official_ghostnet_file_loads_and_matches_preset():
+    scales = load_scales(OFFICIAL / "RepOptGhostNet_0_5x_scales.pth")
+    assert len(scales) == 32  # ghost1 and ghost2 of 16 bottlenecks
+    assert all(b["1x1"] is None for b in scales)
+    negatives = sum(
+        int((b[k] < 0).sum()) for b in scales for k in ("conv", "identity")
+    )
+    assert negatives == 17
+    for ours, theirs in zip(load_scales("repopt_ghostnet_0_5x"), scales):
+        assert ours["1x1"] is None
+        for key in ("conv", "identity"):
+            np.testing.assert_array_equal(ours[key], theirs[key])
+    assert load_scales_metadata("repopt_ghostnet_0_5x")["epochs"] == 600
+
+
 def test_presets_are_shipped_with_metadata():
     assert list_presets() == [
+        "repopt_ghostnet_0_5x",
         "repopt_vgg_b1",
         "repopt_vgg_b2",
         "repopt_vgg_l1",

@@ -1,7 +1,8 @@
 """`load_weights`: one entry point for every weights file a user may hold.
 
 - `.pth` / `.pt` / `.pth.tar`: a PyTorch checkpoint in a reference layout
-  (see `torch_layouts`), read without torch (see `torch_file`);
+  (`LAYOUTS`: `torch_layouts` for RepOpt-VGG / RepVGG, `ghostnet_layout`
+  for RepOpt-GhostNet / RepGhostNet), read without torch (`torch_file`);
 - `.keras`: a model saved by this library (`model.keras`), copied layer by
   layer by name;
 - `.weights.h5`: Keras weights of the same architecture.
@@ -11,18 +12,47 @@ from pathlib import Path
 
 import keras
 
+from repopt_tf.checkpoints import layout
+from repopt_tf.checkpoints.ghostnet_layout import GHOSTNET
+from repopt_tf.checkpoints.layout import LoadReport
+from repopt_tf.checkpoints.layout import model_kind
 from repopt_tf.checkpoints.torch_file import read_state_dict
-from repopt_tf.checkpoints.torch_layouts import LoadReport
-from repopt_tf.checkpoints.torch_layouts import describe_state
-from repopt_tf.checkpoints.torch_layouts import detect_form
-from repopt_tf.checkpoints.torch_layouts import load_state_dict
-from repopt_tf.checkpoints.torch_layouts import looks_like
-from repopt_tf.checkpoints.torch_layouts import matching_variants
-from repopt_tf.checkpoints.torch_layouts import model_kind
+from repopt_tf.checkpoints.torch_layouts import VGG
 from repopt_tf.models import build_model
 from repopt_tf.models import fuse_repvgg
 
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
+LAYOUTS = (VGG, GHOSTNET)
+
+
+def layout_of(state, source="state dict"):
+    """The `Layout` (model family) a reference state dict is in."""
+    for candidate in LAYOUTS:
+        if candidate.recognizes(state):
+            return candidate
+    raise ValueError(
+        f"{source} is not a RepOpt-VGG, RepVGG, RepOpt-GhostNet or "
+        "RepGhostNet state dict (no stage0.* or conv_stem keys in a known "
+        f"layout); its first keys: {', '.join(list(state)[:5])}."
+    )
+
+
+def detect_form(state, source="state dict"):
+    """The `Form` (name, kind, ...) of a reference state dict."""
+    return layout_of(state, source).detect_form(state, source)
+
+
+def matching_variants(state):
+    """Variant names whose table entry has the state dict's shape."""
+    return layout_of(state).matching_variants(state)
+
+
+def load_state_dict(model, state, skip_head=False, source="state dict"):
+    """Copies a reference state dict into a `build_model` model of its
+    form; see `repopt_tf.checkpoints.layout.load_state_dict`."""
+    return layout.load_state_dict(
+        model, state, layout_of(state, source), skip_head, source
+    )
 
 
 def is_torch_checkpoint(path):
@@ -92,34 +122,35 @@ def model_from_state_dict(
     state, variant=None, image_size=224, fuse=True, source="state dict"
 ):
     """`model_from_checkpoint` for a state dict already in memory."""
-    form = detect_form(state, source)
+    state_layout = layout_of(state, source)
+    form = state_layout.detect_form(state, source)
     if form.kind == "hs":
         raise ValueError(
             f"{source} is a hyper-search model: what it holds for deployment is "
             "its scales (load_scales / --config.scales), not a network to "
             "export. Train a target model from them."
         )
-    shape = describe_state(state)
     if variant is None:
-        candidates = matching_variants(state)
-        family = "repvgg_" if form.name.startswith("repvgg") else "repopt_vgg_"
+        candidates = state_layout.matching_variants(state)
+        family = state_layout.variant_prefix(form)
         preferred = [
             n for n in candidates if n.startswith(family)
         ] or candidates
         if not preferred:
             raise ValueError(
                 f"{source} matches no variant in the table: it looks like "
-                f"{looks_like(state)}. Pass the variant explicitly."
+                f"{state_layout.looks_like(state)}. Pass the variant "
+                "explicitly."
             )
         variant = preferred[0]
     model = build_model(
         variant,
-        shape.num_classes or 1000,
-        (image_size, image_size, shape.channels or 3),
+        state_layout.num_classes(state) or 1000,
+        (image_size, image_size, state_layout.channels(state) or 3),
         kind=form.kind,
     )
     report = load_state_dict(model, state, source=source)
-    if fuse and form.kind == "repvgg":
+    if fuse and form.kind in ("repvgg", "repghost"):
         model = fuse_repvgg(model)
     return model, report
 

@@ -1,4 +1,5 @@
-"""The reference PyTorch state-dict layouts, mapped onto our Keras models.
+"""The reference RepOpt-VGG / RepVGG state-dict layouts (`VGG`), mapped
+onto our Keras models.
 
 Torch module paths per block (`P` is `stage0` for the stem, `stageN.i` for
 block i of stage N; the head is `linear`):
@@ -14,34 +15,19 @@ block i of stage N; the head is `linear`):
 - `repvgg_deploy` (RepVGG after `switch_to_deploy`; kind deploy):
   `P.rbr_reparam` (weight and bias).
 
-Tensors convert by layer type: conv weights `(Cout, Cin, kh, kw)` ->
-`(kh, kw, Cin, Cout)`; BN `weight, bias, running_mean, running_var` ->
-`gamma, beta, moving_mean, moving_variance` (`num_batches_tracked` is
-ignored); Linear `(K, C)` -> Dense `(C, K)`; scale vectors -> `ChannelScale`.
+Tensors convert as `repopt_tf.checkpoints.layout` says.
 """
 
-import dataclasses
 import typing
 
-import keras
-import numpy as np
-
-from repopt_tf.models.blocks import ChannelScale
+from repopt_tf.checkpoints.layout import Form
+from repopt_tf.checkpoints.layout import Layout
 from repopt_tf.models.blocks import split_block_layer
 from repopt_tf.models.repopt_vgg import VARIANTS
 from repopt_tf.models.repopt_vgg import block_groups
 
 HEAD = "linear"
 _SE = {"se_reduce": "post_se.down", "se_expand": "post_se.up"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Form:
-    name: str
-    kind: str
-    description: str
-    modules: dict  # Keras block-layer part -> torch module path inside a block
-    marker: str  # a module that only this form has
 
 
 FORMS = (
@@ -102,26 +88,11 @@ FORMS = (
         "bn",
     ),
 )
-IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 
 def torch_block_prefix(stage, index):
     """`stage0` for the stem (a bare module), else `stageN.i`."""
     return "stage0" if stage == 0 else f"stage{stage}.{index}"
-
-
-def detect_form(state, source="state dict"):
-    """The `Form` of a RepOpt-VGG / RepVGG state dict, from its module names."""
-    modules = {part for key in state for part in key.split(".")}
-    for form in FORMS:
-        if form.marker in modules and any(
-            key.startswith("stage0.") for key in state
-        ):
-            return form
-    raise ValueError(
-        f"{source} is not a RepOpt-VGG or RepVGG state dict (no stage0.* keys "
-        f"in a known layout); its first keys: {', '.join(list(state)[:5])}."
-    )
 
 
 class StateShape(typing.NamedTuple):
@@ -214,171 +185,36 @@ def looks_like(state):
     return f"no variant in the table ({text})"
 
 
-def model_kind(model):
-    """The block form of a model built by `build_model`, from its layers."""
-    parts = {
-        split[3]
-        for layer in model.layers
-        if (split := split_block_layer(layer.name))
-    }
-    if "scale_conv" in parts:
-        return "hs"
-    if "bn1x1" in parts:
-        return "repvgg"
-    if "bn" in parts:
-        return "plain"
-    return "deploy"
+class RepOptVGGLayout(Layout):
+    """RepOpt-VGG and RepVGG checkpoints (module docstring)."""
+
+    forms = FORMS
+    head = HEAD
+
+    def recognizes(self, state):
+        return any(key.startswith("stage0.") for key in state)
+
+    def module(self, layer_name, form, model):
+        split = split_block_layer(layer_name)
+        if split is None or split[3] not in form.modules:
+            return None
+        _, stage, index, part = split
+        return f"{torch_block_prefix(stage, index)}.{form.modules[part]}"
+
+    def num_classes(self, state):
+        return describe_state(state).num_classes
+
+    def channels(self, state):
+        return describe_state(state).channels
+
+    def matching_variants(self, state):
+        return matching_variants(state)
+
+    def looks_like(self, state):
+        return looks_like(state)
+
+    def variant_prefix(self, form):
+        return "repvgg_" if form.name.startswith("repvgg") else "repopt_vgg_"
 
 
-def _variable_keys(layer, module):
-    """`[(torch key, keras variable, torch->keras converter)]` of one layer."""
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return [
-            (f"{module}.weight", layer.gamma, _same),
-            (f"{module}.bias", layer.beta, _same),
-            (f"{module}.running_mean", layer.moving_mean, _same),
-            (f"{module}.running_var", layer.moving_variance, _same),
-        ]
-    if isinstance(layer, ChannelScale):
-        return [(f"{module}.weight", layer.scale, _reshape_like(layer.scale))]
-    if isinstance(layer, keras.layers.Dense):
-        pairs = [(f"{module}.weight", layer.kernel, np.transpose)]
-    elif isinstance(layer, keras.layers.Conv2D):
-        pairs = [(f"{module}.weight", layer.kernel, _conv_kernel)]
-    else:
-        raise ValueError(
-            f"Layer {layer.name} ({type(layer).__name__}) has no PyTorch "
-            "counterpart in the reference layouts (RPG models cannot load "
-            ".pth weights)."
-        )
-    if layer.use_bias:
-        pairs.append((f"{module}.bias", layer.bias, _same))
-    return pairs
-
-
-def _same(value):
-    return value
-
-
-def _conv_kernel(value):
-    return np.transpose(value, (2, 3, 1, 0))
-
-
-def _reshape_like(variable):
-    return lambda value: np.reshape(value, variable.shape)
-
-
-def expected_keys(model, form, include_head=True):
-    """`{torch key: (keras variable, converter)}` for `model` in `form`."""
-    keys = {}
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        split = split_block_layer(layer.name)
-        if layer.name == "classifier":
-            if not include_head:
-                continue
-            module = HEAD
-        elif split is not None and split[3] in form.modules:
-            _, stage, index, part = split
-            module = f"{torch_block_prefix(stage, index)}.{form.modules[part]}"
-        else:
-            raise ValueError(
-                f"Layer {layer.name} of {model.name} has no place in the "
-                f"{form.description} layout."
-            )
-        for key, variable, convert in _variable_keys(layer, module):
-            keys[key] = (variable, convert)
-    return keys
-
-
-@dataclasses.dataclass
-class LoadReport:
-    """What `load_state_dict` did."""
-
-    source: str
-    form: str
-    tensors: int
-    parameters: int
-    head_skipped: bool
-
-    def __str__(self):
-        head = ", classifier head left as built" if self.head_skipped else ""
-        return (
-            f"loaded {self.tensors} tensors ({self.parameters:,} values) "
-            f"from {self.source} ({self.form}){head}"
-        )
-
-
-def load_state_dict(model, state, skip_head=False, source="state dict"):
-    """Copies a reference PyTorch state dict into a `build_model` model.
-
-    Every key must map: missing or unexpected keys, a form that does not
-    match the model's kind, and shape mismatches raise one `ValueError`
-    naming the keys (and the variant the file looks like). With
-    `skip_head=True` the `linear.*` tensors are ignored and the model's own
-    classifier stays as built (fine-tuning on other classes).
-    """
-    form = detect_form(state, source)
-    kind = model_kind(model)
-    if form.kind != kind:
-        hint = (
-            " (load it into kind='repvgg', then fuse_repvgg)"
-            if form.kind == "repvgg" and kind == "deploy"
-            else ""
-        )
-        raise ValueError(
-            f"{source} is in {form.description}, which loads into "
-            f"kind={form.kind!r}, but the model has kind={kind!r}{hint}."
-        )
-    head_classes = describe_state(state).num_classes
-    model_classes = model.get_layer("classifier").units
-    head_mismatch = head_classes is not None and head_classes != model_classes
-    if head_mismatch and not skip_head:
-        raise ValueError(
-            f"{source} has a {head_classes}-class head ({HEAD}.weight), the "
-            f"model {model_classes} classes: build it with num_classes="
-            f"{head_classes}, or skip the head to fine-tune a new one "
-            "(load_weights(..., skip_head=True); in train.py "
-            "--config.init_skip_head=True)."
-        )
-    expected = expected_keys(model, form, include_head=not skip_head)
-    present = {key for key in state if not key.endswith(IGNORED_SUFFIXES)}
-    if skip_head:
-        present = {key for key in present if not key.startswith(f"{HEAD}.")}
-    missing = sorted(set(expected) - present)
-    unexpected = sorted(present - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{source} does not fit {model.name}: "
-            + "; ".join(
-                f"{label} keys {', '.join(keys[:5])}"
-                + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-                for label, keys in (
-                    ("missing", missing),
-                    ("unexpected", unexpected),
-                )
-                if keys
-            )
-            + f". The file looks like {looks_like(state)}."
-        )
-    values = {}
-    for key, (variable, convert) in expected.items():
-        value = np.asarray(convert(state[key]), np.float32)
-        if value.shape != tuple(variable.shape):
-            raise ValueError(
-                f"{source}: {key} has shape {tuple(state[key].shape)}, which "
-                f"does not fit {variable.path} {tuple(variable.shape)}. The "
-                f"file looks like {looks_like(state)}; the model is "
-                f"{model.name} with input {model.input_shape[1:]}."
-            )
-        values[key] = value
-    for key, value in values.items():
-        expected[key][0].assign(value)
-    return LoadReport(
-        source,
-        form.description,
-        len(values),
-        sum(v.size for v in values.values()),
-        skip_head,
-    )
+VGG = RepOptVGGLayout()

@@ -104,9 +104,9 @@ def scales_from_state_dict(state, source="state dict"):
         ).reshape(-1)
     if not found:
         raise ValueError(
-            f"{source}: no scale entries found (RepOpt-VGG "
-            "'stageN.i.scale_*.weight' or RepOpt-GhostNet "
-            "'blocks.i.j.ghostK.fusion_scale.weight')."
+            f"{source}: no 'stageN.i.scale_*.weight' (RepOpt-VGG) or "
+            "'blocks.i.j.ghostK.fusion_scale.weight' (RepOpt-GhostNet) "
+            "entries found."
         )
     if len({len(block_id) for block_id in found}) > 1:
         raise ValueError(
