@@ -1,5 +1,7 @@
 """RepOpt-GhostNet: variants, forms, family handler, equivalence, fusion."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -7,6 +9,11 @@ import tensorflow as tf
 
 from repopt_tf import RepOptAdamW
 from repopt_tf import RepOptSGD
+from repopt_tf.checkpoints import detect_form
+from repopt_tf.checkpoints import load_state_dict
+from repopt_tf.checkpoints import matching_variants
+from repopt_tf.checkpoints import model_from_checkpoint
+from repopt_tf.checkpoints import read_state_dict
 from repopt_tf.models import block_convs
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
@@ -321,3 +328,69 @@ def test_csla_ghost_modules_vs_repopt_adamw_gap():
     gap = _gaps(csla, target, scales)
     print(f"RepOpt-GhostNet AdamW gap after {STEPS} steps: {gap:.3e}")
     assert 0 < gap < 1e-3
+
+
+# The authors' model code (DingXiaoH/RepOptimizers), run once by
+# scripts/make_ghostnet_fixtures.py: tiny checkpoints and their logits.
+FIXTURES = Path(__file__).parent / "fixtures/checkpoints"
+FIXTURE_KINDS = {"target": "plain", "hs": "hs", "rep": "repghost"}
+
+
+@pytest.mark.parametrize("mode", sorted(FIXTURE_KINDS))
+def test_reference_checkpoints_reproduce_torch_logits(mode):
+    reference = np.load(FIXTURES / "ghostnet_reference.npz")
+    path = FIXTURES / f"ghostnet_tiny_{mode}.pth"
+    model = build_model(
+        GHOST, 10, (32, 32, 3), kind=FIXTURE_KINDS[mode], weights=path
+    )
+    logits = model.predict(reference["images"], verbose=0)
+    error = np.abs(logits - reference[mode]).max()
+    assert error / np.abs(reference[mode]).max() < 1e-5
+    state = read_state_dict(path)
+    assert detect_form(state).kind == FIXTURE_KINDS[mode]
+    assert matching_variants(state) == [GHOST]
+
+
+def test_repghost_checkpoint_exports_fused():
+    reference = np.load(FIXTURES / "ghostnet_reference.npz")
+    model, report = model_from_checkpoint(
+        FIXTURES / "ghostnet_tiny_rep.pth", image_size=32
+    )
+    assert model.name == f"{GHOST}_deploy"
+    assert "RepGhostNet form" in str(report)
+    logits = model.predict(reference["images"], verbose=0)
+    np.testing.assert_allclose(logits, reference["rep"], rtol=1e-4, atol=1e-4)
+
+
+def test_hs_checkpoint_is_a_scales_file():
+    blocks = load_scales(FIXTURES / "ghostnet_tiny_hs.pth")
+    model = build_model(
+        GHOST,
+        10,
+        (32, 32, 3),
+        kind="hs",
+        weights=FIXTURES / "ghostnet_tiny_hs.pth",
+    )
+    for ours, theirs in zip(blocks, extract_scales(model)):
+        np.testing.assert_array_equal(ours["conv"], theirs["conv"])
+        np.testing.assert_array_equal(ours["identity"], theirs["identity"])
+    with pytest.raises(ValueError, match="hyper-search model"):
+        model_from_checkpoint(FIXTURES / "ghostnet_tiny_hs.pth")
+
+
+def test_checkpoint_mismatches_name_the_problem():
+    target = FIXTURES / "ghostnet_tiny_target.pth"
+    with pytest.raises(ValueError, match="loads into kind='repghost'"):
+        build_model(
+            GHOST, 10, (32, 32, 3), weights=FIXTURES / "ghostnet_tiny_rep.pth"
+        )
+    with pytest.raises(ValueError, match="looks like repopt_ghostnet_tiny"):
+        build_model("repopt_ghostnet_0_5x", 10, (32, 32, 3), weights=target)
+    with pytest.raises(ValueError, match="10-class head.*skip_head"):
+        build_model(GHOST, 4, (32, 32, 3), weights=target)
+    broken = dict(read_state_dict(target))
+    del broken["blocks.1.0.ghost2.final_bn.running_var"]
+    with pytest.raises(
+        ValueError, match=r"missing keys blocks\.1\.0\.ghost2\.final_bn"
+    ):
+        load_state_dict(build_model(GHOST, 10, (32, 32, 3)), broken)
