@@ -210,3 +210,36 @@ def test_vs_pytorch_prints_four_rates_and_ratios():
         "RepOpt/RepVGG, PyTorch",
     ):
         assert re.search(rf"ratio {label}: median [\d.]+", out)
+
+
+def test_edge_latency_prints_fp32_int8_table():
+    out = _run(
+        "edge_latency.py",
+        "--models=repopt_ghostnet_tiny,repopt_vgg_tiny",
+        "--image_size=32",
+        "--runs=3",
+        "--calibration=4",
+    )
+    for model in ("repopt_ghostnet_tiny", "repopt_vgg_tiny"):
+        row = re.search(
+            rf"\| {model} \| [\d.]+M \| ([\d.]+) \| ([\d.]+) \|", out
+        )
+        fp32_mb, int8_mb = map(float, row.groups())
+        assert fp32_mb > 2 * int8_mb  # int8 weights are a quarter the size
+    assert re.search(r"int8 speed-up 2T", out)
+
+
+def test_edge_latency_refuses_bad_flags():
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/edge_latency.py"),
+            "--models=resnet50",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "--models: unknown resnet50" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -69,7 +69,9 @@ _BOTTLENECK_PARTS = {
 }
 _FIXED = {"stem_conv": "conv_stem", "stem_bn": "bn1", "head_conv": "conv_head"}
 _LAYER = re.compile(r"stage(\d+)_block(\d+)_(?:(ghost\d)_)?(\w+)")
-_PRIMARY = re.compile(r"blocks\.(\d+)\.(\d+)\.ghost([12])\.primary_conv\.0\.weight")
+_PRIMARY = re.compile(
+    r"blocks\.(\d+)\.(\d+)\.ghost([12])\.primary_conv\.0\.weight"
+)
 
 
 def _widths(state):

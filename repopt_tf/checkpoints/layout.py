@@ -185,9 +185,7 @@ def model_kind(model):
     return "deploy"
 
 
-def load_state_dict(
-    model, state, layout, skip_head=False, source="state dict"
-):
+def load_state_dict(model, state, layout, skip_head=False, source="state dict"):
     """Copies a reference PyTorch state dict in `layout` into a
     `build_model` model.
 

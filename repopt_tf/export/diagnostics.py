@@ -20,6 +20,7 @@ import tensorflow as tf
 from repopt_tf.export.convert import int8_converter
 from repopt_tf.models import block_convs
 from repopt_tf.models.blocks import csla_layer_name
+from repopt_tf.models.family import grouped_layout
 from repopt_tf.models.repvgg import fold_layer
 from repopt_tf.quiet import quiet
 
@@ -37,11 +38,12 @@ def _std_parts(kernel):
 
 
 def deploy_kernels(model):
-    """`{layer: kernel}` of the block convs as int8 sees them (BN folded)."""
+    """`{layer: kernel}` of the block convs as int8 sees them (BN folded),
+    in the `(3, 3, Cin per group, Cout)` layout (`grouped_layout`)."""
     kernels = {}
     names = {layer.name for layer in model.layers}
     for conv in block_convs(model):
-        kernel = np.asarray(conv.kernel)
+        kernel = grouped_layout(conv, conv.kernel)
         bn_name = csla_layer_name(conv.name, "bn")
         if bn_name in names:
             kernel, _ = fold_layer(kernel, model.get_layer(bn_name))

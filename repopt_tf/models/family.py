@@ -140,7 +140,10 @@ class ConvBlocks:
                     "with kind='hs', or with csla_form for your own model)."
                 )
             blocks.append(
-                {part: scale(conv, part) for part in ("conv", "1x1", "identity")}
+                {
+                    part: scale(conv, part)
+                    for part in ("conv", "1x1", "identity")
+                }
             )
         return blocks
 

@@ -275,9 +275,9 @@ def build_repopt_ghostnet(
     x = _pointwise(x, expand_channels(spec), "expand_conv")
     x = keras.layers.ReLU(name="expand_relu")(batch_norm("expand_bn")(x))
     x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
-    x = keras.layers.Conv2D(
-        HEAD_WIDTH, 1, activation="relu", name="head_conv"
-    )(x)
+    x = keras.layers.Conv2D(HEAD_WIDTH, 1, activation="relu", name="head_conv")(
+        x
+    )
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dropout(DROPOUT, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, name="classifier")(x)

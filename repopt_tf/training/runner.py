@@ -8,8 +8,9 @@ Modes (config.mode):
   stage starts from `config.init_checkpoint` (fine-tuning) or `config.reinit`
   is False.
 - `baseline_sgd`: the same plain model with ordinary SGD (no mults, no reinit).
-- `baseline_repvgg`: RepVGG's multi-branch training form with ordinary SGD;
-  evaluated unfused and fused.
+- `baseline_repvgg`: the family's multi-branch training form (RepVGG, or
+  RepGhostNet for RepOpt-GhostNet) with ordinary SGD; evaluated unfused and
+  fused.
 - `quickstart`: hs -> scales -> target -> both baselines, one table.
 
 Each stage writes into its folder of the workdir (`repopt_tf.rundir`), and
@@ -237,13 +238,14 @@ class Experiment:
 
     def baseline_repvgg(self):
         epochs = self.config.train.epochs
-        model, accuracy = self._train("baseline_repvgg", "repvgg", epochs)
+        kind = self.family.branch_kind  # repvgg, or repghost for GhostNet
+        model, accuracy = self._train("baseline_repvgg", kind, epochs)
         deploy = self.family.fuse(model, self.config.model)
         fused = keras_accuracy(deploy, self.test_data)
         deploy.save(self.run_dir.stage("baseline_repvgg").fused_model)
         log(f"baseline_repvgg: fused deploy model accuracy {fused:.4f}")
         return [
-            self._result("baseline_repvgg", "repvgg", epochs, accuracy),
+            self._result("baseline_repvgg", kind, epochs, accuracy),
             self._result("baseline_repvgg_fused", "deploy", epochs, fused),
         ]
 
