@@ -76,7 +76,9 @@ def test_forward_shapes_at_small_input(variant):
 def test_repvgg_kind_builds_the_repghost_form():
     model = build_model(GHOST, 10, (32, 32, 3), kind="repvgg")
     assert model.name == f"{GHOST}_repghost"
-    assert "stage1_block0_ghost1_bn_identity" in {l.name for l in model.layers}
+    assert "stage1_block0_ghost1_bn_identity" in {
+        layer.name for layer in model.layers
+    }
 
 
 def test_rpg_is_refused():

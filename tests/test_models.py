@@ -12,7 +12,6 @@ from repopt_tf.models import block_names
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
 from repopt_tf.models import fuse_repvgg
-from repopt_tf.models import list_models
 from repopt_tf.models import reinitialize
 
 
