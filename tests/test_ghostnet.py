@@ -42,6 +42,12 @@ REFERENCE_PARAMETERS = {
     ("repopt_ghostnet_1_0x", "plain"): 4_063_716,
     ("repopt_ghostnet_1_0x", "hs"): 4_073_604,
     ("repopt_ghostnet_1_0x", "repghost"): 4_073_604,
+    ("repopt_ghostnet_0_58x", "plain"): 2_540_620,
+    ("repopt_ghostnet_0_8x", "plain"): 3_271_064,
+    ("repopt_ghostnet_1_11x", "plain"): 4_529_040,
+    ("repopt_ghostnet_1_3x", "plain"): 5_465_748,
+    ("repopt_ghostnet_1_5x", "plain"): 6_560_488,
+    ("repopt_ghostnet_2_0x", "plain"): 9_776_348,
 }
 
 

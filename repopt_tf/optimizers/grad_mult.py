@@ -30,15 +30,17 @@ def grad_mult(scale_conv, scale_1x1, has_identity, in_channels, power=2):
     )
 
 
-def grad_mults_for_model(model, blocks, layer_pattern=r".*", power=2):
-    """Builds `{variable.path: M}` for the 3x3 convs of any Keras model.
+def grad_mults_for_model(model, blocks, layer_pattern=None, power=2):
+    """Builds `{variable.path: M}` for the re-parameterised convs of a model.
 
-    The `Conv2D` layers with a 3x3 kernel whose name fully matches
-    `layer_pattern` are taken in model order and paired with `blocks`, a list
-    in the format of `repopt_tf.scales.load_scales`: one dict per block with
-    keys `"conv"`, `"1x1"` and `"identity"` (a vector, or None when the block
-    has no identity branch). The result feeds `RepOptSGD(grad_mults=...)`.
-    Model families with other blocks have their own (`repopt_tf.models.family`).
+    The block convs are the family's for a `build_model` model (RepOpt-VGG's
+    3x3 convs, RepOpt-GhostNet's depthwise cheap operations), else the
+    `Conv2D` layers with a 3x3 kernel whose name fully matches
+    `layer_pattern` (default: every one). They are taken in model order and
+    paired with `blocks`, a list in the format of
+    `repopt_tf.scales.load_scales`: one dict per block with keys `"conv"`,
+    `"1x1"` and `"identity"` (a vector, or None when the block has no such
+    branch). The result feeds `RepOptSGD(grad_mults=...)`.
 
     Raises:
         ValueError: naming the block, when the number of matched layers,
@@ -46,8 +48,12 @@ def grad_mults_for_model(model, blocks, layer_pattern=r".*", power=2):
     """
     # Imported here: the model side depends on this module, not the reverse.
     from repopt_tf.models.family import ConvBlocks
+    from repopt_tf.models.registry import variant_of
 
-    return ConvBlocks(layer_pattern).grad_mults(model, blocks, power)
+    handler = ConvBlocks(layer_pattern or r".*")
+    if layer_pattern is None:
+        handler = variant_of(model)[0] or handler
+    return handler.grad_mults(model, blocks, power)
 
 
 def encode_grad_mult(mult):
