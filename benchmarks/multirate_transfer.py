@@ -29,6 +29,7 @@ from absl import flags  # noqa: E402
 from repopt_tf.data import Source  # noqa: E402
 from repopt_tf.data import load_fashion_mnist  # noqa: E402
 from repopt_tf.data import make_dataset  # noqa: E402
+from repopt_tf.data import steps_per_epoch  # noqa: E402
 from repopt_tf.evaluation import keras_accuracy  # noqa: E402
 from repopt_tf.models import build_model  # noqa: E402
 from repopt_tf.multirate import MultirateModel  # noqa: E402
@@ -71,15 +72,17 @@ class EpochTimer(keras.callbacks.Callback):
 def main(argv):
     del argv
     shape = (28, 28, 1)
-    data = {
-        phase: make_dataset(
-            class_source("train", classes, FLAGS.train_limit),
-            28,
-            FLAGS.batch,
-            training=True,
-            seed=0,
-        )
+    sources = {
+        phase: class_source("train", classes, FLAGS.train_limit)
         for phase, classes in (("pre", range(5)), ("fine", range(5, 10)))
+    }
+    data = {
+        phase: make_dataset(source, 28, FLAGS.batch, training=True, seed=0)
+        for phase, source in sources.items()
+    }
+    steps = {
+        phase: steps_per_epoch(source, FLAGS.batch)
+        for phase, source in sources.items()
     }
     test = make_dataset(
         class_source("test", range(5, 10)), 28, 256, training=False
@@ -91,7 +94,12 @@ def main(argv):
         optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
         loss=LOSS,
     )
-    pretrained.fit(data["pre"], epochs=FLAGS.pretrain_epochs, verbose=2)
+    pretrained.fit(
+        data["pre"],
+        epochs=FLAGS.pretrain_epochs,
+        steps_per_epoch=steps["pre"],
+        verbose=2,
+    )
     keras.utils.set_random_seed(1)
     fresh_head = (
         build_model(FLAGS.model, 5, shape).get_layer(HEAD).get_weights()
@@ -129,7 +137,11 @@ def main(argv):
         model.compile(optimizer=optimizer, loss=LOSS)
         timer = EpochTimer()
         model.fit(
-            data["fine"], epochs=FLAGS.epochs, verbose=0, callbacks=[timer]
+            data["fine"],
+            epochs=FLAGS.epochs,
+            steps_per_epoch=steps["fine"],
+            verbose=0,
+            callbacks=[timer],
         )
         # The first epoch includes tracing; report the median of the rest.
         per_epoch = statistics.median(timer.seconds[1:] or timer.seconds)

@@ -18,6 +18,8 @@ the export tools find models and data settings through them.
 import json
 from pathlib import Path
 
+from repopt_tf.atomic import write_text
+
 # Exportable models: name -> (stage folder, file), in the order offered.
 STAGE_MODELS = {
     "target": ("target", "model.keras"),
@@ -103,8 +105,18 @@ class RunDir:
         """Adds a finished stage's result dict to `results.json`."""
         recorded = self.recorded()
         recorded[stage] = result
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.results.write_text(json.dumps(recorded, indent=2))
+        write_text(self.results, json.dumps(recorded, indent=2))
+
+    def forget(self, stage):
+        """Removes a stage (and its `_fused` twin) from `results.json`."""
+        recorded = self.recorded()
+        kept = {
+            name: result
+            for name, result in recorded.items()
+            if name.removesuffix("_fused") != stage
+        }
+        if kept != recorded:
+            write_text(self.results, json.dumps(kept, indent=2))
 
 
 def data_config_of(model_path):

@@ -10,6 +10,7 @@ import pytest
 
 from repopt_tf.data import load_source
 from repopt_tf.data import make_dataset
+from repopt_tf.data import steps_per_epoch
 from repopt_tf.export import NotFullyIntegerError
 from repopt_tf.export import check_full_integer
 from repopt_tf.export import convert_float32
@@ -42,6 +43,7 @@ def trained():
     model.fit(
         make_dataset(train, 28, 64, training=True, augment="none"),
         epochs=2,
+        steps_per_epoch=steps_per_epoch(train, 64),
         verbose=0,
     )
     return model, train, test

@@ -6,6 +6,7 @@ import tensorflow_datasets as tfds
 from repopt_tf.data import load_source
 from repopt_tf.data import make_dataset
 from repopt_tf.data import representative_images
+from repopt_tf.data import steps_per_epoch
 
 
 def test_fashion_mnist_batches_for_training_and_eval():
@@ -15,9 +16,13 @@ def test_fashion_mnist_batches_for_training_and_eval():
         10,
         1,
     )
-    train = make_dataset(source, 32, 64, training=True, channels=3, seed=0)
+    train = make_dataset(
+        source, 32, 64, training=True, channels=3, seed=0, epochs=3
+    )
+    assert steps_per_epoch(source, 64) == 300 // 64  # remainder dropped
     batches = list(train)
-    assert len(batches) == 300 // 64  # remainder dropped
+    assert len(batches) == 3 * (300 // 64)
+    assert all(images.shape[0] == 64 for images, _ in batches)
     images, labels = batches[0]
     assert images.shape == (64, 32, 32, 3) and images.dtype == tf.float32
     assert labels.shape == (64, 10)
@@ -91,7 +96,9 @@ def test_batched_crop_flip_takes_one_window_per_image():
 
     rng = np.random.default_rng(0)
     images = rng.random((16, 6, 6, 2)).astype(np.float32)
-    out = _random_crop_flip(tf.constant(images), 6, pad=2).numpy()
+    out = _random_crop_flip(
+        tf.constant(images), 6, tf.constant([0, 1], tf.int64), pad=2
+    ).numpy()
     padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)])
     flipped_any = False
     for image, result in zip(padded, out):
@@ -122,3 +129,41 @@ def test_holdout_split_keeps_the_last_images_apart():
         ValueError, match=r"validation_fraction must be in \(0, 1\)"
     ):
         split_holdout(source, 1.5)
+
+
+def _labels(dataset, count):
+    return np.concatenate(
+        [labels.numpy().argmax(-1) for _, labels in dataset.take(count)]
+    )
+
+
+def test_training_data_is_fixed_by_seed_and_epoch():
+    """Epoch e's order and augmentation depend on (seed, e) only: a resumed
+    run (first_epoch=e) sees the batches an uninterrupted one does."""
+    source = load_source("fashion_mnist", "train", limit=256)
+    steps = steps_per_epoch(source, 64)
+
+    def batches(seed, first_epoch=0, epochs=3):
+        data = make_dataset(
+            source,
+            28,
+            64,
+            training=True,
+            seed=seed,
+            first_epoch=first_epoch,
+            epochs=epochs,
+        )
+        return [x.numpy() for x, _ in data]
+
+    run, rerun = batches(0), batches(0)
+    for a, b in zip(run, rerun):
+        np.testing.assert_array_equal(a, b)
+    resumed = batches(0, first_epoch=2, epochs=1)
+    for a, b in zip(run[2 * steps :], resumed):
+        np.testing.assert_array_equal(a, b)
+    # Each epoch reshuffles and re-augments; another seed, another order.
+    assert not np.array_equal(run[0], run[steps])
+    assert not np.array_equal(run[0], batches(1, epochs=1)[0])
+    data = make_dataset(source, 28, 64, training=True, seed=0, epochs=2)
+    epoch0, epoch1 = _labels(data, steps), _labels(data.skip(steps), steps)
+    assert sorted(epoch0) == sorted(epoch1) and list(epoch0) != list(epoch1)

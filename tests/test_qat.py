@@ -52,7 +52,7 @@ def trained_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("qat") / "model.keras"
     _python(f"""
         import keras
-        from repopt_tf.data import load_source, make_dataset
+        from repopt_tf.data import load_source, make_dataset, steps_per_epoch
         from repopt_tf.models import build_model
         keras.utils.set_random_seed(0)
         model = build_model("repopt_vgg_tiny", 10, (28, 28, 1))
@@ -60,7 +60,7 @@ def trained_model(tmp_path_factory):
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True))
         source = load_source("fashion_mnist", "train", limit=4096)
         model.fit(make_dataset(source, 28, 64, True, augment="none"), epochs=2,
-                  verbose=0)
+                  steps_per_epoch=steps_per_epoch(source, 64), verbose=0)
         model.save("{path}")
     """)
     return path

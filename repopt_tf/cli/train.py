@@ -53,6 +53,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from repopt_tf.atomic import write_text
     from repopt_tf.quiet import quiet_logs
     from repopt_tf.rundir import RunDir
     from repopt_tf.training import Experiment
@@ -75,12 +76,12 @@ def main(argv):
         )
         results = Experiment(config, workdir, strategy).run()
         run_dir = RunDir(workdir)
-        run_dir.config.write_text(config.to_json_best_effort(indent=2))
+        write_text(run_dir.config, config.to_json_best_effort(indent=2))
     except (ValueError, FileNotFoundError, TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     table = results_table(results)
-    run_dir.results_table.write_text(table + "\n")
+    write_text(run_dir.results_table, table + "\n")
     print("\n" + table)
     return 0
 

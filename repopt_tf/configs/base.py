@@ -11,7 +11,10 @@ def get_config():
     config = ml_collections.ConfigDict()
     config.mode = "quickstart"  # quickstart | hs | target | baseline_sgd | baseline_repvgg
     config.model = "repopt_vgg_s"
-    config.seed = 0
+    config.seed = 0  # initial weights, data order and augmentation
+    # TF op determinism: one seed reruns to identical weights on the same
+    # machine (slower; see docs/results.md).
+    config.deterministic = False
     config.scales = ""  # target mode: preset name or scales .npz / .pth
     config.reinit = (
         True  # Rule of Initialization (skipped with init_checkpoint)
@@ -24,6 +27,12 @@ def get_config():
     config.use_identity_scales = (
         True  # diagonal gets the searched identity scale
     )
+    # A finished or interrupted stage whose config changed: "refuse" (say
+    # which fields differ) or "rerun" (train it again from scratch).
+    config.stage_reuse = "refuse"
+    # An unreadable backup of an interrupted stage: resume from the
+    # "previous" good one (else from scratch), or start from "scratch".
+    config.corrupt_backup = "previous"
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "fashion_mnist"  # or a tfds name, or folder:/path

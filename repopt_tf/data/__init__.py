@@ -6,6 +6,7 @@ from repopt_tf.data.pipeline import load_source
 from repopt_tf.data.pipeline import make_dataset
 from repopt_tf.data.pipeline import representative_images
 from repopt_tf.data.pipeline import split_holdout
+from repopt_tf.data.pipeline import steps_per_epoch
 from repopt_tf.data.pipeline import take
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_source",
     "make_dataset",
+    "steps_per_epoch",
     "representative_images",
     "split_holdout",
     "take",

@@ -15,6 +15,12 @@ the model's input size, one-hot label)`; normalisation is inside the model.
 Training batches are shuffled, augmented and drop the remainder. Augmentation
 `"crop_flip"` is the paper's hyper-search recipe (pad 4, random crop, flip);
 `"inception"` is random-resized-crop + flip for ImageNet-like data.
+
+Training data is reproducible and resumable: epoch `e`'s order (a shuffle
+seeded by `(seed, e)`) and augmentation (stateless random ops seeded by
+`(seed, e, example index)`) depend on nothing else, so a run resumed at
+epoch `e` (`first_epoch`) sees exactly the batches an uninterrupted one
+does.
 """
 
 import dataclasses
@@ -97,12 +103,17 @@ def make_dataset(
     seed=None,
     shuffle_buffer=20000,
     crop_fraction=1.0,
+    first_epoch=0,
+    epochs=1,
 ):
     """Batches of `(float32 pixels (B, S, S, C), one-hot labels (B, K))`.
 
-    Evaluation images are fitted by `_fit`; `crop_fraction < 1` resizes the
-    shorter side to `S / crop_fraction` first (ImageNet's 256 -> 224 centre
-    crop is 0.875).
+    Training batches are `epochs` epochs, from epoch `first_epoch` (module
+    docstring; seed None is 0), back to back: for several, pass
+    `steps_per_epoch(source, batch_size)` to `fit` so that it reads them in
+    turn. Evaluation batches go once through the source, images fitted
+    by `_fit`; `crop_fraction < 1` resizes the shorter side to
+    `S / crop_fraction` first (ImageNet's 256 -> 224 centre crop is 0.875).
 
     Sources with a fixed image shape are batched first and preprocessed and
     augmented a whole batch at a time (per-image crop offsets and flips),
@@ -115,44 +126,75 @@ def make_dataset(
         )
     channels = channels or source.channels
     augment = augment if training else "none"
-    dataset = source.dataset
-    if training:
-        dataset = dataset.shuffle(
-            min(shuffle_buffer, source.num_examples),
-            seed=seed,
-            reshuffle_each_iteration=True,
-        )
+    batch_first = (
+        source.dataset.element_spec[0].shape.is_fully_defined()
+        and augment != "inception"
+    )
 
-    def prepare(image, label):
+    def prepare(image, label, random_seed):
         image = _to_channels(tf.cast(image, tf.float32), channels)
         if augment == "inception":
-            image = tf.image.random_flip_left_right(
-                _random_resized_crop(image, image_size)
+            flip_seed = tf.random.experimental.stateless_fold_in(random_seed, 1)
+            image = tf.image.stateless_random_flip_left_right(
+                _random_resized_crop(image, image_size, random_seed), flip_seed
             )
         else:
             image = _fit(image, image_size, crop_fraction)
             if augment == "crop_flip":
-                image = _random_crop_flip(image, image_size)
+                image = _random_crop_flip(image, image_size, random_seed)
         rank = len(image.shape)
         image = tf.ensure_shape(
             image, (None,) * (rank - 3) + (image_size, image_size, channels)
         )
         return image, tf.one_hot(label, source.num_classes)
 
-    batch_first = (
-        dataset.element_spec[0].shape.is_fully_defined()
-        and augment != "inception"
-    )
-    if batch_first:
-        dataset = dataset.batch(batch_size, drop_remainder=training)
-    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    if not batch_first:
-        dataset = dataset.batch(batch_size, drop_remainder=training)
+    def batches(dataset, drop_remainder):
+        """`dataset` of `(image, label, seed)` -> prepared batches; a batch
+        augmented at once uses its first example's seed."""
+        if batch_first:
+            dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+            return dataset.map(
+                lambda image, label, seeds: prepare(image, label, seeds[0]),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+    if not training:
+        unseeded = source.dataset.map(
+            lambda image, label: (image, label, tf.zeros(2, tf.int64))
+        )
+        return batches(unseeded, False).prefetch(tf.data.AUTOTUNE)
+
+    seed = 0 if seed is None else int(seed)
+    buffer = min(shuffle_buffer, source.num_examples)
+
+    def one_epoch(epoch):
+        shuffled = source.dataset.shuffle(
+            buffer,
+            seed=seed * 1_000_003 + epoch,
+            reshuffle_each_iteration=False,
+        )
+        key = tf.constant([seed, epoch * 2**32], tf.int64)
+        with_seeds = shuffled.enumerate().map(
+            lambda index, example: (*example, key + [0, index])
+        )
+        return batches(with_seeds, True)
+
+    dataset = one_epoch(first_epoch)
+    for epoch in range(first_epoch + 1, first_epoch + epochs):
+        dataset = dataset.concatenate(one_epoch(epoch))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _random_crop_flip(images, size, pad=4):
-    """Pad by `pad`, random `size` crop and random horizontal flip, per image.
+def steps_per_epoch(source, batch_size):
+    """Training batches per epoch of `make_dataset` (the remainder dropped)."""
+    return source.num_examples // batch_size
+
+
+def _random_crop_flip(images, size, seed, pad=4):
+    """Pad by `pad`, random `size` crop and random horizontal flip, per
+    image, from the stateless `seed` (shape `(2,)`).
 
     Works on one image `(S, S, C)` or a batch `(B, S, S, C)`.
     """
@@ -161,13 +203,16 @@ def _random_crop_flip(images, size, pad=4):
         images = images[None]
     count = tf.shape(images)[0]
     padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-    offsets = tf.random.uniform((count, 2), 0, 2 * pad + 1, dtype=tf.int32)
+    offsets = tf.random.stateless_uniform(
+        (count, 2), seed, 0, 2 * pad + 1, dtype=tf.int32
+    )
     window = tf.range(size)
     rows = offsets[:, :1] + window
     cols = offsets[:, 1:] + window
     cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
     cropped = tf.gather(cropped, cols, axis=2, batch_dims=1)
-    flip = tf.random.uniform((count, 1, 1, 1)) < 0.5
+    flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+    flip = tf.random.stateless_uniform((count, 1, 1, 1), flip_seed) < 0.5
     cropped = tf.where(flip, tf.reverse(cropped, axis=[2]), cropped)
     return cropped[0] if single else cropped
 
@@ -225,9 +270,10 @@ def _fit(image, size, crop_fraction=1.0):
     return tf.image.resize_with_crop_or_pad(image, size, size)
 
 
-def _random_resized_crop(image, size):
-    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+def _random_resized_crop(image, size, seed):
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image),
+        seed=seed,
         bounding_boxes=tf.zeros((1, 0, 4)),
         min_object_covered=0.0,
         aspect_ratio_range=(3 / 4, 4 / 3),

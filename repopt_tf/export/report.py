@@ -8,6 +8,8 @@
 import json
 from pathlib import Path
 
+from repopt_tf.atomic import write_bytes
+from repopt_tf.atomic import write_text
 from repopt_tf.data import make_dataset
 from repopt_tf.data import representative_images
 from repopt_tf.evaluation import keras_accuracy
@@ -70,8 +72,8 @@ def export_model(
     fp32 = convert_float32(model, verbose)
     int8 = convert_int8(model, calibration, verbose)
     check_full_integer(int8)
-    (output_dir / "model_fp32.tflite").write_bytes(fp32)
-    (output_dir / "model_int8.tflite").write_bytes(int8)
+    write_bytes(output_dir / "model_fp32.tflite", fp32)
+    write_bytes(output_dir / "model_int8.tflite", int8)
     log("int8 model verified fully integer (int8 I/O, int8/int32 tensors)")
 
     test = make_dataset(
@@ -146,8 +148,8 @@ def export_model(
         "kernel_statistics": kernels,
         "machine": machine_info(),
     }
-    (output_dir / "export_report.json").write_text(json.dumps(report, indent=2))
-    (output_dir / "export_report.md").write_text(markdown_report(report))
+    write_text(output_dir / "export_report.json", json.dumps(report, indent=2))
+    write_text(output_dir / "export_report.md", markdown_report(report))
     return report
 
 

@@ -53,8 +53,11 @@ def main(argv):
     from repopt_tf.quiet import quiet_logs
 
     quiet_logs(FLAGS.verbose)
+    from repopt_tf.atomic import write_bytes
+    from repopt_tf.atomic import write_text
     from repopt_tf.data import make_dataset
     from repopt_tf.data import representative_images
+    from repopt_tf.data import steps_per_epoch
     from repopt_tf.data import take
     from repopt_tf.evaluation import keras_accuracy
     from repopt_tf.export import check_full_integer
@@ -95,20 +98,30 @@ def main(argv):
     calibration = representative_images(
         train, size, FLAGS.representative, channels=channels
     )
+    steps = steps_per_epoch(train, FLAGS.batch_size)
     qat_model = quantize_aware_finetune(
-        twin, train_data, FLAGS.epochs, calibration, FLAGS.learning_rate
+        twin,
+        train_data,
+        FLAGS.epochs,
+        calibration,
+        FLAGS.learning_rate,
+        steps_per_epoch=steps,
     )
     content = convert_qat_int8(qat_model, calibration)
     check_full_integer(content)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "model_int8_qat.tflite").write_bytes(content)
+    write_bytes(output_dir / "model_int8_qat.tflite", content)
     print(
         f"[qat] fine-tuning the fp32 twin {FLAGS.epochs} epochs without "
         "fake quantization (the baseline)",
         flush=True,
     )
     tuned = float_finetune(
-        tf_keras_twin(model), train_data, FLAGS.epochs, FLAGS.learning_rate
+        tf_keras_twin(model),
+        train_data,
+        FLAGS.epochs,
+        FLAGS.learning_rate,
+        steps_per_epoch=steps,
     )
     print("[qat] evaluating", flush=True)
     report = {
@@ -128,8 +141,8 @@ def main(argv):
     report["qat_minus_fp32_finetuned"] = (
         report["tflite_int8_qat"] - report["fp32_finetuned"]
     )
-    (output_dir / "qat_report.json").write_text(json.dumps(report, indent=2))
-    (output_dir / "qat_report.md").write_text(qat_table(report) + "\n")
+    write_text(output_dir / "qat_report.json", json.dumps(report, indent=2))
+    write_text(output_dir / "qat_report.md", qat_table(report) + "\n")
     print(qat_table(report))
     print(f"[qat] wrote {output_dir}/model_int8_qat.tflite")
     return 0

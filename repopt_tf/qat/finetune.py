@@ -68,15 +68,31 @@ def calibrate_ranges(qat_model, twin, images):
 
 
 def quantize_aware_finetune(
-    twin, train_data, epochs, calibration_images, learning_rate=1e-3, verbose=2
+    twin,
+    train_data,
+    epochs,
+    calibration_images,
+    learning_rate=1e-3,
+    verbose=2,
+    steps_per_epoch=None,
 ):
     model = quantize_aware_model(twin)
     calibrate_ranges(model, twin, calibration_images)
-    return float_finetune(model, train_data, epochs, learning_rate, verbose)
+    return float_finetune(
+        model, train_data, epochs, learning_rate, verbose, steps_per_epoch
+    )
 
 
-def float_finetune(model, train_data, epochs, learning_rate=1e-3, verbose=2):
-    """Fine-tunes a tf_keras model with the QAT recipe (SGD, Nesterov 0.9)."""
+def float_finetune(
+    model,
+    train_data,
+    epochs,
+    learning_rate=1e-3,
+    verbose=2,
+    steps_per_epoch=None,
+):
+    """Fine-tunes a tf_keras model with the QAT recipe (SGD, Nesterov 0.9);
+    `steps_per_epoch` for endless training data (`make_dataset`)."""
     model.compile(
         optimizer=tf_keras.optimizers.SGD(
             learning_rate, momentum=0.9, nesterov=True
@@ -84,7 +100,12 @@ def float_finetune(model, train_data, epochs, learning_rate=1e-3, verbose=2):
         loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=[tf_keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    model.fit(train_data, epochs=epochs, verbose=verbose)
+    model.fit(
+        train_data,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        verbose=verbose,
+    )
     return model
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from repopt_tf.atomic import atomic_path
 from repopt_tf.checkpoints.torch_file import read_state_dict
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -78,8 +79,7 @@ def save_scales(path, blocks, **metadata):
                     block[key], np.float32
                 )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as file:
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
         np.savez(file, **arrays)
     return path
 

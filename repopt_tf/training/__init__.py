@@ -1,12 +1,12 @@
 """Training pieces shared by train.py: strategy, callbacks, recipe, runner."""
 
 from repopt_tf.training.callbacks import TrainingDiverged
-from repopt_tf.training.runner import MODES
 from repopt_tf.training.runner import Experiment
 from repopt_tf.training.runner import results_table
 from repopt_tf.training.strategy import STRATEGIES
 from repopt_tf.training.strategy import get_strategy
 from repopt_tf.training.strategy import split_cpu
+from repopt_tf.training.validation import MODES
 
 __all__ = [
     "MODES",

@@ -1,8 +1,17 @@
-"""Callbacks every training run gets: logs, checkpoints, backup, NaN guard."""
+"""Callbacks every training run gets: logs, checkpoints, backup, NaN guard;
+and the resume that reads the backup."""
 
+import json
+import shutil
 import sys
+from pathlib import Path
 
 import keras
+
+from repopt_tf import faults
+from repopt_tf.atomic import atomic_path
+from repopt_tf.atomic import save_model
+from repopt_tf.atomic import write_text
 
 
 class TrainingDiverged(RuntimeError):
@@ -32,19 +41,123 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
             print(f"\n{self.message}", file=sys.stderr)
 
 
-def standard_callbacks(stage_dir):
-    """TensorBoard, CSV log, last-epoch checkpoint, backup and NaN guard,
-    writing into a `repopt_tf.rundir.StageDir`.
+class EpochBackup(keras.callbacks.Callback):
+    """Backs the whole training state (weights and optimizer) up after
+    every epoch, for `restore_backup`: `epoch_<n>.weights.h5` (n epochs
+    done), then `state.json` naming it and the one before, each written
+    atomically (`repopt_tf.atomic`), so a kill at any moment leaves a
+    consistent backup. Older files are removed; the folder goes when
+    training ends."""
 
-    `BackupAndRestore` keeps the backup folder until training ends, so a run
-    killed at any point resumes from its last finished epoch when rerun with
-    the same workdir.
+    def __init__(self, backup_dir):
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        name = f"epoch_{epoch + 1}.weights.h5"
+        with atomic_path(self.backup_dir / name) as temporary:
+            self.model.save_weights(temporary)
+        kept = [{"epoch": epoch + 1, "file": name}] + backups(self.backup_dir)[
+            :1
+        ]
+        write_text(
+            self.backup_dir / BACKUP_STATE, json.dumps({"backups": kept})
+        )
+        for path in self.backup_dir.glob("epoch_*.weights.h5"):
+            if path.name not in {entry["file"] for entry in kept}:
+                path.unlink()
+
+    def on_train_end(self, logs=None):
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+BACKUP_STATE = "state.json"
+
+
+def backups(backup_dir):
+    """`[{"epoch": n, "file": name}, ...]` of a backup folder, newest first
+    ([] without a readable state file)."""
+    try:
+        state = json.loads((Path(backup_dir) / BACKUP_STATE).read_text())
+        return [
+            {"epoch": int(entry["epoch"]), "file": str(entry["file"])}
+            for entry in state["backups"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def restore_backup(model, backup_dir, corrupt="previous", log=print):
+    """Loads the newest readable backup of `EpochBackup` into a compiled
+    `model` (weights and optimizer state) and returns its epoch count, or
+    0 to train from scratch.
+
+    A backup that fails to load is reported; `corrupt="previous"` then
+    tries the one before, `"scratch"` starts from the initial state.
     """
+    entries = backups(backup_dir)
+    if not entries:
+        return 0
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    variables = list(model.variables) + list(model.optimizer.variables)
+    initial = [variable.numpy() for variable in variables]
+    for entry in entries:
+        path = Path(backup_dir) / entry["file"]
+        try:
+            model.load_weights(path)
+        except Exception as error:  # h5py and Keras raise many types
+            for variable, value in zip(variables, initial):
+                variable.assign(value)
+            log(
+                f"backup {path} is unreadable ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:160] if str(error) else ''})"
+            )
+            if corrupt == "scratch":
+                break
+            continue
+        log(f"resuming from {path} ({entry['epoch']} epochs done)")
+        return entry["epoch"]
+    log("no readable backup: training this stage from scratch")
+    return 0
+
+
+class LastEpochModel(keras.callbacks.Callback):
+    """Saves the model to `path` (`.keras`) after every epoch, atomically."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_model(self.model, self.path)
+
+
+class FaultPoints(keras.callbacks.Callback):
+    """`repopt_tf.faults` points `batch:<stage>:<epoch>:<batch>`."""
+
+    def __init__(self, stage):
+        super().__init__()
+        self.stage = stage
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        faults.point(f"batch:{self.stage}:{self._epoch}:{batch}")
+
+
+def standard_callbacks(stage_dir, stage=""):
+    """CSV log, TensorBoard, per-epoch backup and model, NaN guard, writing
+    into a `repopt_tf.rundir.StageDir`; `restore_backup` resumes a killed
+    run from its last finished epoch."""
     stage_dir.path.mkdir(parents=True, exist_ok=True)
     return [
-        keras.callbacks.BackupAndRestore(str(stage_dir.backup)),
+        EpochBackup(stage_dir.backup),
         keras.callbacks.CSVLogger(str(stage_dir.log), append=True),
-        keras.callbacks.ModelCheckpoint(str(stage_dir.checkpoint)),
+        LastEpochModel(stage_dir.checkpoint),
         keras.callbacks.TensorBoard(str(stage_dir.tensorboard)),
         StopOnNaN(),
+        FaultPoints(stage),
     ]

@@ -21,16 +21,22 @@ Rule of Initialization, Grad Mults, fusion.
 
 import dataclasses
 import json
+import shutil
 import sys
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from repopt_tf import faults
+from repopt_tf.atomic import save_model
+from repopt_tf.atomic import write_text
 from repopt_tf.checkpoints import load_weights
 from repopt_tf.configs import base
 from repopt_tf.data import load_source
 from repopt_tf.data import make_dataset
 from repopt_tf.data import split_holdout
+from repopt_tf.data import steps_per_epoch
 from repopt_tf.data import take
 from repopt_tf.evaluation import keras_accuracy
 from repopt_tf.models import build_model
@@ -40,15 +46,15 @@ from repopt_tf.scales import load_scales
 from repopt_tf.scales import save_scales
 from repopt_tf.training.callbacks import StopOnNaN
 from repopt_tf.training.callbacks import TrainingDiverged
+from repopt_tf.training.callbacks import restore_backup
 from repopt_tf.training.callbacks import standard_callbacks
 from repopt_tf.training.recipe import build_optimizer
 from repopt_tf.training.recipe import compute_settings
 from repopt_tf.training.recipe import grad_mult_summary
 from repopt_tf.training.recipe import learning_rate_schedule
 from repopt_tf.training.recipe import scaled_hyperparameters
-
-MODES = ("quickstart", "hs", "target", "baseline_sgd", "baseline_repvgg")
-VALIDATIONS = ("holdout", "test", "none")
+from repopt_tf.training.validation import flatten
+from repopt_tf.training.validation import validate_config
 
 
 @dataclasses.dataclass
@@ -71,21 +77,10 @@ class Experiment:
     """Loads the data once and runs the stages of one config."""
 
     def __init__(self, config, workdir, strategy):
-        if config.mode not in MODES:
-            raise ValueError(
-                f"config.mode must be one of {MODES}, got {config.mode!r}."
-            )
-        if config.init_checkpoint and config.mode == "quickstart":
-            raise ValueError(
-                "--config.init_checkpoint starts one stage from trained "
-                "weights; pick its mode (target, hs, baseline_sgd or "
-                "baseline_repvgg) instead of quickstart."
-            )
-        if config.rpg.dof and config.mode != "baseline_sgd":
-            raise ValueError(
-                "RPG models (--config.rpg.dof) train in baseline_sgd mode: the "
-                "ring has no per-kernel Grad Mults or branches."
-            )
+        validate_config(config, workdir)
+        if config.deterministic:
+            # Deterministic kernels (and an error for ops that have none).
+            tf.config.experimental.enable_op_determinism()
         self.config = config
         self.family = family_of(config.model)
         self.run_dir = RunDir(workdir)
@@ -102,11 +97,6 @@ class Experiment:
         self.test_source = load_source(
             data.name, data.eval_split, limit=data.eval_limit or None, **common
         )
-        if data.validation not in VALIDATIONS:
-            raise ValueError(
-                f"config.data.validation must be one of "
-                f"{VALIDATIONS}, got {data.validation!r}."
-            )
         validation_source = None
         if data.validation == "holdout":
             self.train_source, validation_source = split_holdout(
@@ -120,8 +110,8 @@ class Experiment:
         self.global_batch = (
             config.train.batch_size * strategy.num_replicas_in_sync
         )
-        self.steps_per_epoch = (
-            self.train_source.num_examples // self.global_batch
+        self.steps_per_epoch = steps_per_epoch(
+            self.train_source, self.global_batch
         )
         if self.steps_per_epoch == 0:
             raise ValueError(
@@ -138,13 +128,7 @@ class Experiment:
             validation_source = self._splits_evenly(
                 validation_source, "validation"
             )
-        self.train_data = make_dataset(
-            self.train_source,
-            training=True,
-            augment=data.augment,
-            seed=config.seed,
-            **dataset_args,
-        )
+        self.dataset_args = dataset_args
         self.test_data = make_dataset(
             self.test_source, training=False, **dataset_args
         )
@@ -242,7 +226,7 @@ class Experiment:
         model, accuracy = self._train("baseline_repvgg", kind, epochs)
         deploy = self.family.fuse(model, self.config.model)
         fused = keras_accuracy(deploy, self.test_data)
-        deploy.save(self.run_dir.stage("baseline_repvgg").fused_model)
+        save_model(deploy, self.run_dir.stage("baseline_repvgg").fused_model)
         log(f"baseline_repvgg: fused deploy model accuracy {fused:.4f}")
         return [
             self._result("baseline_repvgg", kind, epochs, accuracy),
@@ -250,12 +234,7 @@ class Experiment:
         ]
 
     def _scales_from_config(self):
-        if not self.config.scales:
-            raise ValueError(
-                "target mode needs --config.scales: a preset "
-                "(repopt_vgg_b1, ...) or the scales.npz of an hs run."
-            )
-        return load_scales(self.config.scales)
+        return load_scales(self.config.scales)  # validated: set in target mode
 
     def _train(self, stage, kind, epochs, scales=None, clip_global_norm=0.0):
         config, train = self.config, self.config.train
@@ -263,28 +242,30 @@ class Experiment:
         workdir = stage_dir.path
         finished = self.run_dir.recorded().get(stage)
         images = self.train_source.num_examples
-        # Runs recorded before train_images was stored match any size.
-        if finished and (
-            finished["model"],
-            finished["epochs"],
-            finished.get("train_images") or images,
-        ) != (config.model, epochs, images):
-            raise ValueError(
-                f"{workdir} holds a finished {finished['model']} run of "
-                f"{finished['epochs']} epochs on "
-                f"{finished.get('train_images') or 'an unknown number of'} "
-                f"training images, not {config.model} for {epochs} on "
-                f"{images}; use a new --workdir."
-            )
         stage_config = self._stage_config(stage)
         # Only a finished stage or a resumable one (backup/) is protected.
         protected = finished or stage_dir.backup.exists()
         differences = protected and _differences(
             stage_dir.saved_config(), stage_config
         )
-        if differences:
+        # Runs recorded before train_images was stored match any size.
+        message = None
+        if finished and (
+            finished["model"],
+            finished["epochs"],
+            finished.get("train_images") or images,
+        ) != (config.model, epochs, images):
+            message = (
+                f"{workdir} holds a finished {finished['model']} run of "
+                f"{finished['epochs']} epochs on "
+                f"{finished.get('train_images') or 'an unknown number of'} "
+                f"training images, not {config.model} for {epochs} on "
+                f"{images}"
+            )
+            advice = "; use a new --workdir"
+        elif differences:
             state = "finished" if finished else "interrupted"
-            raise ValueError(
+            message = (
                 f"{workdir} holds a {state} run with another config ("
                 + "; ".join(differences[:6])
                 + (
@@ -292,8 +273,18 @@ class Experiment:
                     if len(differences) > 6
                     else ""
                 )
-                + f"): use a new --workdir, or delete {workdir} to retrain."
+                + ")"
             )
+            advice = f": use a new --workdir, or delete {workdir} to retrain"
+        if message:
+            if config.stage_reuse == "refuse":
+                raise ValueError(
+                    f"{message}{advice} (or pass --config.stage_reuse=rerun)."
+                )
+            log(f"{stage}: {message}; retraining it (stage_reuse=rerun)")
+            shutil.rmtree(workdir)
+            self.run_dir.forget(stage)
+            finished = None
         if finished and stage_dir.model.exists():
             log(
                 f"{stage}: already trained in {workdir} with this config, "
@@ -395,13 +386,30 @@ class Experiment:
                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                 jit_compile=jit,
             )
-        callbacks = standard_callbacks(stage_dir)
-        stage_dir.config.write_text(json.dumps(stage_config, indent=2))
+            first_epoch = restore_backup(
+                model,
+                stage_dir.backup,
+                config.corrupt_backup,
+                log=lambda message: log(f"{stage}: {message}"),
+            )
+        train_data = make_dataset(
+            self.train_source,
+            training=True,
+            augment=config.data.augment,
+            seed=config.seed,
+            first_epoch=first_epoch,
+            epochs=epochs - first_epoch,
+            **self.dataset_args,
+        )
+        callbacks = standard_callbacks(stage_dir, stage)
+        write_text(stage_dir.config, json.dumps(stage_config, indent=2))
         model.fit(
-            self.train_data,
+            train_data,
             epochs=epochs,
+            initial_epoch=first_epoch,
+            steps_per_epoch=self.steps_per_epoch,
             callbacks=callbacks,
-            shuffle=False,
+            shuffle=False,  # make_dataset shuffles, seeded by epoch
             validation_data=self.validation_data,
             verbose=1 if sys.stdout.isatty() else 2,
         )
@@ -409,7 +417,7 @@ class Experiment:
         if nan_guard.message:
             raise TrainingDiverged(nan_guard.message)
         accuracy = self._evaluate(model)
-        model.save(stage_dir.model)
+        save_model(model, stage_dir.model)
         log(f"{stage}: test accuracy {accuracy:.4f}")
         return model, accuracy
 
@@ -442,14 +450,14 @@ class Experiment:
     def _stage_config(self, stage):
         """The resolved config fields that decide what `stage` trains, plus
         the number of training images (`{"dotted.key": value}`)."""
-        ignored = {"mode", "quickstart"} | {
+        ignored = {"mode", "quickstart", "stage_reuse", "corrupt_backup"} | {
             section
             for section, owner in _STAGE_SECTIONS.items()
             if owner != stage
         }
         flat = {
             key: value
-            for key, value in _flatten(self.config.to_dict())
+            for key, value in flatten(self.config.to_dict())
             if key.split(".")[0] not in ignored
         }
         flat["data.train_images"] = self.train_source.num_examples
@@ -477,6 +485,7 @@ class Experiment:
             self.train_source.num_examples,
         )
         self.run_dir.record(stage, dataclasses.asdict(result))
+        faults.point(f"stage:{stage}")
         return result
 
 
@@ -490,14 +499,6 @@ _STAGE_SECTIONS = {
 }
 
 
-def _flatten(tree, prefix=""):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
 def _differences(saved, current):
     """`["key: saved -> current", ...]` against a stage's saved config.
 
@@ -507,7 +508,7 @@ def _differences(saved, current):
     """
     if saved is None:
         return []
-    defaults = dict(_flatten(json.loads(base.get_config().to_json())))
+    defaults = dict(flatten(json.loads(base.get_config().to_json())))
 
     def value(config, key):
         return config.get(key, defaults.get(key, "(unset)"))

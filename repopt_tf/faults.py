@@ -1,0 +1,20 @@
+"""Fault injection for the crash tests: `REPOPT_TF_KILL_AT=POINT` makes the
+process SIGKILL itself (as `kill -9` would) when it reaches `POINT`.
+
+Points: `batch:<stage>:<epoch>:<batch>` (after that training batch, epoch
+and batch counted from 0), `write:<file name>` (a file fully written to its
+temporary name, before the rename that publishes it), `stage:<stage>`
+(after a stage is recorded, before the next one starts). Unset, `point()`
+does nothing.
+"""
+
+import os
+import signal
+
+ENV = "REPOPT_TF_KILL_AT"
+
+
+def point(name):
+    """Kills the process when `name` is the point asked for."""
+    if os.environ.get(ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
