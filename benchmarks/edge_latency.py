@@ -23,46 +23,32 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from repopt_tf.cli.flag_checks import check_positive_integers  # noqa: E402
+from repopt_tf.cli.flag_checks import require_models  # noqa: E402
 from repopt_tf.export import check_full_integer  # noqa: E402
 from repopt_tf.export import convert_float32  # noqa: E402
 from repopt_tf.export import convert_int8  # noqa: E402
 from repopt_tf.export.litert_eval import latency  # noqa: E402
 from repopt_tf.export.litert_eval import machine_info  # noqa: E402
 from repopt_tf.models import build_model  # noqa: E402
-from repopt_tf.models import list_models  # noqa: E402
 
 flags.DEFINE_list(
     "models",
     ["repopt_ghostnet_0_5x", "repopt_ghostnet_1_0x", "repopt_vgg_a0"],
     "Variants (build_model names), built as kind='plain'.",
 )
-flags.DEFINE_integer("image_size", 224, "Input height and width.")
+flags.DEFINE_integer(
+    "image_size", 224, "Input height and width.", lower_bound=32
+)
 flags.DEFINE_list("threads", ["1", "2"], "XNNPACK thread counts.")
-flags.DEFINE_integer("runs", 50, "Timed invokes per measurement.")
-flags.DEFINE_integer("calibration", 32, "Random calibration images.")
+flags.DEFINE_integer(
+    "runs", 50, "Timed invokes per measurement.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "calibration", 32, "Random calibration images.", lower_bound=1
+)
+check_positive_integers("threads")
 FLAGS = flags.FLAGS
-
-
-def check_flags():
-    unknown = [m for m in FLAGS.models if m not in list_models()]
-    if unknown:
-        raise app.UsageError(
-            f"--models: unknown {', '.join(unknown)}; known: "
-            f"{', '.join(list_models())}."
-        )
-    if FLAGS.image_size < 32:
-        raise app.UsageError(
-            f"--image_size must be >= 32, got {FLAGS.image_size}."
-        )
-    if not all(t.isdigit() and int(t) > 0 for t in FLAGS.threads):
-        raise app.UsageError(
-            f"--threads must be positive integers, got {FLAGS.threads}."
-        )
-    for name in ("runs", "calibration"):
-        if getattr(FLAGS, name) < 1:
-            raise app.UsageError(
-                f"--{name} must be >= 1, got {getattr(FLAGS, name)}."
-            )
 
 
 def measure(variant, rng):
@@ -124,7 +110,7 @@ def table(rows):
 
 def main(argv):
     del argv
-    check_flags()
+    require_models("models", FLAGS.models)
     rng = np.random.default_rng(0)
     rows = []
     for variant in FLAGS.models:

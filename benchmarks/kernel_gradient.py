@@ -52,7 +52,10 @@ def main(argv):
     del argv
     import tensorflow as tf
 
+    from repopt_tf.cli.flag_checks import require_models
     from repopt_tf.models import build_model
+
+    require_models("model", FLAGS.model)
     from repopt_tf.models.fast_conv import _explicit
     from repopt_tf.models.fast_conv import _kernel_gradient
 

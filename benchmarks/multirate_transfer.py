@@ -26,6 +26,8 @@ import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from repopt_tf.cli.flag_checks import check_positive_integers  # noqa: E402
+from repopt_tf.cli.flag_checks import require_models  # noqa: E402
 from repopt_tf.data import Source  # noqa: E402
 from repopt_tf.data import load_fashion_mnist  # noqa: E402
 from repopt_tf.data import make_dataset  # noqa: E402
@@ -37,12 +39,21 @@ from repopt_tf.multirate import MultirateOptimizer  # noqa: E402
 
 flags.DEFINE_string("workdir", "runs/multirate", "Output folder.")
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant.")
-flags.DEFINE_integer("pretrain_epochs", 3, "Epochs on classes 0-4.")
-flags.DEFINE_integer("epochs", 3, "Fine-tuning epochs on classes 5-9.")
-flags.DEFINE_integer("train_limit", 10000, "Images per phase (0: all).")
+flags.DEFINE_integer(
+    "pretrain_epochs", 3, "Epochs on classes 0-4.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "epochs", 3, "Fine-tuning epochs on classes 5-9.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "train_limit", 10000, "Images per phase (0: all).", lower_bound=0
+)
 flags.DEFINE_list("ks", ["5", "10"], "Multirate k values.")
-flags.DEFINE_float("lr", 0.01, "Fine-tuning LR; multirate's fast step h/k.")
-flags.DEFINE_integer("batch", 128, "Batch size.")
+flags.DEFINE_float(
+    "lr", 0.01, "Fine-tuning LR; multirate's fast step h/k.", lower_bound=0
+)
+flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
+check_positive_integers("ks")
 FLAGS = flags.FLAGS
 LOSS = keras.losses.CategoricalCrossentropy(from_logits=True)
 HEAD = "classifier"
@@ -71,6 +82,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 def main(argv):
     del argv
+    require_models("model", FLAGS.model)
     shape = (28, 28, 1)
     sources = {
         phase: class_source("train", classes, FLAGS.train_limit)

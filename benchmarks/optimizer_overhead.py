@@ -17,20 +17,28 @@ from step_timing import alternating_step_times
 
 from repopt_tf import RepOptSGD
 from repopt_tf import grad_mults_for_model
+from repopt_tf.cli.flag_checks import require_models
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
 
-flags.DEFINE_integer("batch", 128, "Batch size.")
-flags.DEFINE_integer("image_size", 32, "Input height and width.")
+flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
+flags.DEFINE_integer(
+    "image_size", 32, "Input height and width.", lower_bound=16
+)
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
-flags.DEFINE_integer("steps", 10, "Training steps per timed window.")
-flags.DEFINE_integer("windows", 5, "Timed windows per optimizer.")
-flags.DEFINE_integer("warmup", 3, "Untimed steps per optimizer.")
+flags.DEFINE_integer(
+    "steps", 10, "Training steps per timed window.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "windows", 5, "Timed windows per optimizer.", lower_bound=1
+)
+flags.DEFINE_integer("warmup", 3, "Untimed steps per optimizer.", lower_bound=0)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
+    require_models("model", FLAGS.model)
     keras.utils.set_random_seed(0)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     shape = (FLAGS.image_size, FLAGS.image_size, 3)

@@ -24,6 +24,8 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from repopt_tf.cli.flag_checks import check_fractions  # noqa: E402
+from repopt_tf.cli.flag_checks import require_models  # noqa: E402
 from repopt_tf.configs import base  # noqa: E402
 from repopt_tf.training import Experiment  # noqa: E402
 from repopt_tf.training import get_strategy  # noqa: E402
@@ -33,11 +35,20 @@ flags.DEFINE_string("model", "repopt_vgg_s", "Variant.")
 flags.DEFINE_list(
     "dofs", ["0.002", "0.01", "0.05", "0.2", "1.0"], "DoF fractions."
 )
-flags.DEFINE_float("ablation_dof", 0.01, "DoF of the sharing ablation.")
-flags.DEFINE_integer("epochs", 3, "Epochs per run.")
-flags.DEFINE_integer("train_limit", 20000, "Training images (0: all).")
-flags.DEFINE_integer("eval_limit", 0, "Test images (0: all).")
-flags.DEFINE_integer("batch", 128, "Batch size.")
+flags.DEFINE_float(
+    "ablation_dof",
+    0.01,
+    "DoF of the sharing ablation.",
+    lower_bound=1e-9,
+    upper_bound=1.0,
+)
+flags.DEFINE_integer("epochs", 3, "Epochs per run.", lower_bound=1)
+flags.DEFINE_integer(
+    "train_limit", 20000, "Training images (0: all).", lower_bound=0
+)
+flags.DEFINE_integer("eval_limit", 0, "Test images (0: all).", lower_bound=0)
+flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
+check_fractions("dofs")
 FLAGS = flags.FLAGS
 
 
@@ -59,6 +70,7 @@ def run(name, dof=0.0, mode="signed_permutation"):
 
 def main(argv):
     del argv
+    require_models("model", FLAGS.model)
     from repopt_tf.models import build_model
 
     shape = (28, 28, 1)

@@ -43,6 +43,7 @@ from repopt_tf.checkpoints import is_torch_checkpoint  # noqa: E402
 from repopt_tf.checkpoints import model_from_checkpoint  # noqa: E402
 from repopt_tf.checkpoints import model_from_state_dict  # noqa: E402
 from repopt_tf.checkpoints.synthetic import synthetic_state_dict  # noqa: E402
+from repopt_tf.cli.flag_checks import require_models  # noqa: E402
 from repopt_tf.configs import quickstart  # noqa: E402
 from repopt_tf.data import make_dataset  # noqa: E402
 from repopt_tf.data import representative_images  # noqa: E402
@@ -69,10 +70,16 @@ flags.DEFINE_string(
     "workdir", "runs/quickstart", "Quick-start workdir; outputs go here."
 )
 flags.DEFINE_integer(
-    "epochs", 3, "Quick-start epochs per model (default models)."
+    "epochs",
+    3,
+    "Quick-start epochs per model (default models).",
+    lower_bound=1,
 )
 flags.DEFINE_integer(
-    "train_limit", None, "Quick-start training images (default: all)."
+    "train_limit",
+    None,
+    "Quick-start training images (default: all).",
+    lower_bound=1,
 )
 flags.DEFINE_string(
     "model", "repopt_vgg_s", "Quick-start variant (default models)."
@@ -212,6 +219,7 @@ def table(rows, caption):
 
 def main(argv):
     del argv
+    require_models("model", FLAGS.model)
     workdir = Path(FLAGS.workdir)
     entries = [entry.split("=", 1) for entry in FLAGS.models]
     if any(len(entry) != 2 for entry in entries):

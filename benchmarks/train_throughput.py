@@ -50,7 +50,10 @@ flags.DEFINE_enum(
     "strategy", "default", ["default", "mirrored"], "tf.distribute strategy."
 )
 flags.DEFINE_integer(
-    "threads", 0, "TF intra- and inter-op threads (0: TF default)."
+    "threads",
+    0,
+    "TF intra- and inter-op threads (0: TF default).",
+    lower_bound=0,
 )
 flags.DEFINE_enum(
     "precision",
@@ -259,8 +262,10 @@ def main(argv):
         memory_child(FLAGS.form)
         return
     tf = setup_tensorflow()
+    from repopt_tf.cli.flag_checks import require_models
     from repopt_tf.training import get_strategy
 
+    require_models("model", FLAGS.model)
     strategy = get_strategy(FLAGS.strategy)
     images, labels = synthetic_batch(tf)
     models = {form: build_form(form, strategy) for form in FORMS}

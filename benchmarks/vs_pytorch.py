@@ -37,7 +37,10 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("windows", 5, "Timed windows per form.", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps per form.", lower_bound=1)
 flags.DEFINE_integer(
-    "threads", 0, "Threads for both frameworks (0: their defaults)."
+    "threads",
+    0,
+    "Threads for both frameworks (0: their defaults).",
+    lower_bound=0,
 )
 flags.DEFINE_bool(
     "channels_last", False, "PyTorch: channels_last memory format."
@@ -143,6 +146,11 @@ def main(argv):
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     from repopt_tf.models import VARIANTS
 
+    if FLAGS.model not in VARIANTS:
+        raise app.UsageError(
+            f"--model: {FLAGS.model!r} is not a RepOpt-VGG variant: "
+            f"{', '.join(sorted(VARIANTS))}."
+        )
     spec = VARIANTS[FLAGS.model]
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
     rng = np.random.default_rng(0)

@@ -241,5 +241,5 @@ def test_edge_latency_refuses_bad_flags():
         timeout=300,
     )
     assert result.returncode != 0
-    assert "--models: unknown resnet50" in result.stderr
+    assert "--models: unknown model(s) resnet50" in result.stderr
     assert "Traceback" not in result.stderr

@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 
 from repopt_tf.cli import run_main
+from repopt_tf.cli.flag_checks import check_positive_integers
 from repopt_tf.cli.run_flags import define_run_flags
 from repopt_tf.cli.run_flags import load_trained_model
 
@@ -63,6 +64,7 @@ flags.DEFINE_integer(
     "latency_runs", 100, "Timed invokes per latency setting.", lower_bound=1
 )
 flags.DEFINE_list("threads", ["1", "2"], "Thread counts for latency.")
+check_positive_integers("threads")
 FLAGS = flags.FLAGS
 
 FALLBACK_WARNING = """
@@ -79,14 +81,7 @@ pass --data=imagenet2012 --manual_dir=DIR, or --data=folder:/path/to/images.
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        threads = [int(t) for t in FLAGS.threads]
-    except ValueError:
-        print(
-            f"error: --threads must be integers, got {FLAGS.threads}",
-            file=sys.stderr,
-        )
-        return 1
+    threads = [int(t) for t in FLAGS.threads]
     from repopt_tf.checkpoints import model_from_checkpoint
     from repopt_tf.export import export_model
     from repopt_tf.export.runs import load_export_data
@@ -148,7 +143,7 @@ def main(argv):
             crop_fraction=crop_fraction,
             measure_top1=measure_top1,
         )
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
         print(f"error: {error}", file=sys.stderr)
         return 1
     a, agreement = report["accuracy"], report["agreement"]

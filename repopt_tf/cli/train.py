@@ -77,7 +77,8 @@ def main(argv):
         results = Experiment(config, workdir, strategy).run()
         run_dir = RunDir(workdir)
         write_text(run_dir.config, config.to_json_best_effort(indent=2))
-    except (ValueError, FileNotFoundError, TrainingDiverged) as error:
+    # FileNotFoundError, NotADirectoryError, a full disk: all OSErrors.
+    except (ValueError, OSError, TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     table = results_table(results)

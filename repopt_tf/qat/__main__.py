@@ -30,7 +30,10 @@ flags.DEFINE_float(
 )
 flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_integer(
-    "train_limit", 0, "Fine-tune on the first N images (0: all)."
+    "train_limit",
+    0,
+    "Fine-tune on the first N images (0: all).",
+    lower_bound=0,
 )
 flags.DEFINE_integer(
     "representative", 300, "Representative images.", lower_bound=1
@@ -74,7 +77,7 @@ def main(argv):
             lambda message: print(f"[qat] {message}", flush=True)
         )
         twin = tf_keras_twin(model)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
         print(f"error: {error}", file=sys.stderr)
         return 1
     if not weights_equal(model, twin):

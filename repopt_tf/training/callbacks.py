@@ -2,7 +2,6 @@
 and the resume that reads the backup."""
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -46,8 +45,8 @@ class EpochBackup(keras.callbacks.Callback):
     every epoch, for `restore_backup`: `epoch_<n>.weights.h5` (n epochs
     done), then `state.json` naming it and the one before, each written
     atomically (`repopt_tf.atomic`), so a kill at any moment leaves a
-    consistent backup. Older files are removed; the folder goes when
-    training ends."""
+    consistent backup. Older files are removed; the runner removes the
+    folder once the stage's results are recorded."""
 
     def __init__(self, backup_dir):
         super().__init__()
@@ -66,9 +65,6 @@ class EpochBackup(keras.callbacks.Callback):
         for path in self.backup_dir.glob("epoch_*.weights.h5"):
             if path.name not in {entry["file"] for entry in kept}:
                 path.unlink()
-
-    def on_train_end(self, logs=None):
-        shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 
 BACKUP_STATE = "state.json"

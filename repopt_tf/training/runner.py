@@ -486,6 +486,11 @@ class Experiment:
         )
         self.run_dir.record(stage, dataclasses.asdict(result))
         faults.point(f"stage:{stage}")
+        # Kept until now: a kill before the record resumes, not retrains.
+        shutil.rmtree(
+            self.run_dir.stage(stage.removesuffix("_fused")).backup,
+            ignore_errors=True,
+        )
         return result
 
 
