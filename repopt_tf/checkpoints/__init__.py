@@ -10,6 +10,7 @@ from repopt_tf.checkpoints.loading import load_weights
 from repopt_tf.checkpoints.loading import matching_variants
 from repopt_tf.checkpoints.loading import model_from_checkpoint
 from repopt_tf.checkpoints.loading import model_from_state_dict
+from repopt_tf.checkpoints.loading import read_keras_model
 from repopt_tf.checkpoints.torch_file import UnsafeCheckpointError
 from repopt_tf.checkpoints.torch_file import read_state_dict
 from repopt_tf.checkpoints.torch_file import read_torch_file
@@ -30,6 +31,7 @@ __all__ = [
     "matching_variants",
     "model_from_checkpoint",
     "model_from_state_dict",
+    "read_keras_model",
     "read_state_dict",
     "read_torch_file",
 ]

@@ -8,6 +8,7 @@
 - `.weights.h5`: Keras weights of the same architecture.
 """
 
+import zipfile
 from pathlib import Path
 
 import keras
@@ -155,13 +156,33 @@ def model_from_state_dict(
     return model, report
 
 
-def _copy_from_saved_model(model, path, skip_head):
+def read_keras_model(path, compile=False):
+    """`keras.models.load_model(path)`, with one clear error for a missing,
+    truncated or foreign file (Keras says "File not found" for all of them).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a readable `.keras` model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Keras model {path} not found.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not a .keras model: not a zip archive (truncated or "
+            "another format)."
+        )
     try:
-        saved = keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many types for bad files
         raise ValueError(
-            f"Cannot read {path} as a Keras model: {error}"
+            f"Cannot read {path} as a Keras model: "
+            f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
         ) from error
+
+
+def _copy_from_saved_model(model, path, skip_head):
+    saved = read_keras_model(path)
     if model_kind(saved) != model_kind(model):
         raise ValueError(
             f"{path} holds a kind={model_kind(saved)!r} model, the model to "

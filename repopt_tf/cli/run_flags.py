@@ -68,8 +68,7 @@ def ask_stage(stages):
 def load_trained_model(log):
     """`(model_path, model, train_source, test_source, output_dir)` from the
     flags above; raises ValueError / FileNotFoundError with the reason."""
-    import keras
-
+    from repopt_tf.checkpoints import read_keras_model
     from repopt_tf.export.runs import load_run_data
     from repopt_tf.export.runs import locate_model
 
@@ -82,7 +81,7 @@ def load_trained_model(log):
         log=log,
     )
     log(f"model {model_path}")
-    model = keras.models.load_model(model_path, compile=False)
+    model = read_keras_model(model_path)
     train, test = load_run_data(
         model_path, values.data, values.data_dir, values.eval_limit
     )

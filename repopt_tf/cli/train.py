@@ -20,17 +20,16 @@ from pathlib import Path
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
+from repopt_tf.cli import define_config_flag
 from repopt_tf.cli import run_main
 from repopt_tf.configs import CONFIG_DIR
 
-config_flags.DEFINE_config_file(
+define_config_flag(
     "config",
     str(CONFIG_DIR / "quickstart.py"),
     f"Config file, optionally with ':arg' (bundled: {CONFIG_DIR}/*.py; in a "
     "checkout also configs/*.py).",
-    lock_config=True,
 )
 flags.DEFINE_string("workdir", "runs/quickstart", "Output directory.")
 flags.DEFINE_enum(

@@ -24,6 +24,7 @@ does.
 """
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -329,6 +330,8 @@ def _tfds_source(name, split, data_dir, manual_dir, download):
                 manual_dir=manual_dir
             )
         }
+    root = Path(data_dir or tfds.core.constants.DATA_DIR).expanduser()
+    existed = (root / name).exists()
     try:
         dataset, info = tfds.load(
             name,
@@ -340,6 +343,8 @@ def _tfds_source(name, split, data_dir, manual_dir, download):
             **kwargs,
         )
     except Exception as error:  # tfds raises many types; all mean "not here"
+        if not existed:  # leave no empty data set folder behind
+            shutil.rmtree(root / name, ignore_errors=True)
         raise FileNotFoundError(
             f"Could not load tensorflow-datasets '{name}' split '{split}' "
             f"({type(error).__name__}: {str(error).splitlines()[0][:200]}). "

@@ -151,17 +151,22 @@ def _load_npz(path):
     with data:
         if "metadata" not in data or "block0_conv" not in data:
             raise ValueError(f"{path} is not a repopt_tf scales file.")
-        metadata = json.loads(str(data["metadata"]))
-        blocks = []
-        index = 0
-        while f"block{index}_conv" in data:
-            blocks.append(
-                {
-                    key: data[f"block{index}_{key}"]
-                    if f"block{index}_{key}" in data
-                    else None
-                    for key in ("conv", "1x1", "identity")
-                }
-            )
-            index += 1
+        try:  # arrays are read here: object arrays fail (allow_pickle off)
+            metadata = json.loads(str(data["metadata"]))
+            blocks = []
+            index = 0
+            while f"block{index}_conv" in data:
+                blocks.append(
+                    {
+                        key: np.asarray(data[name], np.float32)
+                        if (name := f"block{index}_{key}") in data
+                        else None
+                        for key in ("conv", "1x1", "identity")
+                    }
+                )
+                index += 1
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"{path} is not a readable .npz scales file ({error})."
+            ) from error
     return blocks, metadata

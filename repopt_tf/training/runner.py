@@ -32,6 +32,7 @@ from repopt_tf import faults
 from repopt_tf.atomic import save_model
 from repopt_tf.atomic import write_text
 from repopt_tf.checkpoints import load_weights
+from repopt_tf.checkpoints import read_keras_model
 from repopt_tf.configs import base
 from repopt_tf.data import load_source
 from repopt_tf.data import make_dataset
@@ -291,7 +292,7 @@ class Experiment:
                 "reusing it (delete that folder to retrain)"
             )
             with self.strategy.scope():
-                model = keras.models.load_model(stage_dir.model)
+                model = read_keras_model(stage_dir.model, compile=True)
             return model, finished["test_accuracy"]
         keras.utils.set_random_seed(config.seed)
         lr, weight_decay = scaled_hyperparameters(train, self.global_batch)

@@ -163,6 +163,11 @@ def _cross_field_problems(config):
             load_scales(config.scales)
         except (FileNotFoundError, ValueError) as error:
             problems.append(f"config.scales: {error}")
+    if config.data.name == "imagenet2012" and not config.data.manual_dir:
+        problems.append(
+            "imagenet2012 needs --config.data.manual_dir: the folder with "
+            "its tar files (tensorflow-datasets cannot download it)"
+        )
     if config.train.warmup_epochs > config.train.epochs:
         problems.append(
             "config.train.warmup_epochs must be at most train.epochs "
