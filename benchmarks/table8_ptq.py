@@ -42,6 +42,7 @@ from absl import flags  # noqa: E402
 from repopt_tf.checkpoints import is_torch_checkpoint  # noqa: E402
 from repopt_tf.checkpoints import model_from_checkpoint  # noqa: E402
 from repopt_tf.checkpoints import model_from_state_dict  # noqa: E402
+from repopt_tf.checkpoints import read_keras_model  # noqa: E402
 from repopt_tf.checkpoints.synthetic import synthetic_state_dict  # noqa: E402
 from repopt_tf.cli.flag_checks import require_models  # noqa: E402
 from repopt_tf.configs import quickstart  # noqa: E402
@@ -129,7 +130,7 @@ def load(source):
         return model_from_checkpoint(source, image_size=FLAGS.image_size)[
             0
         ], True
-    return keras.models.load_model(source, compile=False), True
+    return read_keras_model(source), True
 
 
 def kernel_summary(model):

@@ -339,3 +339,46 @@ def test_bad_scale_files_are_refused(tmp_path, name, kind, words):
     with pytest.raises(ValueError) as error:
         load_scales(path)
     assert words in str(error.value)
+
+
+def test_table8_names_a_missing_model(tmp_path):
+    code, output = _cli(
+        "benchmarks/table8_ptq.py",
+        f"--workdir={tmp_path / 'elsewhere'}",
+        "--models=a=/no/such.keras",
+    )
+    assert code != 0 and "Keras model /no/such.keras not found" in output
+    assert "Traceback" not in output
+
+
+def test_a_refused_rerun_leaves_the_stage_as_it_was(tmp_path):
+    from repopt_tf.training import Experiment
+    from repopt_tf.training import get_strategy
+
+    config = _config(
+        mode="baseline_sgd",
+        model="repopt_vgg_tiny",
+        **{
+            "data.train_limit": 128,
+            "data.eval_limit": 64,
+            "train.batch_size": 64,
+            "train.epochs": 1,
+        },
+    )
+    Experiment(config, tmp_path, get_strategy()).run()
+    files = {
+        path: path.read_bytes()
+        for path in (
+            tmp_path / "results.json",
+            tmp_path / "baseline_sgd/config.json",
+        )
+    }
+    config.train.base_lr = 0.05
+    with pytest.raises(ValueError, match="stage_reuse=rerun"):
+        Experiment(config, tmp_path, get_strategy()).run()
+    for path, content in files.items():
+        assert path.read_bytes() == content
+    config.stage_reuse = "rerun"
+    (result,) = Experiment(config, tmp_path, get_strategy()).run()
+    saved = (tmp_path / "baseline_sgd/config.json").read_text()
+    assert '"train.base_lr": 0.05' in saved and result.epochs == 1
