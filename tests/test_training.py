@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from repopt_tf.configs import base
+from repopt_tf.models import build_model
 from repopt_tf.training import Experiment
 from repopt_tf.training import TrainingDiverged
 from repopt_tf.training import get_strategy
 from repopt_tf.training import results_table
+from repopt_tf.training.recipe import build_optimizer
 from repopt_tf.training.recipe import grad_mult_summary
 from repopt_tf.training.recipe import learning_rate_schedule
 from repopt_tf.training.recipe import scaled_hyperparameters
@@ -335,3 +337,38 @@ def test_rpg_runs_are_named_as_such(tmp_path, capsys):
     assert result.kind == "rpg0.05 (signed_permutation)"
     assert "RPG ring 0.05 of the 3x3 weights" in capsys.readouterr().out
     assert "| rpg0.05 (signed_permutation) | SGD |" in results_table([result])
+
+
+@pytest.mark.parametrize("identity_decay", [True, False])
+def test_hs_weight_decay_follows_the_reference(identity_decay):
+    """The reference's set_weight_decay: kernels, the classifier and the
+    identity scales (`*identity.weight`) decay; BN, biases and the conv /
+    1x1 scales do not. RepOpt-GhostNet's fusion scales are vectors: never."""
+    train = base.get_config().train
+    decayed = {}
+    for variant in ("repopt_vgg_tiny", "repopt_ghostnet_tiny"):
+        model = build_model(variant, 10, (32, 32, 3), kind="hs")
+        optimizer = build_optimizer(
+            train, 0.1, 1e-4, decay_identity_scales=identity_decay
+        )
+        optimizer.build(model.trainable_variables)
+        decayed[variant] = {
+            v.path
+            for v in model.trainable_variables
+            if optimizer._use_weight_decay(v)
+        }
+        parts = {path.split("/")[0].split("_")[-1] for path in decayed[variant]}
+        assert "bn" not in parts and not any(
+            p.endswith(
+                ("scale_conv/scale", "scale_1x1/scale", "/bias", "gamma")
+            )
+            for p in decayed[variant]
+        )
+        assert "classifier/kernel" in decayed[variant]
+    vgg = decayed["repopt_vgg_tiny"]
+    assert {"stage2_block1_conv/kernel", "stage2_block1_conv1x1/kernel"} <= vgg
+    assert ("stage2_block1_scale_identity/scale" in vgg) == identity_decay
+    assert "stage1_block0_ghost1_conv/kernel" in decayed["repopt_ghostnet_tiny"]
+    assert not any(
+        "scale_identity" in p for p in decayed["repopt_ghostnet_tiny"]
+    )

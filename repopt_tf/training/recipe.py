@@ -41,14 +41,29 @@ def learning_rate_schedule(peak_lr, epochs, warmup_epochs, steps_per_epoch):
 
 
 def build_optimizer(
-    train, schedule, weight_decay, grad_mults=None, clip_global_norm=0.0
+    train,
+    schedule,
+    weight_decay,
+    grad_mults=None,
+    clip_global_norm=0.0,
+    decay_identity_scales=True,
 ):
     """RepOptSGD / RepOptAdamW; without mults they are the plain baselines.
 
     `train.optimizer` is "sgd" (PyTorch-semantics SGD, coupled L2) or
     "adamw"; `clip_global_norm > 0` clips by the (CSLA) global norm.
+    Weight decay applies to kernels (ndim >= 2), which include RepOpt-VGG's
+    kernel-like identity scales unless `decay_identity_scales` is False.
     """
-    clip = clip_global_norm or None
+    optimizer = _optimizer(
+        train, schedule, weight_decay, grad_mults, clip_global_norm or None
+    )
+    if not decay_identity_scales:
+        optimizer.exclude_from_weight_decay(var_names=["scale_identity"])
+    return optimizer
+
+
+def _optimizer(train, schedule, weight_decay, grad_mults, clip):
     if train.optimizer == "sgd":
         return RepOptSGD(
             schedule,

@@ -211,7 +211,9 @@ class Experiment:
     def target(self, scales):
         epochs = self.config.train.epochs
         _, accuracy = self._train("target", "plain", epochs, scales=scales)
-        return self._result("target", "plain", epochs, accuracy, repopt=True)
+        return self._result(
+            "target", "plain", epochs, accuracy, repopt=self.config.grad_mults
+        )
 
     def baseline_sgd(self):
         epochs = self.config.train.epochs
@@ -377,7 +379,13 @@ class Experiment:
             if scales is not None:
                 mults = self._prepare_target(model, scales)
             optimizer = build_optimizer(
-                train, schedule, weight_decay, mults, clip_global_norm
+                train,
+                schedule,
+                weight_decay,
+                mults,
+                clip_global_norm,
+                decay_identity_scales=kind != "hs"
+                or config.hs.identity_weight_decay,
             )
             model.compile(
                 optimizer=optimizer,
@@ -444,6 +452,9 @@ class Experiment:
                 for block in scales
             ]
         mults = self.family.grad_mults(model, scales, power=power)
+        if not config.grad_mults:
+            log("target: Grad Mults off (--config.grad_mults=False)")
+            return None
         for line in grad_mult_summary(mults):
             log(f"target: {line}")
         return mults
@@ -500,6 +511,7 @@ _STAGE_SECTIONS = {
     "hs": "hs",
     "scales": "target",
     "reinit": "target",
+    "grad_mults": "target",
     "use_identity_scales": "target",
     "rpg": "baseline_sgd",
 }
