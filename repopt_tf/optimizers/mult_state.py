@@ -58,7 +58,7 @@ class GradMultMixin:
     in `update_step`.
     Weight decay (coupled or decoupled, per subclass) applies only to
     kernels: variables with `ndim >= 2` not excluded by
-    `exclude_from_weight_decay`.
+    `exclude_from_weight_decay` (by variable, name or path part).
     """
 
     def _init_grad_mults(self, grad_mults, learning_rate, weight_decay):
@@ -152,8 +152,20 @@ class GradMultMixin:
         """`gradient * M` in the variable's dtype (`M = 1` without a mult)."""
         return self._scale(ops.cast(gradient, variable.dtype), variable)
 
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Keras's method; `var_names` also match anywhere in a variable's
+        path (`"scale_identity"` for `stage2_block1_scale_identity/scale`),
+        not only in its short name."""
+        super().exclude_from_weight_decay(var_list, var_names)
+        self._excluded_path_parts = tuple(var_names or ())
+
     def _use_weight_decay(self, variable):
-        return len(variable.shape) >= 2 and super()._use_weight_decay(variable)
+        excluded = getattr(self, "_excluded_path_parts", ())
+        return (
+            len(variable.shape) >= 2
+            and super()._use_weight_decay(variable)
+            and not any(part in variable.path for part in excluded)
+        )
 
     def _grad_mults_config(self):
         return {
