@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
@@ -46,16 +45,10 @@ from repopt_tf.checkpoints import read_keras_model  # noqa: E402
 from repopt_tf.checkpoints.synthetic import synthetic_state_dict  # noqa: E402
 from repopt_tf.cli.flag_checks import require_models  # noqa: E402
 from repopt_tf.configs import quickstart  # noqa: E402
-from repopt_tf.data import make_dataset  # noqa: E402
-from repopt_tf.data import representative_images  # noqa: E402
-from repopt_tf.export import convert_float32  # noqa: E402
-from repopt_tf.export import convert_int8  # noqa: E402
-from repopt_tf.export import kernel_statistics  # noqa: E402
-from repopt_tf.export import layer_quantization_error  # noqa: E402
-from repopt_tf.export import output_agreement  # noqa: E402
-from repopt_tf.export import tflite_outputs  # noqa: E402
 from repopt_tf.export.diagnostics import deploy_kernels  # noqa: E402
 from repopt_tf.export.diagnostics import kernel_histograms  # noqa: E402
+from repopt_tf.export.ptq import ptq_row  # noqa: E402
+from repopt_tf.export.ptq import ptq_table  # noqa: E402
 from repopt_tf.export.runs import load_export_data  # noqa: E402
 from repopt_tf.rundir import RunDir  # noqa: E402
 from repopt_tf.training import Experiment  # noqa: E402
@@ -133,91 +126,6 @@ def load(source):
     return read_keras_model(source), True
 
 
-def kernel_summary(model):
-    """Mean std, mean centre/surround std and max |w|/std of block kernels."""
-    rows = kernel_statistics(model)[1:]  # without the stem
-    return {
-        "kernel_std": float(np.mean([r["std"] for r in rows])),
-        "centre_surround": float(
-            np.mean([r["std_centre"] / r["std_surround"] for r in rows])
-        ),
-        "max_tail": max(r["max_abs_over_std"] for r in rows),
-    }
-
-
-def measure(label, model, trained, train, test, crop_fraction):
-    size, channels = model.input_shape[1], model.input_shape[-1]
-    calibration = representative_images(
-        train, size, FLAGS.representative, channels, crop_fraction
-    )
-    images = make_dataset(
-        test,
-        size,
-        128,
-        training=False,
-        channels=channels,
-        crop_fraction=crop_fraction,
-    )
-    fp32, labels = tflite_outputs(convert_float32(model), images)
-    row = {"model": label, "name": model.name, **kernel_summary(model)}
-    with_labels = trained and test.num_classes == model.output_shape[-1]
-    row["fp32_top1"] = (
-        float((fp32.argmax(-1) == labels).mean()) if with_labels else None
-    )
-    for scheme, per_channel in (("per_channel", True), ("per_tensor", False)):
-        int8, _ = tflite_outputs(
-            convert_int8(model, calibration, per_channel=per_channel), images
-        )
-        row[f"{scheme}_top1"] = (
-            float((int8.argmax(-1) == labels).mean()) if with_labels else None
-        )
-        agreement = output_agreement(fp32, int8)
-        row[f"{scheme}_agreement"] = agreement["top1_agreement"]
-        row[f"{scheme}_relative_rmse"] = agreement["relative_rmse"]
-        errors = layer_quantization_error(
-            model, calibration, per_channel=per_channel
-        )
-        row[f"{scheme}_worst_layer"] = errors[0]["layer"]
-        row[f"{scheme}_worst_rmse"] = errors[0]["rmse/scale"]
-        row["max_activation_range"] = max(  # conv (+ReLU) outputs
-            r["range"] for r in errors if r["op"] == "CONV_2D"
-        )
-    print(f"[table8] {label}: done", file=sys.stderr, flush=True)
-    return row
-
-
-def _points(row, scheme):
-    if row["fp32_top1"] is None:
-        return "-", "-"
-    top1 = row[f"{scheme}_top1"]
-    return f"{top1:.4f}", f"{100 * (top1 - row['fp32_top1']):+.2f}"
-
-
-def table(rows, caption):
-    lines = [
-        caption,
-        "",
-        "| model | fp32 top-1 | int8 per-channel (delta) | int8 per-tensor "
-        "(delta) | agreement pc / pt | output rel. RMSE pc / pt | "
-        "worst layer error pc / pt (steps) | "
-        "max activation range | kernel std | centre/surround | max abs(w)/std |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        pc, pt = _points(r, "per_channel"), _points(r, "per_tensor")
-        fp32 = "-" if r["fp32_top1"] is None else f"{r['fp32_top1']:.4f}"
-        lines.append(
-            f"| {r['model']} | {fp32} | {pc[0]} ({pc[1]}) | {pt[0]} ({pt[1]}) | "
-            f"{r['per_channel_agreement']:.3f} / {r['per_tensor_agreement']:.3f} | "
-            f"{r['per_channel_relative_rmse']:.3f} / "
-            f"{r['per_tensor_relative_rmse']:.3f} | "
-            f"{r['per_channel_worst_rmse']:.2f} / {r['per_tensor_worst_rmse']:.2f} | "
-            f"{r['max_activation_range']:.1f} | {r['kernel_std']:.4f} | "
-            f"{r['centre_surround']:.2f} | {r['max_tail']:.1f} |"
-        )
-    return "\n".join(lines)
-
-
 def main(argv):
     del argv
     require_models("model", FLAGS.model)
@@ -254,7 +162,17 @@ def main(argv):
             crop = FLAGS.crop_fraction or (
                 0.875 if model.input_shape[1] >= 160 else 1.0
             )
-            rows.append(measure(label, model, trained, train, test, crop))
+            rows.append(
+                ptq_row(
+                    label,
+                    model,
+                    train,
+                    test,
+                    FLAGS.representative,
+                    crop,
+                    trained,
+                )
+            )
             kernels[label] = deploy_kernels(model)
             keras.backend.clear_session()
     except (ValueError, FileNotFoundError) as error:
@@ -263,7 +181,7 @@ def main(argv):
         f"{FLAGS.data}: {FLAGS.representative} calibration images, "
         f"{test.num_examples} evaluation images"
     )
-    text = table(rows, caption)
+    text = ptq_table(rows, caption)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "table8_ptq.md").write_text(text + "\n")
     (workdir / "table8_ptq.json").write_text(json.dumps(rows, indent=2))

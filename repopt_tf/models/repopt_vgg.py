@@ -72,6 +72,13 @@ VARIANTS = {
         description="Small (1.1M): trains on 2 CPU cores; microcontroller-"
         "class CPUs. The CPU default for Fashion-MNIST.",
     ),
+    "repopt_vgg_a0_narrow": dict(
+        blocks=(2, 4, 14, 1),
+        widths=(16, 32, 64, 128),
+        stem=16,
+        description="RepVGG-A0 depth (22 layers) at narrow widths (0.6M): "
+        "the paper-table study on 2 CPU cores.",
+    ),
     "repopt_vgg_tiny": dict(
         blocks=(1, 2, 1, 1),
         widths=(8, 16, 16, 32),
