@@ -243,3 +243,29 @@ def test_edge_latency_refuses_bad_flags():
     assert result.returncode != 0
     assert "--models: unknown model(s) resnet50" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_paper_tables_writes_a_resumable_report(tmp_path):
+    args = (
+        "--model=repopt_vgg_tiny",
+        "--epochs=1",
+        "--hs_epochs=1",
+        "--train_limit=512",
+        "--eval_limit=128",
+        "--seeds=0",
+        "--representative=8",
+        f"--workdir={tmp_path / 'study'}",
+        f"--output={tmp_path / 'tables.md'}",
+    )
+    _run("paper_tables.py", *args)
+    text = (tmp_path / "tables.md").read_text()
+    for label in ("plain VGG + SGD", "Rule of Initialization only", "RepVGG"):
+        row = re.search(rf"\| {label}[^|]* \| ([\d.]+) \|", text)
+        assert 0 <= float(row.group(1)) <= 100
+    assert "## Table 8" in text and "int8 per-tensor" in text
+    assert (tmp_path / "tables_kernels.png").stat().st_size > 10_000
+    cached = json.loads((tmp_path / "study/seed0/repopt/ptq.json").read_text())
+    assert 0 <= cached["per_tensor_top1"] <= 1
+    again = _run("paper_tables.py", *args)  # every stage reused
+    assert "reusing it" in again and "Epoch 1/1" not in again
+    assert (tmp_path / "tables.md").read_text() == text

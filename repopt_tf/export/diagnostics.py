@@ -20,7 +20,7 @@ import tensorflow as tf
 from repopt_tf.export.convert import int8_converter
 from repopt_tf.models import block_convs
 from repopt_tf.models.blocks import csla_layer_name
-from repopt_tf.models.family import grouped_layout
+from repopt_tf.models.conv_layout import grouped_layout
 from repopt_tf.models.repvgg import fold_layer
 from repopt_tf.quiet import quiet
 

@@ -18,7 +18,7 @@ the format of `repopt_tf.scales.load_scales`: one dict per block, model
 order, with keys `"conv"` (the 3x3 branch's scale), `"1x1"` (None without a
 1x1 branch) and `"identity"` (None without one). A depthwise kernel
 `(k, k, C, 1)` is handled in the grouped layout `(k, k, 1, C)` of
-`repopt_tf.csla` (`grouped_layout`).
+`repopt_tf.csla` (`repopt_tf.models.conv_layout`).
 """
 
 import re
@@ -32,6 +32,12 @@ from repopt_tf.csla import identity_fits
 from repopt_tf.csla import merge_branches
 from repopt_tf.models.blocks import BLOCK_CONV
 from repopt_tf.models.blocks import csla_layer_name
+from repopt_tf.models.conv_layout import conv_geometry
+from repopt_tf.models.conv_layout import grouped_layout
+from repopt_tf.models.conv_layout import variable_layout
+from repopt_tf.models.preprocessing import preprocessing_options
+from repopt_tf.models.repvgg import fuse_into
+from repopt_tf.models.repvgg import has_branches
 
 
 def is_3x3_conv(layer, regex, layer_types=(keras.layers.Conv2D,)):
@@ -43,31 +49,6 @@ def is_3x3_conv(layer, regex, layer_types=(keras.layers.Conv2D,)):
         and tuple(layer.kernel_size) == (3, 3)
         and re.fullmatch(regex, layer.name) is not None
     )
-
-
-def conv_geometry(layer):
-    """`(in_channels per group, out_channels, groups)` of a built `Conv2D`
-    or `DepthwiseConv2D`."""
-    kernel_shape = tuple(layer.kernel.shape)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        channels, multiplier = kernel_shape[2:]
-        return 1, channels * multiplier, channels
-    return kernel_shape[2], kernel_shape[3], layer.groups
-
-
-def grouped_layout(layer, kernel):
-    """`kernel` of `layer` in the `(k, k, Cin per group, Cout)` layout of
-    `repopt_tf.csla` (a depthwise `(k, k, C, m)` becomes `(k, k, 1, C*m)`)."""
-    kernel = np.asarray(kernel, np.float32)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        size = kernel.shape[0]
-        return kernel.reshape(size, size, 1, -1)
-    return kernel
-
-
-def variable_layout(layer, kernel):
-    """Inverse of `grouped_layout`: `kernel` in the shape of `layer.kernel`."""
-    return np.asarray(kernel, np.float32).reshape(tuple(layer.kernel.shape))
 
 
 def can_carry_identity(layer):
@@ -236,9 +217,10 @@ class ModelFamily(ConvBlocks):
     """A family of models: its variant table, builder and block handling.
 
     Subclasses set `name`, `variants` (`{variant: spec}` with a
-    `description`) and `kinds` (the forms `build` makes), and implement
-    `build` and `fuse`. The block methods are `ConvBlocks` on the family's
-    `layer_pattern` and `layer_types`.
+    `description`), `kinds` (the forms `build` makes) and `branch_kind`,
+    and implement `build`; `fuse` folds the branch form into `"deploy"`.
+    The block methods are `ConvBlocks` on the family's `layer_pattern` and
+    `layer_types`.
     """
 
     name = None
@@ -253,5 +235,17 @@ class ModelFamily(ConvBlocks):
 
     def fuse(self, model, variant):
         """The deploy twin of `model`, a `variant` in the family's
-        multi-branch training form."""
-        raise NotImplementedError
+        multi-branch training form (`branch_kind`)."""
+        if not has_branches(model, self.block_convs(model)):
+            raise ValueError(
+                f"fuse_repvgg expects a model built with "
+                f"kind={self.branch_kind!r}, got {model.name!r}."
+            )
+        deploy = self.build(
+            variant,
+            model.get_layer("classifier").units,
+            model.input_shape[1:],
+            "deploy",
+            **preprocessing_options(model),
+        )
+        return fuse_into(model, deploy, self.block_convs(deploy))

@@ -43,9 +43,6 @@ from repopt_tf.models.blocks import squeeze_excite
 from repopt_tf.models.family import ModelFamily
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.preprocessing import preprocessing
-from repopt_tf.models.preprocessing import preprocessing_options
-from repopt_tf.models.repvgg import fuse_into
-from repopt_tf.models.repvgg import has_branches
 
 KINDS = ("plain", "hs", "repghost", "repvgg", "deploy")
 # The re-parameterised convs: the cheap operation of every ghost module.
@@ -314,21 +311,6 @@ class RepOptGhostNet(ModelFamily):
         return build_repopt_ghostnet(
             variant, num_classes, input_shape, kind, **options
         )
-
-    def fuse(self, model, variant):
-        if not has_branches(model, self.block_convs(model)):
-            raise ValueError(
-                f"fuse_repvgg expects a model built with kind='repghost', got "
-                f"{model.name!r}."
-            )
-        deploy = self.build(
-            variant,
-            model.get_layer("classifier").units,
-            model.input_shape[1:],
-            "deploy",
-            **preprocessing_options(model),
-        )
-        return fuse_into(model, deploy, self.block_convs(deploy))
 
 
 FAMILY = RepOptGhostNet()

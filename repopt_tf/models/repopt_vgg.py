@@ -20,9 +20,6 @@ from repopt_tf.models.blocks import squeeze_excite
 from repopt_tf.models.family import ModelFamily
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.preprocessing import preprocessing
-from repopt_tf.models.preprocessing import preprocessing_options
-from repopt_tf.models.repvgg import fuse_into
-from repopt_tf.models.repvgg import has_branches
 from repopt_tf.models.rpg import RingPlan
 
 # blocks: 3x3 layers per stage 1-4; widths: channels per stage 1-4; stem: the
@@ -263,21 +260,6 @@ class RepOptVGG(ModelFamily):
         return build_repopt_vgg(
             variant, num_classes, input_shape, kind, **options
         )
-
-    def fuse(self, model, variant):
-        if not has_branches(model, self.block_convs(model)):
-            raise ValueError(
-                f"fuse_repvgg expects a model built with kind='repvgg', got "
-                f"{model.name!r}."
-            )
-        deploy = self.build(
-            variant,
-            model.get_layer("classifier").units,
-            model.input_shape[1:],
-            "deploy",
-            **preprocessing_options(model),
-        )
-        return fuse_into(model, deploy, self.block_convs(deploy))
 
 
 FAMILY = RepOptVGG()

@@ -11,8 +11,8 @@ import numpy as np
 from repopt_tf.csla import fold_batch_norm
 from repopt_tf.csla import merge_branches
 from repopt_tf.models.blocks import csla_layer_name
-from repopt_tf.models.family import grouped_layout
-from repopt_tf.models.family import variable_layout
+from repopt_tf.models.conv_layout import grouped_layout
+from repopt_tf.models.conv_layout import variable_layout
 
 
 def fold_layer(kernel, bn):
