@@ -24,10 +24,14 @@ from repopt_tf.export.litert_eval import tflite_outputs
 
 
 def kernel_summary(model):
-    """Mean std, mean centre/surround std and max |w|/std of block kernels."""
-    rows = kernel_statistics(model)[1:]  # without the stem
+    """Means over the block kernels (stem excluded) of the std overall, at
+    the centre tap and at the surrounding taps, their ratio, and the largest
+    |w| / std (Table 11)."""
+    rows = kernel_statistics(model)[1:]
     return {
         "kernel_std": float(np.mean([r["std"] for r in rows])),
+        "std_centre": float(np.mean([r["std_centre"] for r in rows])),
+        "std_surround": float(np.mean([r["std_surround"] for r in rows])),
         "centre_surround": float(
             np.mean([r["std_centre"] / r["std_surround"] for r in rows])
         ),
@@ -80,9 +84,11 @@ def ptq_row(
         )
         row[f"{scheme}_worst_layer"] = errors[0]["layer"]
         row[f"{scheme}_worst_rmse"] = errors[0]["rmse/scale"]
-        row["max_activation_range"] = max(  # conv (+ReLU) outputs
-            r["range"] for r in errors if r["op"] == "CONV_2D"
-        )
+        ranges = {  # conv (+ReLU) outputs, as calibrated
+            r["layer"]: r["range"] for r in errors if r["op"] == "CONV_2D"
+        }
+        row["max_activation_range"] = max(ranges.values())
+        row["activation_ranges"] = ranges
     if log:
         log(f"{label}: done")
     return row
