@@ -175,7 +175,6 @@ def _mean_std(values):
 
 def report(seeds, ptq_rows, test_images):
     found = accuracies(seeds)
-    plain = found.get("plain", {})
     lines = [
         "# The paper's tables on Fashion-MNIST, with seeds",
         "",
@@ -187,32 +186,36 @@ def report(seeds, ptq_rows, test_images):
         "images, batch 128, SGD Nesterov 0.9, "
         "LR 0.1 cosine, L2 4e-5, pad-4 crop + flip, "
         "`--config.deterministic=True`). Each cell is test top-1 in %; "
-        "mean +- std over the seeds that finished; the paired column is the "
-        "row minus `plain` seed by seed.",
+        "mean +- std over the seeds that finished; the paired columns are the "
+        "row minus `plain` (or RepVGG) seed by seed.",
         "",
         "## Table 4: ablation",
         "",
         "| row | "
         + " | ".join(f"seed {s}" for s in seeds)
-        + " | mean +- std | paired vs plain |",
-        "|" + " --- |" * (len(seeds) + 3),
+        + " | mean +- std | paired vs plain | paired vs RepVGG |",
+        "|" + " --- |" * (len(seeds) + 4),
     ]
     for row, (label, _, _) in ROWS.items():
         values = found.get(row, {})
         cells = [
             f"{100 * values[s]:.2f}" if s in values else "-" for s in seeds
         ]
-        paired = [values[s] - plain[s] for s in values if s in plain]
+
+        def paired(other, values=values, row=row):
+            reference = found.get(other, {})
+            deltas = [
+                values[s] - reference[s] for s in values if s in reference
+            ]
+            if row == other or not deltas:
+                return "-"
+            return f"{_mean_std(deltas)} ({len(deltas)} seeds)"
+
         lines.append(
             f"| {label} | "
             + " | ".join(cells)
-            + f" | {_mean_std(list(values.values()))} | "
-            + (
-                "-"
-                if row == "plain" or not paired
-                else f"{_mean_std(paired)} ({len(paired)} seeds)"
-            )
-            + " |"
+            + f" | {_mean_std(list(values.values()))} | {paired('plain')} | "
+            f"{paired('repvgg')} |"
         )
     if ptq_rows:
         lines += ["", "## Table 8: fp32 vs int8 PTQ", ""]
