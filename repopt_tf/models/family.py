@@ -57,6 +57,16 @@ def can_carry_identity(layer):
     return identity_fits(in_channels * groups, out_channels, layer.strides)
 
 
+def variant_spec(variants, name, family_label):
+    """`variants[name]`, else a ValueError listing the family's variants."""
+    if name not in variants:
+        raise ValueError(
+            f"Unknown {family_label} model {name!r}. Available: "
+            f"{', '.join(sorted(variants))}."
+        )
+    return variants[name]
+
+
 def iter_layers(model):
     """The leaf layers of `model`, nested models flattened, in model order."""
     for layer in model.layers:

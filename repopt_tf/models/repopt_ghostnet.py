@@ -41,6 +41,7 @@ from repopt_tf.models.blocks import csla_sum
 from repopt_tf.models.blocks import model_name
 from repopt_tf.models.blocks import squeeze_excite
 from repopt_tf.models.family import ModelFamily
+from repopt_tf.models.family import variant_spec
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.preprocessing import preprocessing
 
@@ -253,7 +254,7 @@ def build_repopt_ghostnet(
     std=None,
 ):
     """Builds a RepOpt-GhostNet variant (arguments: `build_model`)."""
-    spec = _spec(name)
+    spec = variant_spec(VARIANTS, name, "RepOpt-GhostNet")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
     if kind == "repvgg":
@@ -279,15 +280,6 @@ def build_repopt_ghostnet(
     x = keras.layers.Dropout(DROPOUT, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, name="classifier")(x)
     return keras.Model(inputs, outputs, name=model_name(name, kind))
-
-
-def _spec(name):
-    if name not in VARIANTS:
-        raise ValueError(
-            f"Unknown RepOpt-GhostNet model {name!r}. Available: "
-            f"{', '.join(sorted(VARIANTS))}."
-        )
-    return VARIANTS[name]
 
 
 class RepOptGhostNet(ModelFamily):

@@ -18,6 +18,7 @@ from repopt_tf.models.blocks import block_name
 from repopt_tf.models.blocks import model_name
 from repopt_tf.models.blocks import squeeze_excite
 from repopt_tf.models.family import ModelFamily
+from repopt_tf.models.family import variant_spec
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.preprocessing import preprocessing
 from repopt_tf.models.rpg import RingPlan
@@ -146,7 +147,10 @@ VARIANTS.update(
 
 def block_names(name):
     """Block names of a variant in model order: `stage0_block0`, ..."""
-    return [plan[0] for plan in block_plan(_spec(name), 3)]
+    return [
+        plan[0]
+        for plan in block_plan(variant_spec(VARIANTS, name, "RepOpt-VGG"), 3)
+    ]
 
 
 def block_groups(spec):
@@ -176,7 +180,7 @@ def build_repopt_vgg(
     rpg_seed=0,
 ):
     """Builds a RepOpt-VGG or RepVGG variant (arguments: `build_model`)."""
-    spec = _spec(name)
+    spec = variant_spec(VARIANTS, name, "RepOpt-VGG")
     if spec.get("groups") and kind not in ("repvgg", "deploy"):
         raise ValueError(
             f"{name} is a groupwise RepVGG variant: build it with "
@@ -235,15 +239,6 @@ def block_plan(spec, channels):
                 index,
             )
             channels = width
-
-
-def _spec(name):
-    if name not in VARIANTS:
-        raise ValueError(
-            f"Unknown RepOpt-VGG model {name!r}. Available: "
-            f"{', '.join(sorted(VARIANTS))}."
-        )
-    return VARIANTS[name]
 
 
 class RepOptVGG(ModelFamily):
