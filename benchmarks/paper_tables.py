@@ -24,6 +24,7 @@ seed, and kernel statistics; `--output` (default docs/paper_tables.md) and
 `<output stem>_kernels.png` are what gets committed.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -48,7 +49,11 @@ from repopt_tf.export.diagnostics import deploy_kernels  # noqa: E402
 from repopt_tf.export.diagnostics import kernel_histograms  # noqa: E402
 from repopt_tf.export.ptq import ptq_row  # noqa: E402
 from repopt_tf.export.ptq import ptq_table  # noqa: E402
+from repopt_tf.models.repopt_vgg import VARIANTS  # noqa: E402
 from repopt_tf.rundir import RunDir  # noqa: E402
+from repopt_tf.scales import load_scales  # noqa: E402
+from repopt_tf.scales import save_scales  # noqa: E402
+from repopt_tf.scales import transfer_scales  # noqa: E402
 from repopt_tf.training import Experiment  # noqa: E402
 from repopt_tf.training import get_strategy  # noqa: E402
 
@@ -74,43 +79,83 @@ flags.DEFINE_string(
 )
 FLAGS = flags.FLAGS
 
-# row -> (label, config overrides, the stage whose model it is)
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row: its config overrides ("dotted.key": value), the stage whose
+    model it is, where its scales come from (`"hs"`: the seed's search,
+    `"b1"`: the official B1 scales by position) and its epochs as a
+    multiple of `--epochs`."""
+
+    label: str
+    overrides: dict
+    stage: str
+    scales: str = ""
+    epoch_factor: int = 1
+
+
 ROWS = {
-    "plain": ("plain VGG + SGD", {"mode": "baseline_sgd"}, "baseline_sgd"),
-    "reinit_only": (
+    "plain": Row("plain VGG + SGD", {"mode": "baseline_sgd"}, "baseline_sgd"),
+    "reinit_only": Row(
         "RepOpt, Rule of Initialization only (no Grad Mults)",
         {"mode": "target", "grad_mults": False},
         "target",
+        scales="hs",
     ),
-    "mults_only": (
+    "mults_only": Row(
         "RepOpt, Grad Mults only (no reinit)",
         {"mode": "target", "reinit": False},
         "target",
+        scales="hs",
     ),
-    "repopt": ("RepOpt-VGG (HS scales)", {"mode": "target"}, "target"),
-    "repvgg": (
+    "repopt": Row(
+        "RepOpt-VGG (HS scales)", {"mode": "target"}, "target", scales="hs"
+    ),
+    "repvgg": Row(
         "RepVGG + SGD (fused for eval)",
         {"mode": "baseline_repvgg"},
         "baseline_repvgg_fused",
     ),
+    "b1_scales": Row(
+        "RepOpt-VGG (official B1 scales mapped by position)",
+        {"mode": "target"},
+        "target",
+        scales="b1",
+    ),
+    "repvgg_recipe": Row(
+        "RepVGG, its own recipe (custom L2 1e-4, 2x epochs; fused)",
+        {
+            "mode": "baseline_repvgg",
+            "repvgg.custom_l2": True,
+            "train.weight_decay": 1e-4,
+        },
+        "baseline_repvgg_fused",
+        epoch_factor=2,
+    ),
 }
+LABELS = {name: row.label for name, row in ROWS.items()}
 
 
 def log(message):
     print(f"[paper_tables] {message}", flush=True)
 
 
-def config_for(seed, overrides):
+def config_for(seed, row=None):
+    """The study's config for one seed: the hyper-search's, or `row`'s."""
     config = base.get_config()
     config.model = FLAGS.model
     config.seed = seed
     config.deterministic = True
-    config.train.epochs = FLAGS.epochs
+    config.train.epochs = FLAGS.epochs * (row.epoch_factor if row else 1)
     config.hs.epochs = FLAGS.hs_epochs
     config.data.train_limit = FLAGS.train_limit
     config.data.eval_limit = FLAGS.eval_limit
-    for key, value in overrides.items():
-        config[key] = value
+    for key, value in (row.overrides if row else {"mode": "hs"}).items():
+        *sections, name = key.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        node[name] = value
     return config
 
 
@@ -118,20 +163,45 @@ def seed_dir(seed):
     return Path(FLAGS.workdir) / f"seed{seed}"
 
 
+def b1_scales():
+    """The official B1 scales mapped onto `--model` (`transfer_scales`),
+    written once into the workdir."""
+    path = Path(FLAGS.workdir) / f"repopt_vgg_b1_scales_on_{FLAGS.model}.npz"
+    if not path.is_file():
+        mapped = transfer_scales(
+            load_scales("repopt_vgg_b1"), "repopt_vgg_b1", FLAGS.model
+        )
+        save_scales(
+            path,
+            mapped,
+            variant=FLAGS.model,
+            mapped_from="repopt_vgg_b1 (official CIFAR-100 search)",
+            rule="repopt_tf.scales.transfer_scales (stage position)",
+        )
+    return path
+
+
 def train_seed(seed):
     """Trains (or reuses) the hyper-search and every row of one seed."""
     folder = seed_dir(seed)
     hs = RunDir(folder / "hs")
-    Experiment(config_for(seed, {"mode": "hs"}), hs.path, get_strategy()).run()
-    for row, (label, overrides, _) in ROWS.items():
-        overrides = dict(overrides)
-        if overrides["mode"] == "target":
-            overrides["scales"] = str(hs.stage("hs").scales)
-        log(f"seed {seed}, {row}: {label}")
-        config = config_for(seed, overrides)
-        Experiment(config, folder / row, get_strategy()).run()
+    Experiment(config_for(seed), hs.path, get_strategy()).run()
+    scales = {"hs": hs.stage("hs").scales}
+    if FLAGS.model in VARIANTS:  # a RepOpt-VGG variant: B1's scales fit
+        scales["b1"] = b1_scales()
+    for name, row in ROWS.items():
+        if row.scales and row.scales not in scales:
+            log(
+                f"seed {seed}, {name}: skipped ({FLAGS.model} is no RepOpt-VGG)"
+            )
+            continue
+        log(f"seed {seed}, {name}: {row.label}")
+        config = config_for(seed, row)
+        if row.scales:
+            config.scales = str(scales[row.scales])
+        Experiment(config, folder / name, get_strategy()).run()
         keras.backend.clear_session()
-        yield row
+        yield name
 
 
 def ptq(seed, row, train, test):
@@ -141,9 +211,12 @@ def ptq(seed, row, train, test):
         cached = json.loads(cache.read_text())
         if {"activation_ranges", "std_centre"} <= set(cached):
             return cached  # else measured by an older version: again
-    label, _, stage = ROWS[row]
-    model = read_keras_model(RunDir(seed_dir(seed) / row).model_path(stage))
-    result = ptq_row(label, model, train, test, FLAGS.representative, log=log)
+    model = read_keras_model(
+        RunDir(seed_dir(seed) / row).model_path(ROWS[row].stage)
+    )
+    result = ptq_row(
+        ROWS[row].label, model, train, test, FLAGS.representative, log=log
+    )
     write_text(cache, json.dumps(result, indent=2))
     keras.backend.clear_session()
     return result
@@ -152,11 +225,11 @@ def ptq(seed, row, train, test):
 def accuracies(seeds):
     """`{row: {seed: test accuracy}}` of the finished stages."""
     found = {}
-    for row, (_, _, stage) in ROWS.items():
+    for name, row in ROWS.items():
         for seed in seeds:
-            recorded = RunDir(seed_dir(seed) / row).recorded()
-            if stage in recorded:
-                found.setdefault(row, {})[seed] = recorded[stage][
+            recorded = RunDir(seed_dir(seed) / name).recorded()
+            if row.stage in recorded:
+                found.setdefault(name, {})[seed] = recorded[row.stage][
                     "test_accuracy"
                 ]
     return found
@@ -196,7 +269,7 @@ def report(seeds, ptq_rows, test_images):
         + " | mean +- std | paired vs plain | paired vs RepVGG |",
         "|" + " --- |" * (len(seeds) + 4),
     ]
-    for row, (label, _, _) in ROWS.items():
+    for row, label in LABELS.items():
         values = found.get(row, {})
         cells = [
             f"{100 * values[s]:.2f}" if s in values else "-" for s in seeds
@@ -224,7 +297,7 @@ def report(seeds, ptq_rows, test_images):
             "per-tensor minus fp32 |",
             "| --- | --- | --- | --- | --- |",
         ]
-        for row, (label, _, _) in ROWS.items():
+        for row, label in LABELS.items():
             measured = [r for (rr, _), r in ptq_rows.items() if rr == row]
             if not measured:
                 continue
@@ -252,7 +325,7 @@ def report(seeds, ptq_rows, test_images):
             ptq_table(
                 [
                     {**ptq_rows[row, seed], "model": f"{label}, seed {seed}"}
-                    for row, (label, _, _) in ROWS.items()
+                    for row, label in LABELS.items()
                     for seed in seeds
                     if (row, seed) in ptq_rows
                 ],
@@ -278,7 +351,7 @@ def kernel_lines(ptq_rows):
         "max abs(w) / std |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for row, (label, _, _) in ROWS.items():
+    for row, label in LABELS.items():
         measured = [r for (rr, _), r in ptq_rows.items() if rr == row]
         if not measured:
             continue
@@ -327,7 +400,7 @@ def activation_lines(seeds, ptq_rows):
         "The span of each conv output's int8 grid as calibrated "
         "(per-channel weights); a wide range means coarse activation steps.",
         "",
-        "| layer | " + " | ".join(ROWS[row][0] for row in rows) + " |",
+        "| layer | " + " | ".join(LABELS[row] for row in rows) + " |",
         "|" + " --- |" * (len(rows) + 1),
     ]
     for layer in layers:
@@ -366,12 +439,12 @@ def main(argv):
                 write_text(output, report(seeds, ptq_rows, test.num_examples))
                 log(f"seed {seed}, {row}: report updated ({output})")
         kernels = {
-            ROWS[row][0]: deploy_kernels(
+            LABELS[row]: deploy_kernels(
                 read_keras_model(
-                    RunDir(seed_dir(seeds[0]) / row).model_path(ROWS[row][2])
+                    RunDir(seed_dir(seeds[0]) / row).model_path(ROWS[row].stage)
                 )
             )
-            for row in ("plain", "repopt", "repvgg")
+            for row in ("plain", "repopt", "repvgg", "repvgg_recipe")
         }
         kernel_histograms(
             kernels, output.with_name(f"{output.stem}_kernels.png")

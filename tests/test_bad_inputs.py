@@ -71,6 +71,7 @@ CONFIG_CASES = [
     ("hs.clip_global_norm", -1.0, "config.hs.clip_global_norm must be"),
     ("rpg.dof", 2.0, "config.rpg.dof must be a finite number in [0, 1]"),
     ("rpg.mode", "random", "config.rpg.mode must be one of"),
+    ("repvgg.custom_l2", "yes", "config.repvgg.custom_l2 must be"),
     ("stage_reuse", "maybe", "config.stage_reuse must be one of"),
     ("corrupt_backup", "ignore", "config.corrupt_backup must be one of"),
     ("init_checkpoint", "/no/such.pth", "an existing file"),
@@ -111,6 +112,10 @@ CROSS_CASES = [
     ),
     ({"rpg.dof": 0.5}, "RPG models (--config.rpg.dof) train in baseline_sgd"),
     ({"data.name": "imagenet2012"}, "imagenet2012 needs --config.data.manual"),
+    (
+        {"mode": "baseline_sgd", "repvgg.custom_l2": True},
+        "custom_l2 is the RepVGG baseline's decay",
+    ),
 ]
 
 

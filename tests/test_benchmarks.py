@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from repopt_tf.scales import load_scales
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -263,6 +265,8 @@ def test_paper_tables_writes_a_resumable_report(tmp_path):
         "plain VGG + SGD",
         "RepOpt, Rule of Initialization",
         "RepVGG",
+        "RepOpt-VGG (official B1 scales",
+        "RepVGG, its own recipe",
     ):
         row = re.search(rf"\| {re.escape(label)}[^|]* \| ([\d.]+) \|", text)
         assert 0 <= float(row.group(1)) <= 100
@@ -270,6 +274,18 @@ def test_paper_tables_writes_a_resumable_report(tmp_path):
     assert (tmp_path / "tables_kernels.png").stat().st_size > 10_000
     cached = json.loads((tmp_path / "study/seed0/repopt/ptq.json").read_text())
     assert 0 <= cached["per_tensor_top1"] <= 1
+    recipe = json.loads(
+        (
+            tmp_path / "study/seed0/repvgg_recipe/baseline_repvgg/config.json"
+        ).read_text()
+    )
+    assert recipe["repvgg.custom_l2"] is True
+    assert recipe["train.epochs"] == 2  # twice --epochs
+    assert recipe["train.weight_decay"] == 1e-4
+    mapped = load_scales(
+        tmp_path / "study/repopt_vgg_b1_scales_on_repopt_vgg_tiny.npz"
+    )
+    assert [len(b["conv"]) for b in mapped] == [8, 8, 16, 16, 16, 32]
     again = _run("paper_tables.py", *args)  # every stage reused
     assert "reusing it" in again and "Epoch 1/1" not in again
     assert (tmp_path / "tables.md").read_text() == text

@@ -13,6 +13,7 @@ from repopt_tf.scales import list_presets
 from repopt_tf.scales import load_scales
 from repopt_tf.scales import load_scales_metadata
 from repopt_tf.scales import save_scales
+from repopt_tf.scales import transfer_scales
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared/data/official_scales"
 needs_official = pytest.mark.skipif(
@@ -160,3 +161,37 @@ def test_bad_files_give_clear_errors(tmp_path):
     (tmp_path / "other.npz").write_bytes(buffer.getvalue())
     with pytest.raises(ValueError, match="not a repopt_tf scales file"):
         load_scales(tmp_path / "other.npz")
+
+
+def test_transfer_scales_maps_b1_onto_a0_narrow_by_position():
+    b1 = load_scales("repopt_vgg_b1")
+    # Onto itself: the same scales.
+    for a, b in zip(transfer_scales(b1, "repopt_vgg_b1", "repopt_vgg_b1"), b1):
+        for key in ("conv", "1x1", "identity"):
+            assert (a[key] is None) == (b[key] is None)
+            if a[key] is not None:
+                np.testing.assert_array_equal(a[key], b[key])
+    mapped = transfer_scales(b1, "repopt_vgg_b1", "repopt_vgg_a0_narrow")
+    model = build_model("repopt_vgg_a0_narrow", 10, (28, 28, 1))
+    # It fits the target: Grad Mults for every block, one per 3x3 kernel.
+    mults = grad_mults_for_model(model, mapped)
+    assert len(mults) == 22
+    widths = [len(block["conv"]) for block in mapped]
+    assert widths == [16] * 3 + [32] * 4 + [64] * 14 + [128]
+    # Block j >= 1 of n takes 1 + round((j - 1)(m - 2)/(n - 2)) of the m:
+    # stage 2 (4 blocks) from B1's 6 -> 0, 1, 3, 5; stage 3's last -> last.
+    starts_b1 = {2: 1 + 4, 3: 1 + 4 + 6}
+    for index, source in zip(range(4), (0, 1, 3, 5)):
+        block, picked = mapped[3 + index], b1[starts_b1[2] + source]
+        channels = np.rint(np.linspace(0, 255, 32)).astype(int)
+        np.testing.assert_array_equal(block["conv"], picked["conv"][channels])
+        np.testing.assert_array_equal(block["1x1"], picked["1x1"][channels])
+        assert (block["identity"] is None) == (index == 0)
+    np.testing.assert_array_equal(
+        mapped[20]["conv"],
+        b1[starts_b1[3] + 15]["conv"][
+            np.rint(np.linspace(0, 511, 64)).astype(int)
+        ],
+    )
+    with pytest.raises(ValueError, match="not repopt_vgg_s's 9 of widths"):
+        transfer_scales(b1, "repopt_vgg_s", "repopt_vgg_tiny")

@@ -82,6 +82,12 @@ def get_config():
     # fusion scales are vectors and never decay (the reference's rule too).
     config.hs.identity_weight_decay = True
 
+    # The RepVGG baseline (mode baseline_repvgg): custom_l2=True trains it
+    # with RepVGG's own decay, L2 on each block's equivalent kernel
+    # (repopt_tf.training.equivalent_kernel_l2) instead of on its kernels.
+    config.repvgg = ml_collections.ConfigDict()
+    config.repvgg.custom_l2 = False
+
     config.rpg = ml_collections.ConfigDict()
     config.rpg.dof = (
         0.0  # > 0: ring of dof x generated weights (baseline_sgd mode)

@@ -5,6 +5,7 @@ from repopt_tf.scales.scale_files import load_scales
 from repopt_tf.scales.scale_files import load_scales_metadata
 from repopt_tf.scales.scale_files import save_scales
 from repopt_tf.scales.scale_files import scales_from_state_dict
+from repopt_tf.scales.transfer import transfer_scales
 
 __all__ = [
     "list_presets",
@@ -12,4 +13,5 @@ __all__ = [
     "load_scales_metadata",
     "save_scales",
     "scales_from_state_dict",
+    "transfer_scales",
 ]

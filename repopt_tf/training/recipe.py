@@ -47,19 +47,24 @@ def build_optimizer(
     grad_mults=None,
     clip_global_norm=0.0,
     decay_identity_scales=True,
+    no_decay=(),
 ):
     """RepOptSGD / RepOptAdamW; without mults they are the plain baselines.
 
     `train.optimizer` is "sgd" (PyTorch-semantics SGD, coupled L2) or
     "adamw"; `clip_global_norm > 0` clips by the (CSLA) global norm.
     Weight decay applies to kernels (ndim >= 2), which include RepOpt-VGG's
-    kernel-like identity scales unless `decay_identity_scales` is False.
+    kernel-like identity scales unless `decay_identity_scales` is False,
+    except those whose path contains one of `no_decay`.
     """
     optimizer = _optimizer(
         train, schedule, weight_decay, grad_mults, clip_global_norm or None
     )
+    excluded = list(no_decay)
     if not decay_identity_scales:
-        optimizer.exclude_from_weight_decay(var_names=["scale_identity"])
+        excluded.append("scale_identity")
+    if excluded:
+        optimizer.exclude_from_weight_decay(var_names=excluded)
     return optimizer
 
 

@@ -49,6 +49,7 @@ from repopt_tf.training.callbacks import StopOnNaN
 from repopt_tf.training.callbacks import TrainingDiverged
 from repopt_tf.training.callbacks import restore_backup
 from repopt_tf.training.callbacks import standard_callbacks
+from repopt_tf.training.equivalent_kernel_l2 import add_equivalent_kernel_l2
 from repopt_tf.training.recipe import build_optimizer
 from repopt_tf.training.recipe import compute_settings
 from repopt_tf.training.recipe import grad_mult_summary
@@ -378,6 +379,13 @@ class Experiment:
             mults = None
             if scales is not None:
                 mults = self._prepare_target(model, scales)
+            custom_l2 = ()
+            if stage == "baseline_repvgg" and config.repvgg.custom_l2:
+                custom_l2 = add_equivalent_kernel_l2(model, weight_decay)
+                log(
+                    f"{stage}: RepVGG's custom L2 on the equivalent kernels "
+                    f"of {len(custom_l2) // 2} blocks (repvgg.custom_l2)"
+                )
             optimizer = build_optimizer(
                 train,
                 schedule,
@@ -386,6 +394,7 @@ class Experiment:
                 clip_global_norm,
                 decay_identity_scales=kind != "hs"
                 or config.hs.identity_weight_decay,
+                no_decay=custom_l2,
             )
             model.compile(
                 optimizer=optimizer,
@@ -514,6 +523,7 @@ _STAGE_SECTIONS = {
     "grad_mults": "target",
     "use_identity_scales": "target",
     "rpg": "baseline_sgd",
+    "repvgg": "baseline_repvgg",
 }
 
 

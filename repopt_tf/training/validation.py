@@ -121,6 +121,7 @@ RULES = {
     "hs.epochs": integer(1),
     "hs.clip_global_norm": number(0),
     "hs.identity_weight_decay": BOOLEAN,
+    "repvgg.custom_l2": BOOLEAN,
     "rpg.dof": number(0, 1),
     "rpg.mode": one_of(RPG_MODES),
     "rpg.seed": integer(0),
@@ -180,6 +181,14 @@ def _cross_field_problems(config):
             "RPG models (--config.rpg.dof) train in baseline_sgd mode, got "
             f"mode {config.mode!r}: the ring has no per-kernel Grad Mults or "
             "branches"
+        )
+    if config.repvgg.custom_l2 and config.mode not in (
+        "baseline_repvgg",
+        "quickstart",
+    ):
+        problems.append(
+            "config.repvgg.custom_l2 is the RepVGG baseline's decay: it needs "
+            f"mode baseline_repvgg or quickstart, got mode {config.mode!r}"
         )
     if config.init_checkpoint and config.mode == "quickstart":
         problems.append(
