@@ -77,6 +77,12 @@ flags.DEFINE_bool("ptq", True, "Also measure int8 PTQ of every model.")
 flags.DEFINE_string(
     "output", str(ROOT / "docs/paper_tables.md"), "Report (markdown)."
 )
+flags.DEFINE_string(
+    "compare_workdir",
+    "",
+    "Another workdir of the same study (a rerun from scratch): the report "
+    "adds both runs' top-1 side by side, row by row and seed by seed.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -159,8 +165,8 @@ def config_for(seed, row=None):
     return config
 
 
-def seed_dir(seed):
-    return Path(FLAGS.workdir) / f"seed{seed}"
+def seed_dir(seed, workdir=None):
+    return Path(workdir or FLAGS.workdir) / f"seed{seed}"
 
 
 def b1_scales():
@@ -222,12 +228,13 @@ def ptq(seed, row, train, test):
     return result
 
 
-def accuracies(seeds):
-    """`{row: {seed: test accuracy}}` of the finished stages."""
+def accuracies(seeds, workdir=None):
+    """`{row: {seed: test accuracy}}` of the finished stages (of the study
+    in `workdir`, default `--workdir`)."""
     found = {}
     for name, row in ROWS.items():
         for seed in seeds:
-            recorded = RunDir(seed_dir(seed) / name).recorded()
+            recorded = RunDir(seed_dir(seed, workdir) / name).recorded()
             if row.stage in recorded:
                 found.setdefault(name, {})[seed] = recorded[row.stage][
                     "test_accuracy"
@@ -333,7 +340,38 @@ def report(seeds, ptq_rows, test_images):
                 "test images; kernel statistics after BN folding (Table 11)",
             ),
         ]
+    if FLAGS.compare_workdir:
+        lines += reproduction_lines(seeds, found)
     return "\n".join(lines) + "\n"
+
+
+def reproduction_lines(seeds, found):
+    """Table 4 again from `--compare_workdir`, beside this run's numbers."""
+    other = accuracies(seeds, FLAGS.compare_workdir)
+    lines = [
+        "",
+        "## Reproduction: the same command from an empty workdir",
+        "",
+        f"`{FLAGS.compare_workdir}` holds the same study run again from "
+        "scratch; test top-1 in % of both, and the largest difference of a "
+        "seed between them.",
+        "",
+        "| row | this study | rerun | largest per-seed difference | "
+        "seeds compared |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, label in LABELS.items():
+        mine, theirs = found.get(name, {}), other.get(name, {})
+        common = [s for s in seeds if s in mine and s in theirs]
+        if not common:
+            continue
+        largest = max(abs(mine[s] - theirs[s]) for s in common)
+        lines.append(
+            f"| {label} | {_mean_std([mine[s] for s in common])} | "
+            f"{_mean_std([theirs[s] for s in common])} | "
+            f"{100 * largest:.2f} | {len(common)} |"
+        )
+    return lines
 
 
 def kernel_lines(ptq_rows):

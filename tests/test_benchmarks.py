@@ -289,3 +289,16 @@ def test_paper_tables_writes_a_resumable_report(tmp_path):
     again = _run("paper_tables.py", *args)  # every stage reused
     assert "reusing it" in again and "Epoch 1/1" not in again
     assert (tmp_path / "tables.md").read_text() == text
+    # The study again from an empty workdir, compared with the first.
+    rerun = [a for a in args if not a.startswith(("--workdir", "--output"))]
+    _run(
+        "paper_tables.py",
+        *rerun,
+        f"--workdir={tmp_path / 'rerun'}",
+        f"--output={tmp_path / 'rerun.md'}",
+        f"--compare_workdir={tmp_path / 'study'}",
+    )
+    table = (tmp_path / "rerun.md").read_text().split("## Reproduction")[1]
+    differences = re.findall(r"\| ([\d.]+) \| 1 \|", table)
+    assert len(differences) == 7  # every row, bit for bit
+    assert set(differences) == {"0.00"}
