@@ -4,6 +4,8 @@ statistics and histograms).
 
     python benchmarks/paper_tables.py                  # the whole study
     python benchmarks/paper_tables.py --seeds=0        # one seed's stages
+    python benchmarks/paper_tables.py --workdir=runs/rerun \
+        --output=runs/rerun.md --compare_workdir=runs/paper_tables  # again
 
 Every run is a train.py stage in `WORKDIR/seed<k>/<row>/` with
 `deterministic=True` and seed k, so a rerun reuses what finished and resumes
@@ -14,7 +16,12 @@ seed (one hyper-search per seed gives the scales of the RepOpt rows):
 - `reinit_only`: RepOpt without Grad Mults (Rule of Initialization only);
 - `mults_only`: RepOpt without the Rule of Initialization;
 - `repopt`: RepOpt-VGG (searched scales, both);
-- `repvgg`: RepVGG's training form with SGD, evaluated fused.
+- `repvgg`: RepVGG's training form with SGD, evaluated fused;
+- `b1_scales`: RepOpt-VGG with the authors' B1 scales instead of the
+  seed's search, mapped by stage position (`repopt_tf.scales.transfer`);
+- `repvgg_recipe`: RepVGG with its own recipe, where its int8 collapse was
+  reported: custom L2 on the equivalent kernel (`repvgg.custom_l2`) with
+  RepVGG's coefficient 1e-4, and twice the epochs.
 
 After training, each model's fp32 and int8 PTQ numbers (per-channel and
 per-tensor weights, `repopt_tf.export.ptq`) are cached beside it
@@ -265,7 +272,8 @@ def report(seeds, ptq_rows, test_images):
         f"which 5 % are held out for validation, {test_images} test "
         "images, batch 128, SGD Nesterov 0.9, "
         "LR 0.1 cosine, L2 4e-5, pad-4 crop + flip, "
-        "`--config.deterministic=True`). Each cell is test top-1 in %; "
+        "`--config.deterministic=True`, whose cost is in docs/results.md, "
+        "Reliability). Each cell is test top-1 in %; "
         "mean +- std over the seeds that finished; the paired columns are the "
         "row minus `plain` (or RepVGG) seed by seed.",
         "",
