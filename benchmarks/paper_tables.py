@@ -267,7 +267,13 @@ def report(seeds, ptq_rows, test_images):
         "",
         f"Made by `python benchmarks/paper_tables.py --seeds="
         f"{','.join(map(str, seeds))} --epochs={FLAGS.epochs} "
-        f"--hs_epochs={FLAGS.hs_epochs}` ({FLAGS.model} at 28x28x1, "
+        f"--hs_epochs={FLAGS.hs_epochs}"
+        + (
+            f" --compare_workdir={FLAGS.compare_workdir}"
+            if FLAGS.compare_workdir
+            else ""
+        )
+        + f"` ({FLAGS.model} at 28x28x1, "
         f"Fashion-MNIST, {FLAGS.train_limit or 60000} training images of "
         f"which 5 % are held out for validation, {test_images} test "
         "images, batch 128, SGD Nesterov 0.9, "
@@ -275,7 +281,9 @@ def report(seeds, ptq_rows, test_images):
         "`--config.deterministic=True`, whose cost is in docs/results.md, "
         "Reliability). Each cell is test top-1 in %; "
         "mean +- std over the seeds that finished; the paired columns are the "
-        "row minus `plain` (or RepVGG) seed by seed.",
+        "row minus `plain` (or RepVGG) seed by seed. A row labelled 2x "
+        "epochs trained twice as long as the others: it is there for its "
+        "int8 numbers, not as an equal-budget entry of Table 4.",
         "",
         "## Table 4: ablation",
         "",
