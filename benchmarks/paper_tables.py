@@ -163,12 +163,7 @@ def config_for(seed, row=None):
     config.hs.epochs = FLAGS.hs_epochs
     config.data.train_limit = FLAGS.train_limit
     config.data.eval_limit = FLAGS.eval_limit
-    for key, value in (row.overrides if row else {"mode": "hs"}).items():
-        *sections, name = key.split(".")
-        node = config
-        for section in sections:
-            node = node[section]
-        node[name] = value
+    config.update_from_flattened_dict(row.overrides if row else {"mode": "hs"})
     return config
 
 

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from repopt_tf.configs import base
 from repopt_tf.models import build_model
@@ -61,8 +62,6 @@ def _expected(model):
 
 
 def test_penalty_is_repvggs_formula_with_scales_held_constant():
-    import tensorflow as tf
-
     model = _repvgg()
     covered = add_equivalent_kernel_l2(model, WEIGHT_DECAY)
     blocks = _blocks(model)

@@ -61,11 +61,13 @@ def transfer_scales(blocks, source, target):
 
 def _stages(variant):
     """Output widths of each stage's blocks, stage 0 (the stem) first."""
-    stages = {}
+    stages = []
     spec = variant_spec(VARIANTS, variant, "RepOpt-VGG")
-    for name, _, width, _, _ in block_plan(spec, 3):
-        stages.setdefault(name.split("_")[0], []).append(width)
-    return list(stages.values())
+    for _, _, width, _, index in block_plan(spec, 3):
+        if index == 0:
+            stages.append([])
+        stages[-1].append(width)
+    return stages
 
 
 def _source_block(index, count, source_count):
