@@ -61,6 +61,7 @@ def exported(trained, tmp_path_factory):
         representative=100,
         latency_runs=5,
         log=lambda m: None,
+        deploy_images=0,
     )
     return report, out
 
@@ -73,6 +74,7 @@ def test_export_writes_full_integer_model_and_report(exported):
         "export_report.json",
         "export_report.md",
         "kernel_histogram.png",
+        "activation_memory.png",
     ):
         assert (out / name).stat().st_size > 0
     int8 = (out / "model_int8.tflite").read_bytes()
@@ -84,12 +86,14 @@ def test_export_writes_full_integer_model_and_report(exported):
         "representative_images",
         "test_images",
         "full_integer",
+        "device_form",
         "sizes_bytes",
         "accuracy",
         "agreement",
         "latency",
         "quantization_error",
         "kernel_statistics",
+        "deploy",
         "machine",
     }
     assert set(on_disk["accuracy"]) == {
@@ -346,3 +350,42 @@ def test_help_lists_the_tools_flags():
             timeout=120,
         )
         assert flag in process.stdout + process.stderr
+
+
+def test_deploy_check_of_a_trained_model_is_bit_exact_in_tflm(exported):
+    report, out = exported
+    deploy = report["deploy"]
+    tflm = deploy["micro"]
+    assert tflm["loads"] and tflm["bit_exact"], tflm
+    assert tflm["vs_reference"]["max_lsb"] == 0
+    assert tflm["images"] == report["test_images"] == 1000
+    memory = deploy["memory"]
+    assert memory["tflm_arena_bytes"] == tflm["arena"]["arena_bytes"] > 0
+    assert memory["file_bytes"] == report["sizes_bytes"]["int8"]
+    # Every tensor whole: the liveness plan is TFLM's planned head here.
+    assert memory["peak_activation_bytes"] == tflm["arena"]["head_bytes"]
+    assert (
+        0.4 * memory["file_bytes"]
+        < memory["weights_bytes"]
+        < memory["file_bytes"]
+    )
+    assert memory["litert_peak_rss_bytes"]["xnnpack"] > 0
+    accuracy = deploy["accuracy"]
+    assert accuracy["micro"] == accuracy["reference"]  # bit-exact outputs
+    assert (
+        abs(accuracy["xnnpack"]["top1"] - report["accuracy"]["tflite_int8"])
+        < 1e-9
+    )  # the same 1,000 images through XNNPACK
+    runtimes = {(t["runtime"], t["threads"]) for t in deploy["latency_host"]}
+    assert runtimes == {
+        ("TFLM", 1),
+        ("LiteRT reference", 1),
+        ("LiteRT reference", 2),
+        ("XNNPACK", 1),
+        ("XNNPACK", 2),
+    }
+    kinds = {flag["kind"] for flag in deploy["flags"]}
+    assert "dynamic_input" in kinds  # exported with a dynamic batch
+    text = (out / "export_report.md").read_text()
+    assert "## Deploy check" in text and "bit-exact" in text
+    assert "TFLM arena (smallest)" in text

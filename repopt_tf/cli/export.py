@@ -6,7 +6,8 @@
         --data=imagenet2012 --manual_dir=/data/imagenet   # authors' .pth, no torch
 
 Writes model_fp32.tflite, model_int8.tflite, export_report.json,
-export_report.md and kernel_histogram.png next to the model (for a
+export_report.md, kernel_histogram.png and activation_memory.png next to
+the model (for a
 checkpoint: into CHECKPOINT_STEM_tflite/ beside it; or into --output_dir).
 For a train.py model the data set is read from the run's config.json when
 there is one (else --data). A PyTorch checkpoint (RepOpt-VGG target, RepVGG
@@ -25,6 +26,7 @@ from repopt_tf.cli import run_main
 from repopt_tf.cli.flag_checks import check_positive_integers
 from repopt_tf.cli.run_flags import define_run_flags
 from repopt_tf.cli.run_flags import load_trained_model
+from repopt_tf.export.device_model import FOLD_MODES
 
 define_run_flags()
 flags.DEFINE_string(
@@ -65,6 +67,40 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_list("threads", ["1", "2"], "Thread counts for latency.")
 check_positive_integers("threads")
+flags.DEFINE_integer(
+    "batch_size",
+    0,
+    "Fixed input batch of the exported models (1 for devices: no run-time "
+    "shape ops); 0: dynamic.",
+    lower_bound=0,
+)
+flags.DEFINE_enum(
+    "fold_padding",
+    "none",
+    FOLD_MODES,
+    "Replace the PAD before stride-2 convs by an exact 'same' conv with a "
+    "zero-extended kernel: 'peak' where the PAD sets the activation peak, "
+    "'all' everywhere (more weights and MACs, less arena).",
+)
+flags.DEFINE_bool(
+    "dense_as_conv",
+    True,
+    "Convert Dense layers as 1x1 CONV_2D, which TFLite Micro and LiteRT's "
+    "reference kernels compute bit for bit alike (their FULLY_CONNECTED "
+    "kernels round differently by up to 1 LSB).",
+)
+flags.DEFINE_bool(
+    "deploy_check",
+    None,
+    "Run the model in TFLite Micro in the deploy check (default: when "
+    "tflite-micro is installed, the [micro] extra).",
+)
+flags.DEFINE_integer(
+    "deploy_images",
+    500,
+    "Test images for the deploy check's runs (0: all evaluation images).",
+    lower_bound=0,
+)
 FLAGS = flags.FLAGS
 
 FALLBACK_WARNING = """
@@ -84,6 +120,7 @@ def main(argv):
     threads = [int(t) for t in FLAGS.threads]
     from repopt_tf.checkpoints import model_from_checkpoint
     from repopt_tf.export import export_model
+    from repopt_tf.export.deploy_check import deploy_summary
     from repopt_tf.export.runs import load_export_data
     from repopt_tf.quiet import quiet_logs
 
@@ -142,6 +179,11 @@ def main(argv):
             log=log,
             crop_fraction=crop_fraction,
             measure_top1=measure_top1,
+            batch_size=FLAGS.batch_size or None,
+            fold_padding=FLAGS.fold_padding,
+            dense_as_conv=FLAGS.dense_as_conv,
+            run_micro=FLAGS.deploy_check,
+            deploy_images=FLAGS.deploy_images,
         )
     except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
         print(f"error: {error}", file=sys.stderr)
@@ -159,6 +201,14 @@ def main(argv):
         f"({report['sizes_bytes']['int8'] / 1024:.0f} KB, verified full integer): "
         f"{quality}; report in {output_dir}/export_report.md"
     )
+    tflm = report["deploy"]["micro"]
+    if tflm.get("loads") is False:
+        print(
+            f"error: TFLite Micro cannot run it: {tflm['error']}",
+            file=sys.stderr,
+        )
+        return 1
+    log(deploy_summary(report["deploy"]))
     return 0
 
 

@@ -7,10 +7,10 @@ data set of real training images preprocessed exactly as for evaluation
 folded into the convs by the converter; weights are quantized per channel.
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from repopt_tf.export.device_model import rebuild
 from repopt_tf.quiet import quiet
 
 
@@ -24,14 +24,10 @@ def float32_model(model):
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
 
-    def clone(layer):
-        config = layer.get_config()
-        config["dtype"] = "float32"
-        return layer.__class__.from_config(config)
+    def to_float32(layer):
+        return layer.__class__, {**layer.get_config(), "dtype": "float32"}
 
-    twin = keras.models.clone_model(model, clone_function=clone)
-    twin.set_weights(model.get_weights())
-    return twin
+    return rebuild(model, to_float32)
 
 
 def convert_float32(model, verbose=False):

@@ -36,14 +36,24 @@ def dequantize(values, detail):
 
 
 class TFLiteModel:
-    """Runs a `.tflite` model on float batches (batch size is resized)."""
+    """Runs a `.tflite` model on float batches.
 
-    def __init__(self, model_content, num_threads=None, xnnpack=True):
-        resolver = (
-            OpResolverType.AUTO
-            if xnnpack
-            else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        )
+    Kernels: XNNPACK (`xnnpack`, LiteRT's default), LiteRT's optimized
+    builtin kernels (`xnnpack=False`) or its reference kernels
+    (`reference=True`: the portable code microcontroller runtimes share).
+    A dynamic batch is resized to each call's; a fixed one is fed in chunks
+    (the last one padded).
+    """
+
+    def __init__(
+        self, model_content, num_threads=None, xnnpack=True, reference=False
+    ):
+        if reference:
+            resolver = OpResolverType.BUILTIN_REF
+        elif xnnpack:
+            resolver = OpResolverType.AUTO
+        else:
+            resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         with quiet():  # LiteRT announces its XNNPACK delegate on stderr
             self.interpreter = Interpreter(
                 model_content=model_content,
@@ -51,7 +61,9 @@ class TFLiteModel:
                 experimental_op_resolver_type=resolver,
             )
             self.interpreter.allocate_tensors()
-        self._batch = None
+        fixed = self.input_detail["shape_signature"][0]
+        self._fixed_batch = int(fixed) if fixed > 0 else None
+        self._batch = self._fixed_batch
 
     @property
     def input_detail(self):
@@ -61,20 +73,33 @@ class TFLiteModel:
     def output_detail(self):
         return self.interpreter.get_output_details()[0]
 
-    def __call__(self, images):
+    def __call__(self, images, raw=False):
+        """Outputs for float `images` (raw pixels): dequantized, or as the
+        model's own integers with `raw`."""
         images = np.asarray(images, np.float32)
-        if self._batch != len(images):
+        step = self._fixed_batch or len(images)
+        outputs = []
+        for start in range(0, len(images), step):
+            chunk = images[start : start + step]
+            outputs.append(self._invoke(chunk, step)[: len(chunk)])
+        out = np.concatenate(outputs)
+        return out if raw else dequantize(out, self.output_detail)
+
+    def _invoke(self, images, batch):
+        if len(images) < batch:  # a fixed batch's last chunk
+            fill = np.zeros((batch - len(images), *images.shape[1:]))
+            images = np.concatenate([images, fill.astype(images.dtype)])
+        if self._batch != batch:
             self.interpreter.resize_tensor_input(
                 self.input_detail["index"], list(images.shape)
             )
             self.interpreter.allocate_tensors()
-            self._batch = len(images)
+            self._batch = batch
         self.interpreter.set_tensor(
             self.input_detail["index"], quantize(images, self.input_detail)
         )
         self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self.output_detail["index"])
-        return dequantize(raw, self.output_detail)
+        return self.interpreter.get_tensor(self.output_detail["index"])
 
 
 def tflite_outputs(model_content, dataset, log=None, total=None):
@@ -120,29 +145,44 @@ def output_agreement(reference, quantized):
     }
 
 
-def latency(
-    model_content, sample, num_threads=1, xnnpack=True, warmup=10, runs=100
-):
-    """Batch-1 latency in ms: median and p90 over `runs` timed invokes."""
-    model = TFLiteModel(model_content, num_threads=num_threads, xnnpack=xnnpack)
-    sample = np.asarray(sample, np.float32)[None]
-    model(sample)
-    interpreter = model.interpreter
+def time_invokes(invoke, warmup=10, runs=100, budget_s=None):
+    """`{"median_ms", "p90_ms", "runs"}` of `runs` timed calls of `invoke`
+    after `warmup` untimed ones; with `budget_s`, fewer runs (at least 3)
+    when the first warm call says they would take longer."""
+    invoke()
     for _ in range(warmup):
-        interpreter.invoke()
+        invoke()
     times = []
-    for _ in range(runs):
+    while len(times) < runs:
         start = time.perf_counter()
-        interpreter.invoke()
+        invoke()
         times.append((time.perf_counter() - start) * 1e3)
+        if budget_s and len(times) == 1:
+            runs = min(runs, max(3, int(budget_s * 1e3 / times[0])))
     times.sort()
     return {
         "median_ms": statistics.median(times),
         "p90_ms": times[int(0.9 * (len(times) - 1))],
         "runs": runs,
-        "threads": num_threads,
-        "xnnpack": xnnpack,
     }
+
+
+def latency(
+    model_content,
+    sample,
+    num_threads=1,
+    xnnpack=True,
+    warmup=10,
+    runs=100,
+    reference=False,
+    budget_s=None,
+):
+    """Batch-1 latency in ms: median and p90 over `runs` timed invokes
+    (`time_invokes`; kernels as `TFLiteModel`)."""
+    model = TFLiteModel(model_content, num_threads, xnnpack, reference)
+    model(np.asarray(sample, np.float32)[None])
+    timing = time_invokes(model.interpreter.invoke, warmup, runs, budget_s)
+    return {**timing, "threads": num_threads, "xnnpack": xnnpack}
 
 
 def machine_info():

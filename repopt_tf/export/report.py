@@ -2,11 +2,14 @@
 
 `export_model` writes into `output_dir`:
 `model_fp32.tflite`, `model_int8.tflite`, `export_report.json`,
-`export_report.md` and `kernel_histogram.png`.
+`export_report.md`, `kernel_histogram.png` and `activation_memory.png`
+(the deploy check's plot).
 """
 
 import json
 from pathlib import Path
+
+import numpy as np
 
 from repopt_tf.atomic import write_bytes
 from repopt_tf.atomic import write_text
@@ -16,6 +19,9 @@ from repopt_tf.evaluation import keras_accuracy
 from repopt_tf.export.convert import convert_float32
 from repopt_tf.export.convert import convert_int8
 from repopt_tf.export.convert import float32_model
+from repopt_tf.export.deploy_check import deploy_check
+from repopt_tf.export.deploy_check import deploy_markdown
+from repopt_tf.export.device_model import device_model
 from repopt_tf.export.diagnostics import deploy_kernels
 from repopt_tf.export.diagnostics import kernel_histograms
 from repopt_tf.export.diagnostics import kernel_statistics
@@ -41,6 +47,11 @@ def export_model(
     log=print,
     crop_fraction=1.0,
     measure_top1=True,
+    batch_size=None,
+    fold_padding="none",
+    dense_as_conv=True,
+    run_micro=None,
+    deploy_images=500,
 ):
     """Exports `model` and returns the report dict (also written as JSON).
 
@@ -49,7 +60,11 @@ def export_model(
     accuracy is measured when the test data has the model's classes (and
     `measure_top1`: off when the data is a stand-in); int8-vs-fp32 agreement
     (`output_agreement`) always. `crop_fraction`: see `make_dataset` (0.875
-    for ImageNet checkpoints).
+    for ImageNet checkpoints). `batch_size` (a fixed input batch, None:
+    dynamic), `fold_padding` and `dense_as_conv` convert the model's device
+    form (`device_model`). The deploy check (`deploy_check`, TFLM when
+    `run_micro` allows) runs on the first `deploy_images` test images (0:
+    all).
     """
     if ring_layers(model):
         model = materialize(model)
@@ -58,6 +73,11 @@ def export_model(
     if twin is not model:
         model = twin
         log("mixed-precision model: exporting its float32 twin")
+    device, folded = device_model(
+        model, batch_size, fold_padding, dense_as_conv
+    )
+    if folded:
+        log(f"padding folded into 'same' convs: {', '.join(folded)}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     _, size, _, channels = model.input_shape
@@ -69,8 +89,8 @@ def export_model(
         crop_fraction=crop_fraction,
     )
     log(f"converting with {len(calibration)} representative training images")
-    fp32 = convert_float32(model, verbose)
-    int8 = convert_int8(model, calibration, verbose)
+    fp32 = convert_float32(device, verbose)
+    int8 = convert_int8(device, calibration, verbose)
     check_full_integer(int8)
     write_bytes(output_dir / "model_fp32.tflite", fp32)
     write_bytes(output_dir / "model_int8.tflite", int8)
@@ -101,7 +121,8 @@ def export_model(
     )
     accuracy = None
     classes = model.output_shape[-1]
-    if measure_top1 and test_source.num_classes == classes:
+    top1 = measure_top1 and test_source.num_classes == classes
+    if top1:
         accuracy = {
             "keras_fp32": keras_accuracy(model, test),
             "tflite_fp32": float((fp32_outputs.argmax(-1) == labels).mean()),
@@ -129,7 +150,21 @@ def export_model(
                 timings.append({"model": name, **timing})
     log(f"latency measured: {len(timings)} settings x {latency_runs} runs")
 
-    errors = layer_quantization_error(model, calibration, verbose=verbose)
+    count = min(deploy_images or len(labels), len(labels))
+    log(f"deploy check on {count} test images")
+    deploy = deploy_check(
+        output_dir / "model_int8.tflite",
+        _first_images(test, count),
+        labels[:count] if top1 else None,
+        fp32_outputs[:count],
+        run_micro=run_micro,
+        threads=threads,
+        latency_runs=latency_runs,
+        plot_path=output_dir / "activation_memory.png",
+        log=log,
+    )
+
+    errors = layer_quantization_error(device, calibration, verbose=verbose)
     kernels = kernel_statistics(model)
     kernel_histograms(
         {model.name: deploy_kernels(model)}, output_dir / "kernel_histogram.png"
@@ -140,17 +175,35 @@ def export_model(
         "representative_images": len(calibration),
         "test_images": test_source.num_examples,
         "full_integer": True,
+        "device_form": {
+            "batch_size": batch_size,
+            "fold_padding": fold_padding,
+            "folded_convs": folded,
+            "dense_as_conv": dense_as_conv,
+        },
         "sizes_bytes": {"fp32": len(fp32), "int8": len(int8)},
         "accuracy": accuracy,
         "agreement": agreement,
         "latency": timings,
         "quantization_error": errors,
         "kernel_statistics": kernels,
+        "deploy": deploy,
         "machine": machine_info(),
     }
     write_text(output_dir / "export_report.json", json.dumps(report, indent=2))
     write_text(output_dir / "export_report.md", markdown_report(report))
     return report
+
+
+def _first_images(dataset, count):
+    """The first `count` images of a batched `(images, labels)` dataset."""
+    images, seen = [], 0
+    for batch, _ in dataset:
+        images.append(batch.numpy()[: count - seen])
+        seen += len(images[-1])
+        if seen >= count:
+            break
+    return np.concatenate(images)
 
 
 def markdown_report(report):
@@ -225,4 +278,4 @@ def markdown_report(report):
             f"{row['std_centre']:.4f} | {row['std_surround']:.4f} |"
         )
     lines += ["", "![kernel histogram](kernel_histogram.png)", ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + deploy_markdown(report["deploy"])

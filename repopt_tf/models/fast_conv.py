@@ -171,6 +171,10 @@ def _kernel_gradient(x, dy, kernel, stride, padding):
 
 
 def _explicit(padding):
+    """`tf.nn.conv2d` padding; "VALID" for none (explicit zeros would
+    convert to a TFLite PAD that copies the input for nothing)."""
+    if not padding:
+        return "VALID"
     return [[0, 0], [padding, padding], [padding, padding], [0, 0]]
 
 

@@ -1,0 +1,459 @@
+"""Will this int8 model run on the device, the same, and in what memory?
+
+`deploy_check(path, images, labels)` checks a full-integer `.tflite` file
+the way a device sees it and returns a report section (`deploy_markdown`
+writes it for people):
+
+- graph: op inventory with versions and the flags of
+  `TFLiteGraph.flags` (shape ops, dynamic input, weights outside the
+  flatbuffer, float tensors), and whether the activation peak is a PAD
+  copy that `--fold_padding` removes;
+- TFLite Micro (the `[micro]` extra): loads, the smallest working arena
+  (`micro.smallest_arena`), outputs on the images bit for bit against
+  LiteRT's reference kernels (else the max LSB difference and the first op
+  that differs), or the op TFLM lacks;
+- int8 top-1 (or, without labels, agreement with `fp32_outputs`) under the
+  reference kernels beside XNNPACK's, and XNNPACK's max LSB difference and
+  top-1 disagreement against the reference kernels;
+- memory bill: flash (file, weights), peak activation bytes as planned
+  (`TFLiteGraph.activation_plan`), LiteRT's peak RSS over an idle process
+  (`litert_memory`), TFLM's arena;
+- host latency (this machine, not a device's): TFLM, LiteRT reference
+  kernels and XNNPACK at each thread count;
+- a plot of the activation bytes alive at each op along the depth.
+"""
+
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from repopt_tf.export import micro
+from repopt_tf.export.litert_eval import TFLiteModel
+from repopt_tf.export.litert_eval import latency
+from repopt_tf.export.litert_eval import quantize
+from repopt_tf.export.litert_eval import time_invokes
+from repopt_tf.export.litert_memory import litert_peak_rss
+from repopt_tf.export.tflite_graph import TFLiteGraph
+
+
+def host_build():
+    bits = platform.architecture()[0]
+    return f"{bits.removesuffix('bit')}-bit host build ({platform.machine()}), not a device build"
+
+
+def _differences(a, b):
+    """`{"max_lsb", "outputs_differing", "top1_disagreement"}` of two raw
+    integer output arrays."""
+    delta = np.abs(a.astype(np.int64) - b.astype(np.int64))
+    return {
+        "max_lsb": int(delta.max()) if delta.size else 0,
+        "outputs_differing": float((delta > 0).mean()) if delta.size else 0.0,
+        "top1_disagreement": float((a.argmax(-1) != b.argmax(-1)).mean()),
+    }
+
+
+def _first_difference(content, image, arena_bytes):
+    """The first op whose outputs differ between TFLM and LiteRT's
+    reference kernels on one int8 image: `{"op", "index", "max_lsb"}`."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import OpResolverType
+
+    reference = Interpreter(
+        model_content=content,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
+        experimental_preserve_all_tensors=True,
+    )
+    reference.allocate_tensors()
+    reference.set_tensor(reference.get_input_details()[0]["index"], image[None])
+    reference.invoke()
+    device = micro.load(content, arena_bytes, preserve_all_tensors=True)
+    device.set_input(image[None], 0)
+    device.invoke()
+    for op in reference._get_ops_details():  # LiteRT's only op-level view
+        for index in op["outputs"]:
+            want = reference.get_tensor(index).reshape(-1).astype(np.int64)
+            got = micro.tensor(device, index).astype(np.int64)
+            if want.shape == got.shape and (want != got).any():
+                return {
+                    "op": op["op_name"],
+                    "index": int(op["index"]),
+                    "max_lsb": int(np.abs(want - got).max()),
+                }
+    return None
+
+
+def _micro_section(path, content, images_q, reference_raw, plan, runs, log):
+    """TFLM's part of the check (see the module docstring)."""
+    section = {
+        "version": micro.micro_version(),
+        "build": host_build(),
+        "images": len(images_q),
+    }
+    try:
+        arena = micro.smallest_arena(path, plan["peak_bytes"])
+    except micro.MicroError as error:
+        return {**section, "loads": False, "error": str(error)}
+    log(
+        f"TFLM: loads; smallest arena {arena['arena_bytes']:,} B "
+        f"(head {arena['head_bytes']:,}, tail {arena['tail_bytes']:,})"
+    )
+    interpreter = micro.load(content, arena["arena_bytes"])
+    outputs = micro.run(interpreter, images_q)
+    diff = _differences(outputs, reference_raw)
+    first = None
+    if diff["max_lsb"]:
+        image = int(np.argmax(np.any(outputs != reference_raw, axis=-1)))
+        # Every tensor kept: an ample arena, not the smallest.
+        first = _first_difference(
+            content, images_q[image], 4 * arena["arena_bytes"] + (1 << 20)
+        )
+    log(
+        "TFLM vs LiteRT reference kernels: "
+        + (
+            "bit-exact"
+            if not diff["max_lsb"]
+            else f"max {diff['max_lsb']} LSB on "
+            f"{100 * diff['outputs_differing']:.2f}% of outputs, first at "
+            f"{first['op']} #{first['index']}"
+            if first
+            else f"max {diff['max_lsb']} LSB"
+        )
+        + f" on {len(images_q)} images"
+    )
+
+    def invoke():
+        interpreter.invoke()
+
+    interpreter.set_input(images_q[0][None], 0)
+    timing = time_invokes(invoke, warmup=1, runs=runs, budget_s=10)
+    return {
+        **section,
+        "loads": True,
+        "arena": arena,
+        "bit_exact": diff["max_lsb"] == 0,
+        "vs_reference": diff,
+        "first_difference": first,
+        "outputs": outputs,
+        "latency": timing,
+    }
+
+
+def _top1(outputs, labels, fp32_outputs):
+    if labels is not None:
+        return {"top1": float((outputs.argmax(-1) == labels).mean())}
+    return {
+        "fp32_agreement": float(
+            (outputs.argmax(-1) == fp32_outputs.argmax(-1)).mean()
+        )
+    }
+
+
+def deploy_check(
+    path,
+    images,
+    labels=None,
+    fp32_outputs=None,
+    run_micro=None,
+    threads=(1, 2),
+    latency_runs=50,
+    plot_path=None,
+    log=print,
+):
+    """Checks the int8 `.tflite` at `path` for a device (module docstring).
+
+    Args:
+        images: float raw-pixel images `(N, H, W, C)`, the evaluation images.
+        labels: their classes, or None: then `fp32_outputs` (the fp32
+            model's outputs on the same images) gives agreement instead.
+        run_micro: run TFLM (True), skip it (False), or None: when the
+            `tflite-micro` package is installed.
+        plot_path: where to draw the activation plot (None: no plot).
+
+    Returns:
+        The section as a dict (JSON-ready; see `deploy_markdown`).
+
+    Raises:
+        ValueError: `run_micro=True` without the package, or no images.
+    """
+    path = Path(path)
+    content = path.read_bytes()
+    images = np.asarray(images, np.float32)
+    if not len(images):
+        raise ValueError("deploy_check needs at least one image.")
+    if labels is None and fp32_outputs is None:
+        raise ValueError("deploy_check needs labels or fp32_outputs.")
+    available = micro.micro_available()
+    if run_micro and not available:
+        raise ValueError(
+            f"The TFLM check needs the tflite-micro package: {micro.INSTALL_HINT}."
+        )
+    graph = TFLiteGraph(content)
+    plan = graph.activation_plan()
+    flags = graph.flags()
+    padded = [
+        t
+        for t in plan["peak_tensors"]
+        if getattr(graph.producer(t), "name", None) == "PAD"
+    ]
+    if padded:
+        flags.append(
+            {
+                "kind": "pad_at_peak",
+                "message": f"the activation peak ({plan['peak_bytes']:,} B at "
+                f"{plan['peak_op']}) holds a PAD's padded copy "
+                f"({graph.tensors[padded[0]].nbytes:,} B): export with "
+                "--fold_padding=peak to remove it",
+            }
+        )
+    for flag in flags:
+        log(f"deploy check: {flag['message']}")
+
+    xnnpack = TFLiteModel(content)
+    images_q = quantize(images, xnnpack.input_detail)
+    xnnpack_raw = xnnpack(images, raw=True)
+    reference_raw = TFLiteModel(content, reference=True)(images, raw=True)
+    accuracy = {
+        "images": len(images),
+        "xnnpack": _top1(xnnpack_raw, labels, fp32_outputs),
+        "reference": _top1(reference_raw, labels, fp32_outputs),
+        "xnnpack_vs_reference": _differences(xnnpack_raw, reference_raw),
+    }
+    log(
+        "XNNPACK vs reference kernels: max {max_lsb} LSB, top-1 differs on "
+        "{top1_disagreement:.2%} of images".format(
+            **accuracy["xnnpack_vs_reference"]
+        )
+    )
+
+    if run_micro is False or not available:
+        tflm = {
+            "skipped": "not installed: " + micro.INSTALL_HINT
+            if not available
+            else "switched off (--nodeploy_check)"
+        }
+    else:
+        tflm = _micro_section(
+            path, content, images_q, reference_raw, plan, latency_runs, log
+        )
+        if tflm.get("loads"):
+            accuracy["micro"] = _top1(tflm.pop("outputs"), labels, fp32_outputs)
+
+    inside, outside = graph.weights_bytes()
+    memory = {
+        "file_bytes": len(content),
+        "weights_bytes": inside,
+        "weights_outside_flatbuffer_bytes": outside,
+        "peak_activation_bytes": plan["peak_bytes"],
+        "peak_op": plan["peak_op"],
+        "litert_peak_rss_bytes": {
+            "xnnpack": litert_peak_rss(path, 1, True)["model_bytes"],
+            "reference": litert_peak_rss(path, 1, False)["model_bytes"],
+        },
+        "tflm_arena_bytes": tflm.get("arena", {}).get("arena_bytes"),
+    }
+    timings = []
+    if tflm.get("loads"):
+        timings.append({"runtime": "TFLM", "threads": 1, **tflm["latency"]})
+    for count in threads:
+        for name, reference in (("LiteRT reference", True), ("XNNPACK", False)):
+            timing = latency(
+                content,
+                images[0],
+                count,
+                reference=reference,
+                warmup=2,
+                runs=latency_runs,
+                budget_s=10,
+            )
+            timings.append({"runtime": name, **timing})
+    section = {
+        "ops": graph.op_inventory(),
+        "op_count": len(graph.ops),
+        "flags": flags,
+        "micro": tflm,
+        "accuracy": accuracy,
+        "memory": memory,
+        "latency_host": timings,
+        "host": host_build(),
+    }
+    if plot_path:
+        section["plot"] = str(activation_plot(plan, plot_path, path.stem))
+    return section
+
+
+def activation_plot(plan, path, title=""):
+    """A PNG of the activation bytes alive at each op, and each op's output,
+    along the depth, with the peak marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = plan["per_op"]
+    x = np.arange(len(rows))
+    fig, axis = plt.subplots(figsize=(max(6.0, 0.18 * len(rows)), 3.6))
+    axis.bar(
+        x,
+        [r["output_bytes"] / 1024 for r in rows],
+        color="tab:gray",
+        label="op output",
+    )
+    axis.plot(
+        x,
+        [r["live_bytes"] / 1024 for r in rows],
+        color="tab:red",
+        marker=".",
+        label="alive at the op (planned)",
+    )
+    peak = max(range(len(rows)), key=lambda i: rows[i]["live_bytes"])
+    axis.annotate(
+        f"peak {rows[peak]['live_bytes'] / 1024:.1f} KiB at "
+        f"{rows[peak]['op']} #{peak}",
+        (peak, rows[peak]["live_bytes"] / 1024),
+        textcoords="offset points",
+        xytext=(10, -12),
+        fontsize=8,
+    )
+    axis.set_xticks(x)
+    axis.set_xticklabels([r["op"] for r in rows], rotation=90, fontsize=6)
+    axis.set_ylabel("KiB (int8 activations)")
+    axis.set_title(f"Activation memory along the depth {title}".strip())
+    axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def deploy_markdown(section):
+    """The deploy section of `export_report.md`."""
+    tflm, memory, accuracy = (
+        section["micro"],
+        section["memory"],
+        section["accuracy"],
+    )
+    lines = ["## Deploy check", ""]
+    if "skipped" in tflm:
+        lines.append(f"TFLite Micro: not run ({tflm['skipped']}).")
+    elif not tflm["loads"]:
+        lines.append(
+            f"TFLite Micro {tflm['version']}: **fails to load**: "
+            f"{tflm['error']}."
+        )
+    else:
+        vs = tflm["vs_reference"]
+        first = tflm["first_difference"]
+        exact = (
+            "**bit-exact** against LiteRT's reference kernels"
+            if tflm["bit_exact"]
+            else f"differs from LiteRT's reference kernels by up to "
+            f"{vs['max_lsb']} LSB on {100 * vs['outputs_differing']:.2f}% of "
+            f"outputs (top-1 differs on {100 * vs['top1_disagreement']:.2f}% "
+            "of images)"
+            + (f"; first at {first['op']} #{first['index']}" if first else "")
+        )
+        lines.append(
+            f"TFLite Micro {tflm['version']} ({tflm['build']}): loads, runs, "
+            f"{exact} on {tflm['images']} images. Smallest working arena "
+            f"{tflm['arena']['arena_bytes']:,} B (one byte less fails); "
+            f"TFLM reports head {tflm['arena']['head_bytes']:,} B + tail "
+            f"{tflm['arena']['tail_bytes']:,} B once allocated (the tail, "
+            "structs and pointers, is smaller on a 32-bit MCU)."
+        )
+    lines += ["", "Flags:", ""]
+    lines += [f"- {f['message']}" for f in section["flags"]] or ["- none"]
+    inventory = ", ".join(
+        f"{o['op']} v{o['version']} x{o['count']}" for o in section["ops"]
+    )
+    lines += ["", f"Ops ({section['op_count']}): {inventory}.", ""]
+
+    def top1(result):
+        if "top1" in result:
+            return f"{result['top1']:.4f}"
+        return f"{result['fp32_agreement']:.4f} agreement with fp32"
+
+    vs = accuracy["xnnpack_vs_reference"]
+    lines += [
+        f"int8 top-1 on {accuracy['images']} images:",
+        "",
+        "| kernels | top-1 |",
+        "| --- | --- |",
+        f"| XNNPACK (LiteRT default) | {top1(accuracy['xnnpack'])} |",
+        f"| LiteRT reference | {top1(accuracy['reference'])} |",
+    ]
+    if "micro" in accuracy:
+        lines.append(f"| TFLite Micro | {top1(accuracy['micro'])} |")
+    lines += [
+        "",
+        f"XNNPACK vs reference kernels: max {vs['max_lsb']} LSB, "
+        f"{100 * vs['outputs_differing']:.2f}% of outputs differ, top-1 "
+        f"differs on {100 * vs['top1_disagreement']:.2f}% of images.",
+        "",
+        "Memory bill:",
+        "",
+        "| item | bytes |",
+        "| --- | --- |",
+        f"| flash: .tflite file | {memory['file_bytes']:,} |",
+        f"| flash: weights in it | {memory['weights_bytes']:,} |",
+    ]
+    if memory["weights_outside_flatbuffer_bytes"]:
+        lines.append(
+            f"| weights outside the flatbuffer | "
+            f"{memory['weights_outside_flatbuffer_bytes']:,} |"
+        )
+    rss = memory["litert_peak_rss_bytes"]
+    lines += [
+        f"| peak activations, planned ({memory['peak_op']}) | "
+        f"{memory['peak_activation_bytes']:,} |",
+        f"| LiteRT peak RSS over idle, XNNPACK | {rss['xnnpack']:,} |",
+        f"| LiteRT peak RSS over idle, reference kernels | "
+        f"{rss['reference']:,} |",
+    ]
+    if memory["tflm_arena_bytes"]:
+        lines.append(
+            f"| TFLM arena (smallest) | {memory['tflm_arena_bytes']:,} |"
+        )
+    lines += [
+        "",
+        f"Latency on this host ({section['host']}; a device is slower), "
+        "batch 1, ms:",
+        "",
+        "| runtime | threads | median | p90 | runs |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for t in section["latency_host"]:
+        lines.append(
+            f"| {t['runtime']} | {t['threads']} | {t['median_ms']:.3f} | "
+            f"{t['p90_ms']:.3f} | {t['runs']} |"
+        )
+    if section.get("plot"):
+        lines += ["", f"![activation memory]({Path(section['plot']).name})"]
+    return "\n".join(lines + [""])
+
+
+def deploy_summary(section):
+    """One line for the console."""
+    tflm, memory = section["micro"], section["memory"]
+    accuracy = section["accuracy"]
+    if "skipped" in tflm:
+        micro_part = f"TFLM not run ({tflm['skipped']})"
+    elif tflm["bit_exact"]:
+        micro_part = (
+            f"TFLM bit-exact vs reference kernels, arena "
+            f"{memory['tflm_arena_bytes']:,} B"
+        )
+    else:
+        micro_part = (
+            f"TFLM within {tflm['vs_reference']['max_lsb']} LSB of the "
+            f"reference kernels, arena {memory['tflm_arena_bytes']:,} B"
+        )
+    key = "top1" if "top1" in accuracy["reference"] else "fp32_agreement"
+    return (
+        f"deploy check: {micro_part}; peak activations "
+        f"{memory['peak_activation_bytes']:,} B, flash "
+        f"{memory['file_bytes']:,} B; int8 {key.replace('_', ' ')} "
+        f"{accuracy['reference'][key]:.4f} (reference kernels) / "
+        f"{accuracy['xnnpack'][key]:.4f} (XNNPACK) on "
+        f"{accuracy['images']} images; {len(section['flags'])} flags"
+    )
