@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from repopt_tf.models.fast_conv import FastGradConv2D
+from repopt_tf.models.graph import consumers
 
 _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
@@ -44,11 +45,6 @@ def same_kernel_size(size, kernel, stride, padding):
         if same_out == out and total // 2 == padding:
             return length
     return None
-
-
-def _producers(layer):
-    inputs = layer.input if isinstance(layer.input, list) else [layer.input]
-    return [t._keras_history.operation for t in inputs]
 
 
 def _foldable(conv, padding, input_shape):
@@ -84,12 +80,7 @@ class Fold:
 
 def fold_candidates(model):
     """The convs of `model` whose PAD `fold_padding` can remove, in order."""
-    consumers = {}
-    for layer in model.layers:
-        if layer.__class__.__name__ == "InputLayer":
-            continue
-        for producer in _producers(layer):
-            consumers.setdefault(producer.name, []).append(layer)
+    users_of = consumers(model)
     folds = []
     for layer in model.layers:
         if isinstance(layer, FastGradConv2D) and layer.zero_padding:
@@ -99,7 +90,7 @@ def fold_candidates(model):
             config.pop("zero_padding")
         elif isinstance(layer, keras.layers.ZeroPadding2D):
             (top, bottom), (left, right) = layer.padding
-            users = consumers.get(layer.name, [])
+            users = users_of.get(layer.name, [])
             if top != bottom or left != right or len(users) != 1:
                 continue
             conv, pad, padding = users[0], layer.name, (top, left)

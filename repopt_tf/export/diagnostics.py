@@ -14,15 +14,20 @@ import csv
 import io
 import re
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from repopt_tf.export.convert import int8_converter
 from repopt_tf.models import block_convs
-from repopt_tf.models.blocks import csla_layer_name
 from repopt_tf.models.conv_layout import grouped_layout
+from repopt_tf.models.family import is_3x3_conv
+from repopt_tf.models.family import iter_layers
+from repopt_tf.models.graph import consumers
 from repopt_tf.models.repvgg import fold_layer
 from repopt_tf.quiet import quiet
+
+_CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
 def _std_parts(kernel):
@@ -37,25 +42,39 @@ def _std_parts(kernel):
     }
 
 
+def kernel_convs(model):
+    """The convs whose kernels are diagnosed: the block convs of a library
+    model (`block_convs`), else every 3x3 conv (depthwise too)."""
+    return block_convs(model) or [
+        layer
+        for layer in iter_layers(model)
+        if is_3x3_conv(layer, ".*", _CONVS)
+    ]
+
+
 def deploy_kernels(model):
-    """`{layer: kernel}` of the block convs as int8 sees them (BN folded),
-    in the `(3, 3, Cin per group, Cout)` layout (`grouped_layout`)."""
+    """`{layer: kernel}` of `kernel_convs` as int8 sees them (a BN that
+    takes the conv's output folded in), in the `(3, 3, Cin per group,
+    Cout)` layout (`grouped_layout`)."""
     kernels = {}
-    names = {layer.name for layer in model.layers}
-    for conv in block_convs(model):
+    users = consumers(model)
+    for conv in kernel_convs(model):
         kernel = grouped_layout(conv, conv.kernel)
-        bn_name = csla_layer_name(conv.name, "bn")
-        if bn_name in names:
-            kernel, _ = fold_layer(kernel, model.get_layer(bn_name))
+        following = users.get(conv.name, [])
+        if len(following) == 1 and isinstance(
+            following[0], keras.layers.BatchNormalization
+        ):
+            kernel, _ = fold_layer(kernel, following[0])
         kernels[conv.name] = kernel
     return kernels
 
 
 def kernel_statistics(model):
-    """Rows `{layer, std, std_centre, std_surround, [raw_*]}` per block."""
+    """Rows `{layer, std, std_centre, std_surround, [raw_*]}` per conv of
+    `kernel_convs`."""
     rows = []
     deployed = deploy_kernels(model)
-    for conv in block_convs(model):
+    for conv in kernel_convs(model):
         row = {"layer": conv.name, **_std_parts(deployed[conv.name])}
         if not conv.use_bias:
             raw = _std_parts(np.asarray(conv.kernel))

@@ -166,9 +166,11 @@ def export_model(
 
     errors = layer_quantization_error(device, calibration, verbose=verbose)
     kernels = kernel_statistics(model)
-    kernel_histograms(
-        {model.name: deploy_kernels(model)}, output_dir / "kernel_histogram.png"
-    )
+    histogram = output_dir / "kernel_histogram.png"
+    if kernels:
+        kernel_histograms({model.name: deploy_kernels(model)}, histogram)
+    else:
+        histogram.unlink(missing_ok=True)  # not an older export's
     report = {
         "model": model.name,
         "input_shape": list(model.input_shape[1:]),
@@ -265,6 +267,9 @@ def markdown_report(report):
             f"| {row['layer']} | {row['op']} | {row['rmse/scale']:.3f} "
             f"| {row['max_abs_error']:.4f} |"
         )
+    if not report["kernel_statistics"]:
+        lines += ["", "The model has no 3x3 convs: no kernel statistics.", ""]
+        return "\n".join(lines) + "\n" + deploy_markdown(report["deploy"])
     lines += [
         "",
         "3x3 kernel std as quantized (BN folded): overall / centre / surround:",
