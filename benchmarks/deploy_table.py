@@ -37,6 +37,7 @@ from repopt_tf.data import load_source  # noqa: E402
 from repopt_tf.data import make_dataset  # noqa: E402
 from repopt_tf.data import steps_per_epoch  # noqa: E402
 from repopt_tf.export import export_model  # noqa: E402
+from repopt_tf.export.deploy_check import describe_top1  # noqa: E402
 from repopt_tf.export.litert_eval import machine_info  # noqa: E402
 from repopt_tf.export.runs import load_export_data  # noqa: E402
 from repopt_tf.models import build_model  # noqa: E402
@@ -162,8 +163,11 @@ def measure(name):
         flush=True,
     )
     model, trained = _model(source, size, channels)
-    train, test = load_export_data("fashion_mnist")
     images = FLAGS.images if size == 28 else FLAGS.images_224
+    # Random 224x224 models: evaluate on the deploy check's images only.
+    train, test = load_export_data(
+        "fashion_mnist", eval_limit=None if trained else images
+    )
     return export_model(
         model,
         train,
@@ -201,8 +205,6 @@ def table(reports):
             deploy["micro"],
             deploy["accuracy"],
         )
-        key = "top1" if "top1" in accuracy["xnnpack"] else "fp32_agreement"
-        word = "top-1" if key == "top1" else "agreement with fp32"
         if tflm.get("loads"):
             exact = (
                 "bit-exact"
@@ -220,8 +222,8 @@ def table(reports):
             f"{_ms(report, 'TFLM', 1):.2f} | "
             f"{_ms(report, 'XNNPACK', 1):.2f} / {_ms(report, 'XNNPACK', 2):.2f} | "
             f"{_ms(report, 'LiteRT reference', 1):.2f} | {exact} | "
-            f"{word} {accuracy['xnnpack'][key]:.4f} / "
-            f"{accuracy['reference'][key]:.4f} ({accuracy['images']}) |"
+            f"{describe_top1(accuracy['xnnpack'])} / "
+            f"{describe_top1(accuracy['reference'])} ({accuracy['images']}) |"
         )
     machine = machine_info()
     versions = {r["deploy"]["micro"].get("version") for r in reports.values()}

@@ -18,6 +18,8 @@ from repopt_tf import RepOptSGD
 from repopt_tf import grad_mult
 from repopt_tf.checkpoints import load_weights
 from repopt_tf.configs import base
+from repopt_tf.export import deploy_check
+from repopt_tf.export import device_model
 from repopt_tf.models import build_model
 from repopt_tf.models import reinitialize
 from repopt_tf.scales import load_scales
@@ -203,6 +205,10 @@ CLI_CASES = [
         ["--model={files}/tiny.keras", "--output_dir={files}/a_file"],
         "error:",
     ),
+    ("export_tflite.py", ["--fold_padding=most"], "--fold_padding=most"),
+    ("export_tflite.py", ["--deploy_images=-1"], "--deploy_images=-1"),
+    ("export_tflite.py", ["--batch_size=-2"], "--batch_size=-2"),
+    ("benchmarks/deploy_table.py", ["--rows=vgg_b9"], "unknown rows"),
     ("benchmarks/edge_latency.py", ["--threads=0,1"], "integers >= 1"),
     ("benchmarks/optimizer_overhead.py", ["--model=nope"], "unknown model"),
     ("benchmarks/rpg_dof_sweep.py", ["--dofs=2"], "numbers in (0, 1]"),
@@ -272,6 +278,23 @@ API_CASES = [
         "identity branch needs in_channels == out_channels",
     ),
     (lambda: build_model("resnet50"), ValueError, "Unknown model 'resnet50'"),
+    (
+        lambda: device_model(build_model("repopt_vgg_tiny"), fold_padding="x"),
+        ValueError,
+        "fold_padding must be one of",
+    ),
+    (
+        lambda: device_model(
+            build_model("repopt_vgg_tiny"), fold_padding=["c"]
+        ),
+        ValueError,
+        "No padded stride-2 conv to fold: ['c']",
+    ),
+    (
+        lambda: deploy_check("/no/such.tflite", np.zeros((1, 8, 8, 1))),
+        FileNotFoundError,
+        "/no/such.tflite",
+    ),
     (
         lambda: build_model("repopt_vgg_tiny", kind="wide"),
         ValueError,

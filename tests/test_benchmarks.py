@@ -302,3 +302,32 @@ def test_paper_tables_writes_a_resumable_report(tmp_path):
     differences = re.findall(r"\| ([\d.]+) \| 1 \|", table)
     assert len(differences) == 7  # every row, bit for bit
     assert set(differences) == {"0.00"}
+
+
+def test_deploy_table_measures_rows_and_reuses_them(tmp_path):
+    args = (
+        "--rows=vgg_tiny",
+        f"--workdir={tmp_path}",
+        "--images=64",
+        "--latency_runs=2",
+    )
+    out = _run("deploy_table.py", *args)
+    row = re.search(
+        r"\| repopt_vgg_tiny \(trained here\) \| 28x28x1 \| none \| \d+ \| \d+ "
+        r"\| ([\d,]+) \| ([\d,]+) \|.*\| (bit-exact|max \d+ LSB) \| "
+        r"top-1 ([\d.]+) / top-1 ([\d.]+) \(64\) \|",
+        out,
+    )
+    arena, peak = (int(v.replace(",", "")) for v in row.groups()[:2])
+    assert arena > peak > 0
+    assert float(row.group(4)) > 0.5  # trained
+    assert "Machine:" in out
+    again = _run("deploy_table.py", *args)
+    assert "reused" in again and row.group(0) in again
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/deploy_table.py"), "--rows=x"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1 and "unknown rows ['x']" in result.stderr

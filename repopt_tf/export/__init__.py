@@ -1,7 +1,10 @@
-"""int8 TFLite export, full-integer verification, LiteRT evaluation, diagnostics."""
+"""int8 TFLite export, full-integer verification, LiteRT evaluation,
+diagnostics, and the deploy check (TFLite Micro, memory bill)."""
 
 from repopt_tf.export.convert import convert_float32
 from repopt_tf.export.convert import convert_int8
+from repopt_tf.export.deploy_check import deploy_check
+from repopt_tf.export.device_model import device_model
 from repopt_tf.export.diagnostics import kernel_statistics
 from repopt_tf.export.diagnostics import layer_quantization_error
 from repopt_tf.export.litert_eval import TFLiteModel
@@ -19,6 +22,8 @@ __all__ = [
     "check_full_integer",
     "convert_float32",
     "convert_int8",
+    "deploy_check",
+    "device_model",
     "export_model",
     "kernel_statistics",
     "latency",
