@@ -7,8 +7,8 @@
 
 Writes model_fp32.tflite, model_int8.tflite, export_report.json,
 export_report.md, kernel_histogram.png and activation_memory.png next to
-the model (for a
-checkpoint: into CHECKPOINT_STEM_tflite/ beside it; or into --output_dir).
+the model (for a checkpoint: into CHECKPOINT_STEM_tflite/ beside it; or
+into --output_dir).
 For a train.py model the data set is read from the run's config.json when
 there is one (else --data). A PyTorch checkpoint (RepOpt-VGG target, RepVGG
 train or deploy form) is imported without torch; its variant, classes and

@@ -182,7 +182,11 @@ def latency(
     model = TFLiteModel(model_content, num_threads, xnnpack, reference)
     model(np.asarray(sample, np.float32)[None])
     timing = time_invokes(model.interpreter.invoke, warmup, runs, budget_s)
-    return {**timing, "threads": num_threads, "xnnpack": xnnpack}
+    return {
+        **timing,
+        "threads": num_threads,
+        "xnnpack": xnnpack and not reference,
+    }
 
 
 def machine_info():
