@@ -38,7 +38,7 @@ import keras  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from repopt_tf.checkpoints import is_torch_checkpoint  # noqa: E402
+from repopt_tf.checkpoints import is_state_dict_file  # noqa: E402
 from repopt_tf.checkpoints import model_from_checkpoint  # noqa: E402
 from repopt_tf.checkpoints import model_from_state_dict  # noqa: E402
 from repopt_tf.checkpoints import read_keras_model  # noqa: E402
@@ -119,7 +119,7 @@ def load(source):
         return model_from_state_dict(
             state, variant, FLAGS.image_size, source=source
         )[0], False
-    if is_torch_checkpoint(source):
+    if is_state_dict_file(source):
         return model_from_checkpoint(source, image_size=FLAGS.image_size)[
             0
         ], True

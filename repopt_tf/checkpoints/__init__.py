@@ -1,4 +1,5 @@
-"""Weights in: the authors' PyTorch checkpoints (no torch needed) and .keras files."""
+"""Weights in: the authors' PyTorch checkpoints and timm's (.pth or
+.safetensors; no torch needed) and .keras files."""
 
 from repopt_tf.checkpoints.layout import LoadReport
 from repopt_tf.checkpoints.loading import LAYOUTS
@@ -11,8 +12,10 @@ from repopt_tf.checkpoints.loading import matching_variants
 from repopt_tf.checkpoints.loading import model_from_checkpoint
 from repopt_tf.checkpoints.loading import model_from_state_dict
 from repopt_tf.checkpoints.loading import read_keras_model
+from repopt_tf.checkpoints.safetensors_file import read_safetensors
+from repopt_tf.checkpoints.state_files import is_state_dict_file
+from repopt_tf.checkpoints.state_files import read_state_dict
 from repopt_tf.checkpoints.torch_file import UnsafeCheckpointError
-from repopt_tf.checkpoints.torch_file import read_state_dict
 from repopt_tf.checkpoints.torch_file import read_torch_file
 from repopt_tf.checkpoints.torch_layouts import FORMS
 from repopt_tf.checkpoints.torch_layouts import describe_state
@@ -24,6 +27,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "describe_state",
     "detect_form",
+    "is_state_dict_file",
     "is_torch_checkpoint",
     "layout_of",
     "load_state_dict",
@@ -32,6 +36,7 @@ __all__ = [
     "model_from_checkpoint",
     "model_from_state_dict",
     "read_keras_model",
+    "read_safetensors",
     "read_state_dict",
     "read_torch_file",
 ]

@@ -1,8 +1,9 @@
 """`load_weights`: one entry point for every weights file a user may hold.
 
-- `.pth` / `.pt` / `.pth.tar`: a PyTorch checkpoint in a reference layout
-  (`LAYOUTS`: `torch_layouts` for RepOpt-VGG / RepVGG, `ghostnet_layout`
-  for RepOpt-GhostNet / RepGhostNet), read without torch (`torch_file`);
+- `.pth` / `.pt` / `.pth.tar` / `.safetensors`: a state dict in a
+  reference layout (`LAYOUTS`: `torch_layouts` for RepOpt-VGG / RepVGG,
+  `ghostnet_layout` for RepOpt-GhostNet / RepGhostNet, `timm_layouts` for
+  timm's RepVGG and RepGhostNet), read without torch (`state_files`);
 - `.keras`: a model saved by this library (`model.keras`), copied layer by
   layer by name;
 - `.weights.h5`: Keras weights of the same architecture.
@@ -17,13 +18,17 @@ from repopt_tf.checkpoints import layout
 from repopt_tf.checkpoints.ghostnet_layout import GHOSTNET
 from repopt_tf.checkpoints.layout import LoadReport
 from repopt_tf.checkpoints.layout import model_kind
-from repopt_tf.checkpoints.torch_file import read_state_dict
+from repopt_tf.checkpoints.state_files import STATE_DICT_SUFFIXES
+from repopt_tf.checkpoints.state_files import TORCH_SUFFIXES
+from repopt_tf.checkpoints.state_files import is_state_dict_file
+from repopt_tf.checkpoints.state_files import read_state_dict
+from repopt_tf.checkpoints.timm_layouts import TIMM_REPGHOSTNET
+from repopt_tf.checkpoints.timm_layouts import TIMM_REPVGG
 from repopt_tf.checkpoints.torch_layouts import VGG
 from repopt_tf.models import build_model
 from repopt_tf.models import fuse_repvgg
 
-TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
-LAYOUTS = (VGG, GHOSTNET)
+LAYOUTS = (TIMM_REPVGG, TIMM_REPGHOSTNET, VGG, GHOSTNET)
 
 
 def layout_of(state, source="state dict"):
@@ -33,8 +38,9 @@ def layout_of(state, source="state dict"):
             return candidate
     raise ValueError(
         f"{source} is not a RepOpt-VGG, RepVGG, RepOpt-GhostNet or "
-        "RepGhostNet state dict (no stage0.* or conv_stem keys in a known "
-        f"layout); its first keys: {', '.join(list(state)[:5])}."
+        "RepGhostNet state dict in the authors' or timm's layout (no "
+        "stage0.*, stem.conv_kxk.* or conv_stem keys); its first keys: "
+        f"{', '.join(list(state)[:5])}."
     )
 
 
@@ -57,6 +63,8 @@ def load_state_dict(model, state, skip_head=False, source="state dict"):
 
 
 def is_torch_checkpoint(path):
+    """Whether `path` is named like a `torch.save` file (`is_state_dict_file`
+    also takes `.safetensors`)."""
     return str(path).lower().endswith(TORCH_SUFFIXES)
 
 
@@ -75,7 +83,7 @@ def load_weights(model, path, ema=False, skip_head=False):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Weights file {path} not found.")
-    if is_torch_checkpoint(path):
+    if is_state_dict_file(path):
         state = read_state_dict(path, ema=ema)
         return load_state_dict(
             model, state, skip_head=skip_head, source=str(path)
@@ -94,8 +102,9 @@ def load_weights(model, path, ema=False, skip_head=False):
     if path.suffix == ".keras":
         return _copy_from_saved_model(model, path, skip_head)
     raise ValueError(
-        f"Unknown weights format {path.name}: expected a PyTorch checkpoint "
-        f"({', '.join(TORCH_SUFFIXES)}), a .keras model or .weights.h5."
+        f"Unknown weights format {path.name}: expected a PyTorch or "
+        f"safetensors state dict ({', '.join(STATE_DICT_SUFFIXES)}), a "
+        ".keras model or .weights.h5."
     )
 
 

@@ -27,7 +27,7 @@ import zipfile
 import numpy as np
 
 # torch storage class -> numpy dtype of its bytes. BFloat16 is read as uint16
-# and widened (see _bfloat16_to_float32).
+# and widened (see bfloat16_to_float32).
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,
     "DoubleStorage": np.float64,
@@ -78,7 +78,8 @@ class _Storage:
         self.dtype = np.dtype(_STORAGE_DTYPES[name])
 
 
-def _bfloat16_to_float32(bits):
+def bfloat16_to_float32(bits):
+    """bfloat16 bit patterns (uint16) -> float32 (the high half)."""
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
@@ -91,7 +92,7 @@ def _rebuild_tensor(storage, offset, size, stride, *unused):
         shape=tuple(size),
         strides=tuple(s * values.itemsize for s in stride),
     ).copy()
-    return _bfloat16_to_float32(array) if name == "BFloat16Storage" else array
+    return bfloat16_to_float32(array) if name == "BFloat16Storage" else array
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks, *unused):
@@ -235,8 +236,3 @@ def state_dict_from_checkpoint(checkpoint, ema=False, source="checkpoint"):
         if isinstance(value, np.ndarray):
             tensors[key.removeprefix("module.")] = value
     return tensors
-
-
-def read_state_dict(path, ema=False):
-    """`state_dict_from_checkpoint(read_torch_file(path), ema)`."""
-    return state_dict_from_checkpoint(read_torch_file(path), ema, str(path))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from repopt_tf.atomic import atomic_path
-from repopt_tf.checkpoints.torch_file import read_state_dict
+from repopt_tf.checkpoints.state_files import read_state_dict
 
 PRESET_DIR = Path(__file__).parent / "presets"
 _VGG_KEY = re.compile(
