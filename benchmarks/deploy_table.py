@@ -38,6 +38,7 @@ from repopt_tf.data import make_dataset  # noqa: E402
 from repopt_tf.data import steps_per_epoch  # noqa: E402
 from repopt_tf.export import export_model  # noqa: E402
 from repopt_tf.export.deploy_check import describe_top1  # noqa: E402
+from repopt_tf.export.deploy_check import micro_status  # noqa: E402
 from repopt_tf.export.litert_eval import machine_info  # noqa: E402
 from repopt_tf.export.runs import load_export_data  # noqa: E402
 from repopt_tf.models import build_model  # noqa: E402
@@ -205,14 +206,7 @@ def table(reports):
             deploy["micro"],
             deploy["accuracy"],
         )
-        if tflm.get("loads"):
-            exact = (
-                "bit-exact"
-                if tflm["bit_exact"]
-                else f"max {tflm['vs_reference']['max_lsb']} LSB"
-            )
-        else:
-            exact = tflm.get("error") or tflm.get("skipped")
+        exact = "bit-exact" if tflm.get("bit_exact") else micro_status(tflm)
         lines.append(
             f"| {label} | {size}x{size}x{channels} | {fold} | "
             f"{memory['file_bytes'] / 1024:.0f} | "

@@ -17,9 +17,9 @@ from ai_edge_litert import schema_py_generated as schema
 
 from repopt_tf.export import convert_float32
 from repopt_tf.export import convert_int8
-from repopt_tf.export import deploy_check as deploy_module
 from repopt_tf.export import micro
 from repopt_tf.export.deploy_check import deploy_check
+from repopt_tf.export.deploy_check import deploy_markdown
 from repopt_tf.export.device_model import device_model
 from repopt_tf.export.device_model import fold_candidates
 from repopt_tf.export.device_model import same_kernel_size
@@ -212,6 +212,36 @@ def test_weights_outside_the_flatbuffer_are_flagged(tiny_int8, tmp_path):
     assert section["memory"]["weights_outside_flatbuffer_bytes"] == outside
 
 
+def test_kernels_that_abort_the_process_are_reported_not_fatal(tmp_path):
+    # Logits at a near-zero scale: LiteRT's reference SOFTMAX (and TFLM's)
+    # abort the process preparing it; XNNPACK runs it.
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 1)(inputs))
+    dense = keras.layers.Dense(4, activation="softmax")
+    model = keras.Model(inputs, dense(x))
+    dense.kernel.assign(dense.kernel * 1e-9)
+    path = tmp_path / "tiny_scale.tflite"
+    path.write_bytes(convert_int8(model, _images(8, 16, 3)))
+    section = deploy_check(
+        path,
+        _images(4, 16, 3),
+        labels=np.zeros(4, int),
+        threads=(1,),
+        latency_runs=2,
+        log=lambda m: None,
+    )
+    assert "SIGABRT" in section["accuracy"]["reference"]["error"]
+    assert section["accuracy"]["xnnpack"]["top1"] == 1.0
+    if micro.micro_available():
+        assert section["micro"]["loads"] is False
+        assert section["micro"]["error"].startswith("TFLM aborts (SIGABRT)")
+    assert section["memory"]["litert_peak_rss_bytes"]["reference"] is None
+    runtimes = {t["runtime"] for t in section["latency_host"]}
+    assert runtimes == {"XNNPACK"}
+    text = deploy_markdown(section)
+    assert "not run (the kernels abort on this model)" in text
+
+
 def test_without_the_extra_the_section_says_how_to_install(
     tiny_int8, monkeypatch
 ):
@@ -227,7 +257,7 @@ def test_without_the_extra_the_section_says_how_to_install(
     assert "setup_micro.sh" in section["micro"]["skipped"]
     assert section["memory"]["tflm_arena_bytes"] is None
     assert section["accuracy"]["reference"]["top1"] >= 0
-    assert "TFLite Micro: not run" in deploy_module.deploy_markdown(section)
+    assert "TFLite Micro: not run" in deploy_markdown(section)
     with pytest.raises(ValueError, match="needs the tflite-micro package"):
         deploy_check(tiny_int8, _images(4), np.zeros(4, int), run_micro=True)
 

@@ -100,6 +100,20 @@ def _micro_section(path, content, images_q, reference_raw, plan, runs, log):
     )
     interpreter = micro.load(content, arena["arena_bytes"])
     outputs = micro.run(interpreter, images_q)
+    interpreter.set_input(images_q[0][None], 0)
+    timing = time_invokes(interpreter.invoke, warmup=1, runs=runs, budget_s=10)
+    result = {
+        **section,
+        "loads": True,
+        "arena": arena,
+        "outputs": outputs,
+        "latency": timing,
+        "bit_exact": None,  # unknown without the reference kernels' outputs
+        "vs_reference": None,
+        "first_difference": None,
+    }
+    if reference_raw is None:
+        return result
     diff = _differences(outputs, reference_raw)
     first = None
     if diff["max_lsb"]:
@@ -108,34 +122,20 @@ def _micro_section(path, content, images_q, reference_raw, plan, runs, log):
         first = _first_difference(
             content, images_q[image], 4 * arena["arena_bytes"] + (1 << 20)
         )
-    log(
-        "TFLM vs LiteRT reference kernels: "
-        + (
-            "bit-exact"
-            if not diff["max_lsb"]
-            else f"max {diff['max_lsb']} LSB on "
-            f"{100 * diff['outputs_differing']:.2f}% of outputs, first at "
-            f"{first['op']} #{first['index']}"
-            if first
-            else f"max {diff['max_lsb']} LSB"
+    if not diff["max_lsb"]:
+        said = "bit-exact"
+    else:
+        said = (
+            f"max {diff['max_lsb']} LSB on {100 * diff['outputs_differing']:.2f}"
+            "% of outputs"
+            + (f", first at {first['op']} #{first['index']}" if first else "")
         )
-        + f" on {len(images_q)} images"
-    )
-
-    def invoke():
-        interpreter.invoke()
-
-    interpreter.set_input(images_q[0][None], 0)
-    timing = time_invokes(invoke, warmup=1, runs=runs, budget_s=10)
+    log(f"TFLM vs LiteRT reference kernels: {said} on {len(images_q)} images")
     return {
-        **section,
-        "loads": True,
-        "arena": arena,
+        **result,
         "bit_exact": diff["max_lsb"] == 0,
         "vs_reference": diff,
         "first_difference": first,
-        "outputs": outputs,
-        "latency": timing,
     }
 
 
@@ -190,41 +190,38 @@ def deploy_check(
         )
     graph = TFLiteGraph(content)
     plan = graph.activation_plan()
-    flags = graph.flags()
-    padded = [
-        t
-        for t in plan["peak_tensors"]
-        if getattr(graph.producer(t), "name", None) == "PAD"
-    ]
-    if padded:
-        flags.append(
-            {
-                "kind": "pad_at_peak",
-                "message": f"the activation peak ({plan['peak_bytes']:,} B at "
-                f"{plan['peak_op']}) holds a PAD's padded copy "
-                f"({graph.tensors[padded[0]].nbytes:,} B): export with "
-                "--fold_padding=peak to remove it",
-            }
-        )
+    flags = _flags(graph, plan)
     for flag in flags:
         log(f"deploy check: {flag['message']}")
-
+    # Each runtime loads the model in a child process first: some kernels
+    # abort the whole process on parameters they refuse (see _probe_rss).
+    rss = {
+        "xnnpack": _probe_rss(path, True),
+        "reference": _probe_rss(path, False),
+    }
     xnnpack = TFLiteModel(content)
     images_q = quantize(images, xnnpack.input_detail)
     xnnpack_raw = xnnpack(images, raw=True)
-    reference_raw = TFLiteModel(content, reference=True)(images, raw=True)
     accuracy = {
         "images": len(images),
         "xnnpack": _top1(xnnpack_raw, labels, fp32_outputs),
-        "reference": _top1(reference_raw, labels, fp32_outputs),
-        "xnnpack_vs_reference": _differences(xnnpack_raw, reference_raw),
     }
-    log(
-        "XNNPACK vs reference kernels: max {max_lsb} LSB, top-1 differs on "
-        "{top1_disagreement:.2%} of images".format(
-            **accuracy["xnnpack_vs_reference"]
+    reference_raw = None
+    if "error" in rss["reference"]:
+        accuracy["reference"] = {"error": rss["reference"]["error"]}
+        log(f"deploy check: {rss['reference']['error']}")
+    else:
+        reference_raw = TFLiteModel(content, reference=True)(images, raw=True)
+        accuracy["reference"] = _top1(reference_raw, labels, fp32_outputs)
+        accuracy["xnnpack_vs_reference"] = _differences(
+            xnnpack_raw, reference_raw
         )
-    )
+        log(
+            "XNNPACK vs reference kernels: max {max_lsb} LSB, top-1 differs "
+            "on {top1_disagreement:.2%} of images".format(
+                **accuracy["xnnpack_vs_reference"]
+            )
+        )
 
     if run_micro is False or not available:
         tflm = {
@@ -247,16 +244,18 @@ def deploy_check(
         "peak_activation_bytes": plan["peak_bytes"],
         "peak_op": plan["peak_op"],
         "litert_peak_rss_bytes": {
-            "xnnpack": litert_peak_rss(path, 1, True)["model_bytes"],
-            "reference": litert_peak_rss(path, 1, False)["model_bytes"],
+            kernels: probe.get("model_bytes") for kernels, probe in rss.items()
         },
         "tflm_arena_bytes": tflm.get("arena", {}).get("arena_bytes"),
     }
     timings = []
     if tflm.get("loads"):
         timings.append({"runtime": "TFLM", "threads": 1, **tflm["latency"]})
+    kernels = [("XNNPACK", False)]
+    if reference_raw is not None:
+        kernels.insert(0, ("LiteRT reference", True))
     for count in threads:
-        for name, reference in (("LiteRT reference", True), ("XNNPACK", False)):
+        for name, reference in kernels:
             timing = latency(
                 content,
                 images[0],
@@ -280,6 +279,39 @@ def deploy_check(
     if plot_path:
         section["plot"] = str(activation_plot(plan, plot_path, path.stem))
     return section
+
+
+def _flags(graph, plan):
+    """`TFLiteGraph.flags`, and a PAD's copy alive at the activation peak."""
+    flags = graph.flags()
+    padded = [
+        t
+        for t in plan["peak_tensors"]
+        if getattr(graph.producer(t), "name", None) == "PAD"
+    ]
+    if padded:
+        flags.append(
+            {
+                "kind": "pad_at_peak",
+                "message": f"the activation peak ({plan['peak_bytes']:,} B at "
+                f"{plan['peak_op']}) holds a PAD's padded copy "
+                f"({graph.tensors[padded[0]].nbytes:,} B): export with "
+                "--fold_padding=peak to remove it",
+            }
+        )
+    return flags
+
+
+def _probe_rss(path, xnnpack):
+    """`litert_peak_rss` at 1 thread, or `{"error"}` when LiteRT's kernels
+    kill the process loading the model (the reference kernels abort on
+    requantization parameters they cannot represent, as near-zero
+    activation scales of an untrained network give)."""
+    try:
+        return litert_peak_rss(path, 1, xnnpack)
+    except OSError as error:
+        kernels = "XNNPACK" if xnnpack else "LiteRT's reference kernels"
+        return {"error": f"{kernels} cannot run the model: {error}"}
 
 
 def activation_plot(plan, path, title=""):
@@ -334,30 +366,30 @@ def deploy_markdown(section):
         section["accuracy"],
     )
     lines = ["## Deploy check", ""]
-    if "skipped" in tflm:
-        lines.append(f"TFLite Micro: not run ({tflm['skipped']}).")
-    elif not tflm["loads"]:
-        lines.append(
-            f"TFLite Micro {tflm['version']}: **fails to load**: "
-            f"{tflm['error']}."
-        )
+    if not tflm.get("loads"):
+        lines.append(f"TFLite Micro: {micro_status(tflm)}.")
     else:
-        vs = tflm["vs_reference"]
-        first = tflm["first_difference"]
-        exact = (
-            "**bit-exact** against LiteRT's reference kernels"
-            if tflm["bit_exact"]
-            else f"differs from LiteRT's reference kernels by up to "
-            f"{vs['max_lsb']} LSB on {100 * vs['outputs_differing']:.2f}% of "
-            f"outputs (top-1 differs on {100 * vs['top1_disagreement']:.2f}% "
-            "of images)"
-            + (f"; first at {first['op']} #{first['index']}" if first else "")
-        )
+        vs, first = tflm["vs_reference"], tflm["first_difference"]
+        if vs and not tflm["bit_exact"]:
+            detail = (
+                f" (up to {vs['max_lsb']} LSB on "
+                f"{100 * vs['outputs_differing']:.2f}% of outputs, top-1 "
+                f"differs on {100 * vs['top1_disagreement']:.2f}% of images"
+                + (
+                    f"; first at {first['op']} #{first['index']}"
+                    if first
+                    else ""
+                )
+                + ")"
+            )
+        else:
+            detail = ""
         lines.append(
             f"TFLite Micro {tflm['version']} ({tflm['build']}): loads, runs, "
-            f"{exact} on {tflm['images']} images. Smallest working arena "
-            f"{tflm['arena']['arena_bytes']:,} B (one byte less fails); "
-            f"TFLM reports head {tflm['arena']['head_bytes']:,} B + tail "
+            f"{micro_status(tflm)}{detail} on {tflm['images']} images. "
+            f"Smallest working arena {tflm['arena']['arena_bytes']:,} B (one "
+            f"byte less fails); TFLM reports head "
+            f"{tflm['arena']['head_bytes']:,} B + tail "
             f"{tflm['arena']['tail_bytes']:,} B once allocated (the tail, "
             "structs and pointers, is smaller on a 32-bit MCU)."
         )
@@ -368,7 +400,6 @@ def deploy_markdown(section):
     )
     lines += ["", f"Ops ({section['op_count']}): {inventory}.", ""]
 
-    vs = accuracy["xnnpack_vs_reference"]
     lines += [
         f"int8 top-1 on {accuracy['images']} images:",
         "",
@@ -379,11 +410,15 @@ def deploy_markdown(section):
     ]
     if "micro" in accuracy:
         lines.append(f"| TFLite Micro | {describe_top1(accuracy['micro'])} |")
+    vs = accuracy.get("xnnpack_vs_reference")
+    if vs:
+        lines += [
+            "",
+            f"XNNPACK vs reference kernels: max {vs['max_lsb']} LSB, "
+            f"{100 * vs['outputs_differing']:.2f}% of outputs differ, top-1 "
+            f"differs on {100 * vs['top1_disagreement']:.2f}% of images.",
+        ]
     lines += [
-        "",
-        f"XNNPACK vs reference kernels: max {vs['max_lsb']} LSB, "
-        f"{100 * vs['outputs_differing']:.2f}% of outputs differ, top-1 "
-        f"differs on {100 * vs['top1_disagreement']:.2f}% of images.",
         "",
         "Memory bill:",
         "",
@@ -401,10 +436,15 @@ def deploy_markdown(section):
     lines += [
         f"| peak activations, planned ({memory['peak_op']}) | "
         f"{memory['peak_activation_bytes']:,} |",
-        f"| LiteRT peak RSS over idle, XNNPACK | {rss['xnnpack']:,} |",
-        f"| LiteRT peak RSS over idle, reference kernels | "
-        f"{rss['reference']:,} |",
     ]
+    for kernels, label in (
+        ("xnnpack", "XNNPACK"),
+        ("reference", "reference kernels"),
+    ):
+        if rss[kernels] is not None:
+            lines.append(
+                f"| LiteRT peak RSS over idle, {label} | {rss[kernels]:,} |"
+            )
     if memory["tflm_arena_bytes"]:
         lines.append(
             f"| TFLM arena (smallest) | {memory['tflm_arena_bytes']:,} |"
@@ -428,31 +468,39 @@ def deploy_markdown(section):
 
 
 def describe_top1(result):
-    """`top-1 0.8880` or `agreement with fp32 0.9950` (`_top1`'s result)."""
+    """`top-1 0.8880` or `agreement with fp32 0.9950` (`_top1`'s result),
+    or why there is none."""
+    if "error" in result:
+        return "not run (the kernels abort on this model)"
     if "top1" in result:
         return f"top-1 {result['top1']:.4f}"
     return f"agreement with fp32 {result['fp32_agreement']:.4f}"
+
+
+def micro_status(tflm):
+    """TFLM's verdict in a few words."""
+    if "skipped" in tflm:
+        return f"not run ({tflm['skipped']})"
+    if not tflm["loads"]:
+        return f"fails to load: {tflm['error']}"
+    if tflm["bit_exact"] is None:
+        return "runs (no reference-kernel outputs to compare with)"
+    if tflm["bit_exact"]:
+        return "bit-exact vs reference kernels"
+    return (
+        f"within {tflm['vs_reference']['max_lsb']} LSB of the reference kernels"
+    )
 
 
 def deploy_summary(section):
     """One line for the console."""
     tflm, memory = section["micro"], section["memory"]
     accuracy = section["accuracy"]
-    if "skipped" in tflm:
-        micro_part = f"TFLM not run ({tflm['skipped']})"
-    elif tflm["bit_exact"]:
-        micro_part = (
-            f"TFLM bit-exact vs reference kernels, arena "
-            f"{memory['tflm_arena_bytes']:,} B"
-        )
-    else:
-        micro_part = (
-            f"TFLM within {tflm['vs_reference']['max_lsb']} LSB of the "
-            f"reference kernels, arena {memory['tflm_arena_bytes']:,} B"
-        )
+    arena = memory["tflm_arena_bytes"]
     return (
-        f"deploy check: {micro_part}; peak activations "
-        f"{memory['peak_activation_bytes']:,} B, flash "
+        f"deploy check: TFLM {micro_status(tflm)}"
+        + (f", arena {arena:,} B" if arena else "")
+        + f"; peak activations {memory['peak_activation_bytes']:,} B, flash "
         f"{memory['file_bytes']:,} B; int8 "
         f"{describe_top1(accuracy['reference'])} (reference kernels) / "
         f"{describe_top1(accuracy['xnnpack'])} (XNNPACK) on "

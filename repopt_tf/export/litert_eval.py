@@ -6,6 +6,7 @@ Inputs are quantized with the interpreter's own `(scale, zero_point)`,
 same raw-pixel inputs as the Keras model.
 """
 
+import math
 import platform
 import statistics
 import time
@@ -162,7 +163,7 @@ def time_invokes(invoke, warmup=10, runs=100, budget_s=None):
     times.sort()
     return {
         "median_ms": statistics.median(times),
-        "p90_ms": times[int(0.9 * (len(times) - 1))],
+        "p90_ms": times[math.ceil(0.9 * len(times)) - 1],
         "runs": runs,
     }
 

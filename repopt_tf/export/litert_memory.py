@@ -11,6 +11,7 @@ weights (XNNPACK repacks them), the mapped file's touched pages.
 """
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -34,6 +35,12 @@ def litert_peak_rss(path, threads=1, xnnpack=True):
         capture_output=True,
         text=True,
     )
+    if child.returncode < 0:
+        raise OSError(
+            f"it kills the process ({signal.Signals(-child.returncode).name}) "
+            "preparing the model: a kernel refused its parameters (seen "
+            "with near-zero activation scales, as an untrained network has)"
+        )
     if child.returncode:
         last = child.stderr.strip().splitlines()[-1:] or ["no message"]
         raise OSError(f"LiteRT memory probe failed: {last[0]}")

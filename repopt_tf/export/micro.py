@@ -12,6 +12,7 @@ kernel becomes one line naming the op (`MicroError`) instead of Python's
 import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
 
@@ -217,6 +218,12 @@ def smallest_arena(path, start_bytes, log=None):
                 )
         if child.returncode == 0 and used and high - low == 1:
             return {"arena_bytes": high, **used, "crashed_sizes": crashed}
+        if child.returncode == -signal.SIGABRT:
+            raise MicroError(
+                "TFLM aborts (SIGABRT) preparing the model: a kernel refused "
+                "its parameters (seen with near-zero activation scales, as an "
+                "untrained network has)"
+            )
         if tried is None:
             last = child.stderr.strip().splitlines()[-1:]
             raise MicroError(
