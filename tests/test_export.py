@@ -389,3 +389,55 @@ def test_deploy_check_of_a_trained_model_is_bit_exact_in_tflm(exported):
     text = (out / "export_report.md").read_text()
     assert "## Deploy check" in text and "bit-exact" in text
     assert "TFLM arena (smallest)" in text
+
+
+def _keras_application(name, path):
+    """A keras.applications model at 32x32 with BN statistics of real
+    activations (BN momentum 0 for one training-mode pass), as training
+    leaves them: untrained, MobileNetV2's logits shrink to a scale that
+    LiteRT's and TFLM's SOFTMAX kernels refuse."""
+    builder = getattr(keras.applications, name)
+    options = {"alpha": 0.35} if name == "MobileNetV2" else {}
+    model = builder(
+        weights=None, input_shape=(32, 32, 3), classes=10, **options
+    )
+    norms = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    for layer in norms:
+        layer.momentum = 0.0
+    images = np.random.default_rng(0).uniform(-1, 1, (16, 32, 32, 3))
+    model(images.astype(np.float32), training=True)
+    for layer in norms:
+        layer.momentum = 0.99
+    model.save(path)
+    return model
+
+
+@pytest.mark.parametrize("name", ["MobileNetV2", "ResNet50"])
+def test_cli_exports_keras_applications_models(tmp_path, name):
+    model = _keras_application(name, tmp_path / f"{name}.keras")
+    process = _export_cli(
+        f"--model={tmp_path / name}.keras",
+        f"--output_dir={tmp_path / 'out'}",
+        "--representative=16",
+        "--eval_limit=32",
+        "--latency_runs=2",
+        "--threads=1",
+        "--deploy_images=8",
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert "does not start with a Rescaling" in process.stdout
+    out = tmp_path / "out"
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["accuracy"]["keras_fp32"] >= 0  # Fashion-MNIST, 10 classes
+    layers = {layer.name for layer in model.layers}
+    named = {row["layer"] for row in report["quantization_error"]}
+    assert named <= layers | {f"{model.layers[-1].name} (output)"}, named
+    convs = [row["layer"] for row in report["kernel_statistics"]]
+    assert convs and set(convs) <= layers
+    assert (out / "kernel_histogram.png").stat().st_size > 0
+    assert report["deploy"]["micro"]["loads"]
+    assert "## Deploy check" in (out / "export_report.md").read_text()

@@ -123,7 +123,7 @@ def layer_quantization_error(
         rows.append(
             {
                 "op": row["op_name"],
-                "layer": _layer_name(row["tensor_name"]),
+                "layer": _layer_name(row["tensor_name"], model),
                 "rmse/scale": float(
                     np.sqrt(float(row["mean_squared_error"])) / scale
                 ),
@@ -135,10 +135,14 @@ def layer_quantization_error(
     return sorted(rows, key=lambda r: -r["rmse/scale"])
 
 
-def _layer_name(tensor_name):
-    """`model_1/stage2_block0_relu_1/Relu;...` -> `stage2_block0_relu`."""
+def _layer_name(tensor_name, model):
+    """`model_1/stage2_block0_relu_1/Relu;...` -> `stage2_block0_relu`; the
+    model's output tensor (`StatefulPartitionedCall_1:0`) -> its last
+    layer's name."""
     parts = tensor_name.split(";")[0].split("/")
-    return re.sub(r"_\d+$", "", parts[1] if len(parts) > 1 else parts[0])
+    if len(parts) == 1:
+        return f"{model.layers[-1].name} (output)"
+    return re.sub(r"_\d+$", "", parts[1])
 
 
 def histogram_layers(kernels, count=3):

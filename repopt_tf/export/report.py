@@ -9,6 +9,7 @@
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from repopt_tf.atomic import write_bytes
@@ -73,6 +74,23 @@ def export_model(
     if twin is not model:
         model = twin
         log("mixed-precision model: exporting its float32 twin")
+    first = next(
+        (
+            layer
+            for layer in model.layers
+            if layer.__class__.__name__ != "InputLayer"
+        ),
+        None,
+    )
+    if not isinstance(
+        first, keras.layers.Rescaling | keras.layers.Normalization
+    ):
+        log(
+            "the model does not start with a Rescaling or Normalization "
+            "layer: it is calibrated and evaluated on raw 0-255 pixels; put "
+            "its preprocessing inside the model so the .tflite takes camera "
+            "pixels"
+        )
     device, folded = device_model(
         model, batch_size, fold_padding, dense_as_conv
     )
