@@ -96,7 +96,7 @@ def test_csla_form_builds_aligned_branches_and_warns():
     assert hs.get_layer("down_crop").cropping == ((1, 2), (1, 2))
     assert hs.output_shape == model.output_shape
     with pytest.raises(
-        ValueError, match="No 3x3 Conv2D of resnet_like matches"
+        ValueError, match="No 3x3 Conv2D/DepthwiseConv2D of resnet_like matches"
     ):
         csla_form(model, "nothing")
 
@@ -196,3 +196,112 @@ def test_reinitialize_and_mults_follow_the_pattern():
         ValueError, match="describe 3 blocks but the model has 5"
     ):
         reinitialize(plain, scales[:3], layer_pattern=PATTERN)
+
+
+DW_PATTERN = r".*_dw"
+
+
+def mobilenet_like(seed=0):
+    """MobileNetV2-style: an inverted residual (1x1 expand, depthwise 3x3,
+    1x1 project, residual add) and a stride-2 depthwise after
+    ZeroPadding2D."""
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 4))
+    x = layers.Conv2D(12, 1, use_bias=False, name="expand")(inputs)
+    x = layers.ReLU(6.0)(layers.BatchNormalization(name="expand_bn")(x))
+    x = layers.DepthwiseConv2D(
+        3, padding="same", use_bias=False, name="block_dw"
+    )(x)
+    x = layers.ReLU(6.0)(layers.BatchNormalization(name="block_dw_bn")(x))
+    x = layers.Conv2D(4, 1, use_bias=False, name="project")(x)
+    x = layers.BatchNormalization(name="project_bn")(x)
+    x = layers.Add(name="residual")([inputs, x])
+    x = layers.ZeroPadding2D(1)(x)
+    x = layers.DepthwiseConv2D(
+        3, strides=2, padding="valid", use_bias=False, name="down_dw"
+    )(x)
+    x = layers.ReLU(6.0)(layers.BatchNormalization(name="down_dw_bn")(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(
+        inputs, layers.Dense(3, name="head")(x), name="mobilenet_like"
+    )
+
+
+def _merged_depthwise(hs, scales):
+    """t * W (+ s on each channel's centre tap) of every depthwise conv."""
+    kernels = {}
+    convs = [layer for layer in hs.layers if layer.name.endswith("_dw")]
+    for conv, block in zip(convs, scales):
+        kernel = block["conv"][None, None, :, None] * np.asarray(conv.kernel)
+        if block["identity"] is not None:
+            kernel[1, 1, :, 0] += block["identity"]
+        kernels[conv.name] = kernel
+    return kernels
+
+
+def test_depthwise_blocks_of_a_users_network_train_exactly():
+    plain = mobilenet_like()
+    hs = csla_form(plain, DW_PATTERN)
+    names = {layer.name for layer in hs.layers}
+    assert {"block_dw_scale_conv", "block_dw_scale_identity"} <= names
+    assert "down_dw_scale_conv" in names  # stride 2: no identity branch
+    assert not {n for n in names if "conv1x1" in n or n == "down_dw_add"}
+    rng = np.random.default_rng(3)
+    for layer in hs.layers:
+        if isinstance(layer, ChannelScale):
+            layer.scale.assign(rng.uniform(0.3, 1.4, layer.scale.shape))
+            layer.trainable = layer.name.endswith("_scale_identity")
+    scales = extract_scales(hs, DW_PATTERN)
+    assert [b["1x1"] for b in scales] == [None, None]
+    assert [b["identity"] is not None for b in scales] == [True, False]
+    merged = _merged_depthwise(hs, scales)
+    for name, kernel in merged.items():
+        plain.get_layer(name).kernel.assign(kernel)
+    for layer in plain.layers:
+        if layer.weights and layer.name not in merged:
+            layer.set_weights(hs.get_layer(layer.name).get_weights())
+    data = [
+        (
+            rng.uniform(-1, 1, (8, 8, 8, 4)).astype(np.float32),
+            rng.integers(0, 3, 8),
+        )
+        for _ in range(STEPS)
+    ]
+    np.testing.assert_allclose(
+        plain(data[0][0]), hs(data[0][0]), rtol=1e-4, atol=1e-5
+    )
+    settings = dict(
+        learning_rate=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3
+    )
+    _train(hs, RepOptSGD(**settings), data)
+    mults = grad_mults_for_model(plain, scales, DW_PATTERN)
+    assert sorted(mults) == ["block_dw/kernel", "down_dw/kernel"]
+    _train(plain, RepOptSGD(**settings, grad_mults=mults), data)
+    for name, kernel in _merged_depthwise(
+        hs, extract_scales(hs, DW_PATTERN)
+    ).items():
+        ours = np.asarray(plain.get_layer(name).kernel)
+        assert np.abs(ours - kernel).max() / np.abs(kernel).max() < 1e-5, name
+    np.testing.assert_allclose(
+        plain(data[0][0]), hs(data[0][0]), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_depthwise_reinit_follows_ghostnets_rule_and_no_match_is_an_error():
+    plain = mobilenet_like()
+    hs = csla_form(plain, DW_PATTERN)
+    scales = extract_scales(hs, DW_PATTERN)
+    reinitialize(plain, scales, seed=0, layer_pattern=DW_PATTERN)
+    kernel = np.asarray(plain.get_layer("block_dw").kernel)
+    # t * W + s * I: the identity scale (1 at init) on each centre tap.
+    centre, rest = kernel[1, 1, :, 0], np.delete(kernel.reshape(9, -1), 4, 0)
+    assert np.abs(centre).mean() > 2 * np.abs(rest).mean()
+    for call in (
+        lambda: extract_scales(hs, "nothing"),
+        lambda: grad_mults_for_model(plain, scales, "nothing"),
+        lambda: reinitialize(plain, scales, layer_pattern="nothing"),
+        lambda: csla_form(plain, "nothing"),
+    ):
+        with pytest.raises(ValueError, match="No 3x3 .* matches 'nothing'"):
+            call()

@@ -172,8 +172,9 @@ def csla_sum(
     """`s * conv (+ t * conv1x1) (+ gamma * identity_input)`: the CSLA sum
     with trainable `ChannelScale`s (`s`, `t` from `scale_init`, `gamma` from
     1), named by `csla_layer_name(conv_name, ...)`; `conv1x1` or
-    `identity_input` None: no such branch. `gamma` is a decayed kernel-like
-    weight unless `identity_kernel_like` is False."""
+    `identity_input` None: no such branch (with neither, `s * conv`).
+    `gamma` is a decayed kernel-like weight unless `identity_kernel_like` is
+    False."""
     branches = [
         ChannelScale(scale_init, name=csla_layer_name(conv_name, "scale_conv"))(
             conv
@@ -193,6 +194,8 @@ def csla_sum(
                 name=csla_layer_name(conv_name, "scale_identity"),
             )(identity_input)
         )
+    if len(branches) == 1:
+        return branches[0]
     return keras.layers.Add(name=csla_layer_name(conv_name, "add"))(branches)
 
 

@@ -6,9 +6,13 @@ the CSLA block of Ding et al. (ICLR 2023, §3.2, Eq. 1)::
 
     y = s * conv3x3(x) + t * conv1x1(x) (+ gamma * x)
 
+and every matching 3x3 `DepthwiseConv2D` RepOpt-GhostNet's block::
+
+    y = t * dwconv3x3(x) (+ s * x)
+
 with trainable per-channel scales `s`, `t` (initialised to `scale_init`) and
-`gamma` (initialised to 1; present when the conv maps C -> C at stride 1,
-`can_carry_identity`). Everything else (the
+`gamma` (initialised to 1); the identity branch is there when the conv maps
+C -> C at stride 1 (`can_carry_identity`). Everything else (the
 BN after the conv, activations, residual adds, the head) is copied as it is,
 with fresh weights. The 1x1 branch reads the centre of every 3x3 window
 whatever the padding: with `padding="same"` at stride 2 (TF pads one side
@@ -39,13 +43,14 @@ from repopt_tf.models.blocks import csla_layer_name
 from repopt_tf.models.blocks import csla_sum
 from repopt_tf.models.family import can_carry_identity
 from repopt_tf.models.family import is_3x3_conv
+from repopt_tf.models.family import no_match_error
 
 
 def csla_form(model, layer_pattern, scale_init=1.0):
     """The hyper-search (CSLA) form of `model` (see the module docstring).
 
     Raises:
-        ValueError: when no 3x3 `Conv2D` matches, or a match is dilated or
+        ValueError: when no 3x3 conv matches, or a match is dilated or
             grouped (no 1x1 / identity counterpart).
     """
     if isinstance(model, keras.Sequential):
@@ -60,19 +65,13 @@ def csla_form(model, layer_pattern, scale_init=1.0):
 
     clone = keras.models.clone_model(model, call_function=call)
     if not converted:
-        raise ValueError(
-            f"No 3x3 Conv2D of {model.name} matches {layer_pattern!r}; its "
-            "3x3 convs are: "
-            + ", ".join(
-                layer.name for layer in model.layers if is_3x3_conv(layer, ".*")
-            )
-            + "."
-        )
+        raise no_match_error(model, layer_pattern)
     return keras.Model(clone.inputs, clone.outputs, name=f"{model.name}_csla")
 
 
 def _csla_block(conv, x, scale_init):
-    if tuple(conv.dilation_rate) != (1, 1) or conv.groups != 1:
+    depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
+    if tuple(conv.dilation_rate) != (1, 1) or getattr(conv, "groups", 1) != 1:
         raise ValueError(
             f"{conv.name}: dilated or grouped convs have no CSLA "
             "form (1x1 and identity branches)."
@@ -97,14 +96,16 @@ def _csla_block(conv, x, scale_init):
         branch_input = keras.layers.Cropping2D(
             (rows, cols), name=csla_layer_name(name, "crop")
         )(x)
-    conv1x1 = keras.layers.Conv2D(
-        conv.filters,
-        1,
-        strides=conv.strides,
-        padding="valid",
-        use_bias=False,
-        name=csla_layer_name(name, "conv1x1"),
-    )(branch_input)
+    conv1x1 = None
+    if not depthwise:  # RepOpt-GhostNet's rule: no 1x1 branch
+        conv1x1 = keras.layers.Conv2D(
+            conv.filters,
+            1,
+            strides=conv.strides,
+            padding="valid",
+            use_bias=False,
+            name=csla_layer_name(name, "conv1x1"),
+        )(branch_input)
     identity = branch_input if can_carry_identity(conv) else None
     return csla_sum(y, conv1x1, identity, name, scale_init)
 

@@ -11,9 +11,10 @@ with a `ModelFamily` and a line there.
 
 `ConvBlocks(layer_pattern)` answers the four questions for blocks whose
 CSLA form is `s*conv3x3(x) (+ t*conv1x1(x)) (+ gamma*x)` on the 3x3 conv
-layers whose names fully match `layer_pattern`: RepOpt-VGG's blocks and any
-user network's (`csla_form`) on `Conv2D`s, RepOpt-GhostNet's
-`t*dwconv3x3(x) + s*x` on `DepthwiseConv2D`s (`layer_types`). Scales are in
+layers whose names fully match `layer_pattern`: RepOpt-VGG's blocks on
+`Conv2D`s, RepOpt-GhostNet's `t*dwconv3x3(x) + s*x` on `DepthwiseConv2D`s
+(`layer_types`), and any user network's on both (`csla_form`). A pattern
+that matches no conv is an error, never an empty result. Scales are in
 the format of `repopt_tf.scales.load_scales`: one dict per block, model
 order, with keys `"conv"` (the 3x3 branch's scale), `"1x1"` (None without a
 1x1 branch) and `"identity"` (None without one). A depthwise kernel
@@ -39,8 +40,11 @@ from repopt_tf.models.preprocessing import preprocessing_options
 from repopt_tf.models.repvgg import fuse_into
 from repopt_tf.models.repvgg import has_branches
 
+# The layers a user's network may point at: regular and depthwise 3x3 convs.
+CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
-def is_3x3_conv(layer, regex, layer_types=(keras.layers.Conv2D,)):
+
+def is_3x3_conv(layer, regex, layer_types=CONV_TYPES):
     """Whether `layer` is a 3x3 conv of `layer_types` whose name fully
     matches `regex`: the layers that Grad Mults, scales and CSLA forms
     attach to."""
@@ -93,20 +97,41 @@ def check_untrained(model, what):
         )
 
 
+def no_match_error(model, layer_pattern, layer_types=CONV_TYPES):
+    """The ValueError for a pattern that names none of `model`'s convs."""
+    names = "/".join(t.__name__ for t in layer_types)
+    found = [
+        layer.name
+        for layer in iter_layers(model)
+        if is_3x3_conv(layer, ".*", layer_types)
+    ]
+    return ValueError(
+        f"No 3x3 {names} of {model.name} matches {layer_pattern!r}; its 3x3 "
+        f"convs are: {', '.join(found) or 'none'}."
+    )
+
+
 class ConvBlocks:
     """RepOpt handling of 3x3 conv blocks named by `layer_pattern`."""
 
-    def __init__(self, layer_pattern=BLOCK_CONV, layer_types=None):
+    def __init__(self, layer_pattern=BLOCK_CONV, layer_types=CONV_TYPES):
         self.layer_pattern = layer_pattern
-        self.layer_types = layer_types or (keras.layers.Conv2D,)
+        self.layer_types = layer_types
 
     def block_convs(self, model):
-        """The block convs, in model order."""
+        """The block convs, in model order (maybe none)."""
         return [
             layer
             for layer in iter_layers(model)
             if is_3x3_conv(layer, self.layer_pattern, self.layer_types)
         ]
+
+    def matched_convs(self, model):
+        """`block_convs`, or `no_match_error` when there are none."""
+        convs = self.block_convs(model)
+        if not convs:
+            raise no_match_error(model, self.layer_pattern, self.layer_types)
+        return convs
 
     def extract_scales(self, hs_model):
         """Returns `[{"conv": s, "1x1": t or None, "identity": gamma or
@@ -122,7 +147,7 @@ class ConvBlocks:
             )
 
         blocks = []
-        for conv in self.block_convs(hs_model):
+        for conv in self.matched_convs(hs_model):
             if scale(conv, "conv") is None:
                 raise ValueError(
                     f"{hs_model.name} is not a hyper-search model: conv "
@@ -145,7 +170,7 @@ class ConvBlocks:
             ValueError: naming the block, when the number of matched layers,
                 a width, or the presence of an identity branch does not fit.
         """
-        convs = self.block_convs(model)
+        convs = self.matched_convs(model)
         if len(convs) != len(blocks):
             raise ValueError(
                 f"The scales describe {len(blocks)} blocks but the model has "

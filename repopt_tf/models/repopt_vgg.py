@@ -249,7 +249,7 @@ class RepOptVGG(ModelFamily):
     kinds = BLOCK_KINDS
 
     def __init__(self):
-        super().__init__(BLOCK_CONV)
+        super().__init__(BLOCK_CONV, (keras.layers.Conv2D,))
 
     def build(self, variant, num_classes, input_shape, kind, **options):
         return build_repopt_vgg(

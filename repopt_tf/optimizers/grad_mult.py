@@ -35,9 +35,9 @@ def grad_mults_for_model(model, blocks, layer_pattern=None, power=2):
 
     The block convs are the family's for a `build_model` model (RepOpt-VGG's
     3x3 convs, RepOpt-GhostNet's depthwise cheap operations), else the
-    `Conv2D` layers with a 3x3 kernel whose name fully matches
-    `layer_pattern` (default: every one). They are taken in model order and
-    paired with `blocks`, a list in the format of
+    `Conv2D` and `DepthwiseConv2D` layers with a 3x3 kernel whose name fully
+    matches `layer_pattern` (default: every one; none is an error). They
+    are taken in model order and paired with `blocks`, a list in the format of
     `repopt_tf.scales.load_scales`: one dict per block with keys `"conv"`,
     `"1x1"` and `"identity"` (a vector, or None when the block has no such
     branch). The result feeds `RepOptSGD(grad_mults=...)`.
