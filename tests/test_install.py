@@ -41,11 +41,12 @@ def _train_and_export(python, scripts, env, tmp_path, site):
     )
     assert where.stdout.startswith(str(site))
     assert "repopt_vgg_b1" in where.stdout
+    # A bundled config by the README's spelling, from another directory.
     _run(
         [
             str(scripts / "repopt-train"),
             "--workdir=run",
-            "--config.mode=baseline_sgd",
+            "--config=configs/fashion_mnist.py:baseline_sgd",
             "--config.model=repopt_vgg_tiny",
             "--config.data.train_limit=256",
             "--config.data.eval_limit=64",
@@ -58,6 +59,39 @@ def _train_and_export(python, scripts, env, tmp_path, site):
     assert json.loads((elsewhere / "run/results.json").read_text())[
         "baseline_sgd"
     ]
+    helped = subprocess.run(  # absl's --help exits with status 1
+        [str(scripts / "repopt-train"), "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=elsewhere,
+        timeout=120,
+    )
+    assert "--config:" in helped.stdout and "train.epochs" in helped.stdout
+    typo = subprocess.run(
+        [str(scripts / "repopt-train"), "--config=fashion_mnist:hs"]
+        + ["--config.train.epoch=1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=elsewhere,
+        timeout=120,
+    )
+    assert typo.returncode == 1 and "Traceback" not in typo.stderr
+    assert (
+        "config.train.epoch is not a field; did you mean config.train.epochs?"
+        in typo.stderr
+    )
+    exported = subprocess.run(
+        [str(scripts / "repopt-export"), "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=elsewhere,
+        timeout=120,
+    )
+    for flag in ("--workdir", "--model", "--data", "--stage", "--checkpoint"):
+        assert f"  {flag}:" in exported.stdout, flag
     export = _run(
         [
             str(scripts / "repopt-export"),

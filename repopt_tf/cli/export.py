@@ -32,7 +32,8 @@ define_run_flags()
 flags.DEFINE_string(
     "checkpoint",
     None,
-    "The authors' PyTorch checkpoint (.pth) to import and export.",
+    "A PyTorch (.pth) or safetensors checkpoint, the authors' or timm's, to "
+    "import and export.",
 )
 flags.DEFINE_string(
     "variant",

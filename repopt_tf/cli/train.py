@@ -2,6 +2,7 @@
 
     python train.py                                   # quick start on Fashion-MNIST
     python train.py --config=configs/fashion_mnist.py:hs --workdir=runs/hs
+    repopt-train --config=fashion_mnist.py:hs     # installed: bundled configs
     python train.py --config=configs/fashion_mnist.py:target \\
         --config.scales=runs/hs/hs/scales.npz --workdir=runs/target
     python train.py --config=configs/imagenet_b1.py --strategy=mirrored \\
@@ -24,12 +25,13 @@ from absl import flags
 from repopt_tf.cli import define_config_flag
 from repopt_tf.cli import run_main
 from repopt_tf.configs import CONFIG_DIR
+from repopt_tf.configs import bundled_configs
 
 define_config_flag(
     "config",
     str(CONFIG_DIR / "quickstart.py"),
-    f"Config file, optionally with ':arg' (bundled: {CONFIG_DIR}/*.py; in a "
-    "checkout also configs/*.py).",
+    "Config file PATH[:ARG]; a bundled one by name from any directory "
+    f"(fashion_mnist.py:hs; bundled: {', '.join(bundled_configs())}).",
 )
 flags.DEFINE_string("workdir", "runs/quickstart", "Output directory.")
 flags.DEFINE_enum(
