@@ -2,7 +2,8 @@
 
 The command-line tools (`TOOLS`) run quietly unless `--verbose`: when the
 process is one of them (or `REPOPT_TF_QUIET=1`), `import repopt_tf` imports
-TensorFlow with its C++ start-up banners (oneDNN, absl) hidden and
+TensorFlow and lists its devices with its C++ start-up banners (oneDNN,
+absl, CUDA's cuInit on a machine without a GPU driver) hidden and
 `TF_CPP_MIN_LOG_LEVEL=2` by default, and the tools call `quiet_logs()` to
 keep TF's and absl's Python INFO lines (e.g. MirroredStrategy's device list)
 out of the console. `REPOPT_TF_QUIET=0` shows everything. A library import
@@ -67,7 +68,12 @@ def import_tensorflow():
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet():
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        # The first device query initialises CUDA; on a machine without a
+        # GPU driver the full `tensorflow` wheel logs a `failed call to
+        # cuInit ... (303)` error there, whatever the log level.
+        tensorflow.config.list_physical_devices()
 
 
 def quiet_logs(verbose=False):

@@ -86,3 +86,27 @@ def decode_grad_mult(encoded):
         mult[1, 1, diagonal, diagonal] = encoded["diagonal"]
         return mult
     return CompactMult.from_config(encoded).expand()
+
+
+def saved_grad_mults(path):
+    """`(optimizer class name, {variable path: M})` of the RepOpt optimizer
+    a `.keras` file was compiled with (its config holds the mults), read
+    from the archive's `config.json` without building the model; None for
+    another file or an optimizer without Grad Mults."""
+    import json
+    import zipfile
+
+    if not str(path).endswith(".keras"):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    optimizer = (config.get("compile_config") or {}).get("optimizer") or {}
+    mults = (optimizer.get("config") or {}).get("grad_mults")
+    if not mults:
+        return None
+    return optimizer.get("class_name"), {
+        key: decode_grad_mult(value) for key, value in mults.items()
+    }

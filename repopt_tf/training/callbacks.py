@@ -3,6 +3,7 @@ and the resume that reads the backup."""
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -144,12 +145,40 @@ class FaultPoints(keras.callbacks.Callback):
         faults.point(f"batch:{self.stage}:{self._epoch}:{batch}")
 
 
-def standard_callbacks(stage_dir, stage=""):
+class StepProgress(keras.callbacks.Callback):
+    """A line every quarter of an epoch, for logs that are not a terminal
+    (where Keras's `verbose=2` says nothing until an epoch ends):
+    `hs: epoch 3/3, step 222/445 (49 %), loss 0.4123, 7 s` to `log`."""
+
+    def __init__(self, stage, log):
+        super().__init__()
+        self.stage, self.log = stage, log
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._start = epoch, time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = self.params.get("steps") or 0
+        every = max(1, steps // 4)
+        done = batch + 1
+        if steps and done % every == 0 and done < steps:
+            loss = (logs or {}).get("loss")
+            self.log(
+                f"{self.stage}: epoch {self._epoch + 1}/"
+                f"{self.params.get('epochs')}, step {done}/{steps} "
+                f"({100 * done // steps} %)"
+                + (f", loss {float(loss):.4f}" if loss is not None else "")
+                + f", {time.perf_counter() - self._start:.0f} s"
+            )
+
+
+def standard_callbacks(stage_dir, stage="", progress=None):
     """CSV log, TensorBoard, per-epoch backup and model, NaN guard, writing
-    into a `repopt_tf.rundir.StageDir`; `restore_backup` resumes a killed
-    run from its last finished epoch."""
+    into a `repopt_tf.rundir.StageDir` (and `StepProgress` to the function
+    `progress`, when given); `restore_backup` resumes a killed run from its
+    last finished epoch."""
     stage_dir.path.mkdir(parents=True, exist_ok=True)
-    return [
+    return ([StepProgress(stage, progress)] if progress else []) + [
         EpochBackup(stage_dir.backup),
         keras.callbacks.CSVLogger(str(stage_dir.log), append=True),
         LastEpochModel(stage_dir.checkpoint),

@@ -42,6 +42,7 @@ from repopt_tf.data import take
 from repopt_tf.evaluation import keras_accuracy
 from repopt_tf.models import build_model
 from repopt_tf.models.registry import family_of
+from repopt_tf.optimizers.grad_mult import saved_grad_mults
 from repopt_tf.rundir import RunDir
 from repopt_tf.scales import load_scales
 from repopt_tf.scales import save_scales
@@ -238,7 +239,11 @@ class Experiment:
         ]
 
     def _scales_from_config(self):
-        return load_scales(self.config.scales)  # validated: set in target mode
+        """The target's scales; None when it reuses the Grad Mults of its
+        init_checkpoint (validated: one of the two is set)."""
+        if not self.config.scales:
+            return None
+        return load_scales(self.config.scales)
 
     def _train(self, stage, kind, epochs, scales=None, clip_global_norm=0.0):
         config, train = self.config, self.config.train
@@ -379,6 +384,8 @@ class Experiment:
             mults = None
             if scales is not None:
                 mults = self._prepare_target(model, scales)
+            elif stage == "target":
+                mults = self._saved_mults(model)
             custom_l2 = ()
             if stage == "baseline_repvgg" and config.repvgg.custom_l2:
                 custom_l2 = add_equivalent_kernel_l2(model, weight_decay)
@@ -419,7 +426,10 @@ class Experiment:
             epochs=epochs - first_epoch,
             **self.dataset_args,
         )
-        callbacks = standard_callbacks(stage_dir, stage)
+        # Keras's verbose=2 (no terminal) is silent until an epoch ends.
+        callbacks = standard_callbacks(
+            stage_dir, stage, progress=None if sys.stdout.isatty() else log
+        )
         write_text(stage_dir.config, json.dumps(stage_config, indent=2))
         model.fit(
             train_data,
@@ -438,6 +448,35 @@ class Experiment:
         save_model(model, stage_dir.model)
         log(f"{stage}: test accuracy {accuracy:.4f}")
         return model, accuracy
+
+    def _saved_mults(self, model):
+        """Fine-tuning a target `.keras` without scales: its own mults."""
+        config = self.config
+        name, mults = saved_grad_mults(config.init_checkpoint)
+        wanted = {"sgd": "RepOptSGD", "adamw": "RepOptAdamW"}[
+            config.train.optimizer
+        ]
+        if name != wanted:
+            raise ValueError(
+                f"{config.init_checkpoint} holds the Grad Mults of {name}, "
+                f"not of {wanted} (another power of the scales): pass "
+                "--config.scales to build them for this optimizer."
+            )
+        kernels = {v.path for v in model.trainable_variables}
+        missing = sorted(set(mults) - kernels)
+        if missing:
+            raise ValueError(
+                f"{config.init_checkpoint}'s Grad Mults name variables the "
+                f"model lacks: {', '.join(missing[:3])}."
+            )
+        log(
+            f"target: Grad Mults of {len(mults)} kernels from "
+            f"{config.init_checkpoint} (no --config.scales)"
+        )
+        if not config.grad_mults:
+            log("target: Grad Mults off (--config.grad_mults=False)")
+            return None
+        return mults
 
     def _prepare_target(self, model, scales):
         config = self.config

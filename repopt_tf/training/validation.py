@@ -14,6 +14,7 @@ from pathlib import Path
 from repopt_tf.data.pipeline import AUGMENTATIONS
 from repopt_tf.models import list_models
 from repopt_tf.models.rpg import MODES as RPG_MODES
+from repopt_tf.optimizers.grad_mult import saved_grad_mults
 from repopt_tf.scales import load_scales
 from repopt_tf.training.recipe import JIT_MODES
 from repopt_tf.training.recipe import PRECISIONS
@@ -156,12 +157,18 @@ def config_problems(config):
 
 def _cross_field_problems(config):
     problems = []
-    if config.mode == "target" and not config.scales:
+    if (
+        config.mode == "target"
+        and not config.scales
+        and not saved_grad_mults(config.init_checkpoint)
+    ):
         problems.append(
             "target mode needs --config.scales: a preset (repopt_vgg_b1, "
-            "repopt_ghostnet_0_5x, ...) or the scales.npz of an hs run"
+            "repopt_ghostnet_0_5x, ...) or the scales.npz of an hs run; or "
+            "--config.init_checkpoint=a target model.keras, whose Grad "
+            "Mults are reused"
         )
-    elif config.mode == "target":
+    elif config.mode == "target" and config.scales:
         try:
             load_scales(config.scales)
         except (FileNotFoundError, ValueError) as error:
