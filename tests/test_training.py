@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from repopt_tf.configs import base
 from repopt_tf.models import build_model
+from repopt_tf.optimizers.grad_mult import saved_grad_mults
 from repopt_tf.training import Experiment
 from repopt_tf.training import TrainingDiverged
 from repopt_tf.training import get_strategy
@@ -92,6 +94,9 @@ def test_quickstart_workflow_end_to_end(tmp_path):
         results[4].test_accuracy, abs=1 / 128 + 1e-6
     )
     assert (tmp_path / "hs/scales.npz").exists()
+    # The fused model is saved as built: no optimizer nobody chose.
+    with zipfile.ZipFile(tmp_path / "baseline_repvgg/model_fused.keras") as z:
+        assert not json.loads(z.read("config.json")).get("compile_config")
     recorded = json.loads((tmp_path / "results.json").read_text())
     assert set(recorded) == set(stages)
     for stage in ("hs", "target", "baseline_sgd", "baseline_repvgg"):
@@ -163,6 +168,22 @@ def test_target_mode_uses_scales_and_logs_mults(tmp_path, capsys):
     Experiment(config, tmp_path / "target_run", get_strategy()).run()
     out = capsys.readouterr().out
     assert "target: stage0: 1 kernels, grad mult min" in out
+    # Not a terminal: progress lines within the epoch (7 steps).
+    assert "[repopt] target: epoch 1/1, step 6/7 (85 %), loss" in out
+    # Fine-tuning the target model: its own Grad Mults, no scales.
+    trained = tmp_path / "target_run/target/model.keras"
+    tune = tiny_config("target", base_lr=0.01)
+    tune.init_checkpoint = str(trained)
+    Experiment(tune, tmp_path / "tune_run", get_strategy()).run()
+    assert f"Grad Mults of 6 kernels from {trained}" in capsys.readouterr().out
+    name, before = saved_grad_mults(trained)
+    _, after = saved_grad_mults(tmp_path / "tune_run/target/model.keras")
+    assert name == "RepOptSGD" and sorted(before) == sorted(after)
+    for key, mult in before.items():
+        np.testing.assert_array_equal(after[key], mult)
+    tune.train.optimizer = "adamw"
+    with pytest.raises(ValueError, match="Grad Mults of RepOptSGD, not of"):
+        Experiment(tune, tmp_path / "tune_adamw", get_strategy()).run()
     config.scales = ""
     with pytest.raises(ValueError, match="target mode needs --config.scales"):
         Experiment(config, tmp_path / "t2", get_strategy()).run()
