@@ -25,7 +25,6 @@ full-size `FULL_SIZE` models hold (1000 classes): the names and shapes the
 layouts must map, without the weights.
 """
 
-import ast
 import gzip
 import json
 from pathlib import Path
@@ -33,6 +32,10 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+
+# The same tiny GhostNet stages and BN randomization as the authors' fixtures.
+from make_ghostnet_fixtures import randomize
+from make_ghostnet_fixtures import tiny_stages
 from safetensors.torch import save_file
 from timm.models.byobnet import ByobNet
 from timm.models.byobnet import ByoModelCfg
@@ -52,18 +55,6 @@ VGG_TINY = ByoModelCfg(
     stem_type="rep",
     stem_chs=8,
 )
-
-
-def tiny_stages():
-    """`TINY_STAGES` from the library's source, as timm's cfgs."""
-    source = (ROOT / "repopt_tf/models/repopt_ghostnet.py").read_text()
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and node.targets[0].id == "TINY_STAGES":
-            return [
-                [list(row) for row in stage]
-                for stage in ast.literal_eval(node.value)
-            ]
-    raise SystemExit("TINY_STAGES not found")
 
 
 FULL_SIZE = [
@@ -86,17 +77,6 @@ def key_shapes():
         print(f"{name}: {len(shapes[name])} tensors")
     with gzip.open(OUT / "timm_key_shapes.json.gz", "wt") as file:
         json.dump(shapes, file)
-
-
-def randomize(model, generator):
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.uniform_(-0.3, 0.3, generator=generator)
-                module.running_mean.uniform_(-0.5, 0.5, generator=generator)
-                module.running_var.uniform_(0.5, 2.0, generator=generator)
-    return model.eval()
 
 
 def save(model, name):
@@ -128,6 +108,7 @@ def main():
     }
     for name, model in models.items():
         randomize(model, generator)
+        model.eval()
         with torch.no_grad():
             logits[name] = model(x).numpy()
         save(model, name)

@@ -5,6 +5,9 @@ runtime, so this happens at import time of the test session.
 """
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -36,3 +39,29 @@ def _waits_for(op, tensor):
 @pytest.fixture
 def waits_for():
     return _waits_for
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small settings for export runs that check behaviour, not numbers.
+QUICK_EXPORT = (
+    "--representative=16",
+    "--eval_limit=32",
+    "--latency_runs=2",
+    "--threads=1",
+)
+
+
+def _export_cli(*args):
+    """`export_tflite.py` with `QUICK_EXPORT` settings and then `args` (a
+    later flag wins), as a finished process."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "export_tflite.py"), *QUICK_EXPORT, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def export_cli():
+    return _export_cli

@@ -155,23 +155,10 @@ def test_a_missing_tflm_kernel_is_named(tmp_path):
 
 
 @needs_micro
-def test_cli_says_in_one_line_which_op_tflm_lacks(tmp_path):
+def test_cli_says_in_one_line_which_op_tflm_lacks(tmp_path, export_cli):
     model_path = tmp_path / "gelu.keras"
     _gelu_model().save(model_path)
-    process = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "export_tflite.py"),
-            f"--model={model_path}",
-            "--representative=16",
-            "--eval_limit=32",
-            "--latency_runs=2",
-            "--threads=1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    process = export_cli(f"--model={model_path}")
     assert process.returncode == 1
     errors = [line for line in process.stderr.splitlines() if "error" in line]
     assert errors == [

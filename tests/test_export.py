@@ -200,25 +200,14 @@ def test_cli_errors_are_messages(tmp_path):
     assert "No model in" in process.stderr and "Traceback" not in process.stderr
 
 
-def _export_cli(*args):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "export_tflite.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def test_cli_exports_a_pytorch_checkpoint(tmp_path):
+def test_cli_exports_a_pytorch_checkpoint(tmp_path, export_cli):
     fixture = ROOT / "tests/fixtures/checkpoints/repvgg_tiny_train.pth"
-    process = _export_cli(
+    process = export_cli(
         f"--checkpoint={fixture}",
         "--image_size=32",
         f"--output_dir={tmp_path}",
         "--representative=32",
         "--eval_limit=64",
-        "--latency_runs=2",
-        "--threads=1",
     )
     assert process.returncode == 0, process.stderr[-2000:]
     assert "WARNING: no --data given" in process.stderr
@@ -253,9 +242,9 @@ def test_cli_exports_a_pytorch_checkpoint(tmp_path):
         ),
     ],
 )
-def test_cli_checkpoint_errors_are_messages(args, message):
+def test_cli_checkpoint_errors_are_messages(args, message, export_cli):
     fixtures = ROOT / "tests/fixtures/checkpoints"
-    process = _export_cli(*(a.format(fixtures=fixtures) for a in args))
+    process = export_cli(*(a.format(fixtures=fixtures) for a in args))
     assert process.returncode == 1
     assert message in process.stderr and "Traceback" not in process.stderr
 
@@ -417,15 +406,11 @@ def _keras_application(name, path):
 
 
 @pytest.mark.parametrize("name", ["MobileNetV2", "ResNet50"])
-def test_cli_exports_keras_applications_models(tmp_path, name):
+def test_cli_exports_keras_applications_models(tmp_path, name, export_cli):
     model = _keras_application(name, tmp_path / f"{name}.keras")
-    process = _export_cli(
+    process = export_cli(
         f"--model={tmp_path / name}.keras",
         f"--output_dir={tmp_path / 'out'}",
-        "--representative=16",
-        "--eval_limit=32",
-        "--latency_runs=2",
-        "--threads=1",
         "--deploy_images=8",
     )
     assert process.returncode == 0, process.stderr[-2000:]

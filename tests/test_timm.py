@@ -7,8 +7,6 @@ models.
 
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -222,22 +220,11 @@ def test_safetensors_reader_reads_dtypes_and_refuses_bad_files(tmp_path):
         read_state_dict(good, ema=True)
 
 
-def test_cli_exports_a_timm_safetensors_checkpoint(tmp_path):
-    process = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "export_tflite.py"),
-            f"--checkpoint={FIXTURES / 'timm_repvgg_tiny.safetensors'}",
-            "--image_size=32",
-            f"--output_dir={tmp_path}",
-            "--representative=16",
-            "--eval_limit=32",
-            "--latency_runs=2",
-            "--threads=1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+def test_cli_exports_a_timm_safetensors_checkpoint(tmp_path, export_cli):
+    process = export_cli(
+        f"--checkpoint={FIXTURES / 'timm_repvgg_tiny.safetensors'}",
+        "--image_size=32",
+        f"--output_dir={tmp_path}",
     )
     assert process.returncode == 0, process.stderr[-2000:]
     assert "timm RepVGG training form" in process.stdout

@@ -2,7 +2,7 @@
 
 Fashion-MNIST (embedded), RepOpt-VGG-S at 28x28, the 60,000 training
 images (5 % held out for per-epoch validation) and 3 epochs per stage, so the
-four stages finish in about 5 minutes on 2 CPU cores. `fashion_mnist.py` has
+four stages finish in about 4 minutes on 2 CPU cores (docs/results.md). `fashion_mnist.py` has
 the longer single-stage runs. `--config=configs/quickstart.py:ghostnet` runs
 the same stages on RepOpt-GhostNet 0.5x (baseline: RepGhostNet), about 9
 minutes here.
