@@ -18,6 +18,7 @@ from repopt_tf.checkpoints import read_state_dict
 from repopt_tf.export import check_full_integer
 from repopt_tf.export import convert_int8
 from repopt_tf.export.litert_eval import TFLiteModel
+from repopt_tf.export.litert_eval import latency
 from repopt_tf.export.litert_eval import output_agreement
 from repopt_tf.models import block_convs
 from repopt_tf.models import build_model
@@ -417,6 +418,7 @@ def test_checkpoint_mismatches_name_the_problem():
 def test_int8_export_is_fully_integer(kind):
     """Depthwise convs, the hard-sigmoid SE and the residual adds all run
     as int8 ops, and the int8 model agrees with the Keras model."""
+    keras.utils.set_random_seed(0)  # XNNPACK refuses some random nets: below
     model = build_model(GHOST, 10, (32, 32, 3), kind=kind)
     if kind == "deploy":
         model = fuse_repvgg(
@@ -437,3 +439,22 @@ def test_int8_export_is_fully_integer(kind):
     )
     assert agreement["top1_agreement"] >= 0.8
     assert agreement["relative_rmse"] < 0.1  # measured 0.017 (plain)
+
+
+def test_a_model_xnnpack_refuses_runs_on_the_builtin_kernels():
+    """This seed's untrained fused RepGhostNet has requantization scales
+    XNNPACK does not take ("failed to prepare"); LiteRT's builtin kernels
+    run it, and the export says so instead of failing."""
+    keras.utils.set_random_seed(3)
+    model = fuse_repvgg(build_model(GHOST, 10, (32, 32, 3), kind="repghost"))
+    rng = np.random.default_rng(0)
+    calibration = rng.uniform(0, 255, (32, 32, 32, 3)).astype(np.float32)
+    content = convert_int8(model, calibration)
+    fallback = TFLiteModel(content)
+    assert "failed to create XNNPACK runtime" in fallback.xnnpack_error
+    np.testing.assert_array_equal(
+        fallback(calibration, raw=True),
+        TFLiteModel(content, xnnpack=False)(calibration, raw=True),
+    )
+    timing = latency(content, calibration[0], runs=2)
+    assert timing["xnnpack"] is False

@@ -200,6 +200,15 @@ def deploy_check(
         "reference": _probe_rss(path, False),
     }
     xnnpack = TFLiteModel(content)
+    if xnnpack.xnnpack_error:
+        flags.append(
+            {
+                "kind": "xnnpack_refused",
+                "message": f"XNNPACK refuses the model ({xnnpack.xnnpack_error})"
+                ": LiteRT falls back to its slower builtin kernels",
+            }
+        )
+        log(f"deploy check: {flags[-1]['message']}")
     images_q = quantize(images, xnnpack.input_detail)
     xnnpack_raw = xnnpack(images, raw=True)
     accuracy = {
@@ -265,6 +274,8 @@ def deploy_check(
                 runs=latency_runs,
                 budget_s=10,
             )
+            if not (reference or timing["xnnpack"]):
+                name = "LiteRT builtin (XNNPACK refused)"
             timings.append({"runtime": name, **timing})
     section = {
         "ops": graph.op_inventory(),

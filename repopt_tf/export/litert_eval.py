@@ -55,13 +55,23 @@ class TFLiteModel:
             resolver = OpResolverType.AUTO
         else:
             resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        with quiet():  # LiteRT announces its XNNPACK delegate on stderr
-            self.interpreter = Interpreter(
-                model_content=model_content,
-                num_threads=num_threads,
-                experimental_op_resolver_type=resolver,
+        # Why XNNPACK refused the model (it may, on requantization scales
+        # outside its range, e.g. an untrained net's); LiteRT's builtin
+        # kernels run it instead. None: as asked.
+        self.xnnpack_error = None
+        try:
+            self.interpreter = _interpreter(
+                model_content, num_threads, resolver
             )
-            self.interpreter.allocate_tensors()
+        except RuntimeError as error:
+            if resolver != OpResolverType.AUTO or "XNNPACK" not in str(error):
+                raise
+            self.xnnpack_error = str(error).split("Node number")[0].strip()
+            self.interpreter = _interpreter(
+                model_content,
+                num_threads,
+                OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            )
         fixed = self.input_detail["shape_signature"][0]
         self._fixed_batch = int(fixed) if fixed > 0 else None
         self._batch = self._fixed_batch
@@ -103,6 +113,17 @@ class TFLiteModel:
         return self.interpreter.get_tensor(self.output_detail["index"])
 
 
+def _interpreter(model_content, num_threads, resolver):
+    with quiet():  # LiteRT announces its XNNPACK delegate on stderr
+        interpreter = Interpreter(
+            model_content=model_content,
+            num_threads=num_threads,
+            experimental_op_resolver_type=resolver,
+        )
+        interpreter.allocate_tensors()
+    return interpreter
+
+
 def tflite_outputs(model_content, dataset, log=None, total=None):
     """`(outputs (N, K), labels (N,))` over `(images, one-hot labels)` batches.
 
@@ -110,6 +131,11 @@ def tflite_outputs(model_content, dataset, log=None, total=None):
     10 % of `total` images (or every batch when the total is unknown).
     """
     model = TFLiteModel(model_content)
+    if log and model.xnnpack_error:
+        log(
+            f"XNNPACK refused the model ({model.xnnpack_error}); LiteRT's "
+            "builtin kernels run it"
+        )
     outputs, labels = [], []
     done = reported = 0
     for images, onehot in dataset:
@@ -183,11 +209,8 @@ def latency(
     model = TFLiteModel(model_content, num_threads, xnnpack, reference)
     model(np.asarray(sample, np.float32)[None])
     timing = time_invokes(model.interpreter.invoke, warmup, runs, budget_s)
-    return {
-        **timing,
-        "threads": num_threads,
-        "xnnpack": xnnpack and not reference,
-    }
+    used = xnnpack and not reference and not model.xnnpack_error
+    return {**timing, "threads": num_threads, "xnnpack": used}
 
 
 def machine_info():
