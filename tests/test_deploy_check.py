@@ -42,7 +42,7 @@ def _images(count, size=28, channels=1, seed=0):
 def tiny_int8(tmp_path_factory):
     keras.utils.set_random_seed(0)
     model = build_model("repopt_vgg_tiny", 10, (28, 28, 1))
-    device, _ = device_model(model, 1, fold_padding="peak", dense_as_conv=True)
+    device, _ = device_model(model, 1, fold_padding="peak", conv_ops=True)
     path = tmp_path_factory.mktemp("tiny") / "model_int8.tflite"
     path.write_bytes(convert_int8(device, _images(32)))
     return path
@@ -309,16 +309,18 @@ def test_peak_folding_lowers_the_activation_peak():
         device_model(model, fold_padding="some")
 
 
-def test_dense_as_conv_is_the_same_function():
+def test_conv_ops_are_the_same_function():
     model = build_model("repopt_vgg_tiny", 10, (28, 28, 1))
     model.get_layer("classifier").bias.assign(np.linspace(-1, 1, 10))
-    twin, _ = device_model(model, dense_as_conv=True)
+    twin, _ = device_model(model, conv_ops=True)
     images = _images(4)
     np.testing.assert_allclose(
         twin.predict(images, verbose=0),
         model.predict(images, verbose=0),
         rtol=1e-5,
-        atol=1e-6,
+        atol=1e-5,
     )
     ops = [op.name for op in TFLiteGraph(convert_float32(twin)).ops]
+    # Rescaling -> one depthwise conv, no MUL + ADD; Dense -> conv.
+    assert ops[0] == "DEPTHWISE_CONV_2D" and "MUL" not in ops
     assert "FULLY_CONNECTED" not in ops and ops[-2:] == ["CONV_2D", "RESHAPE"]

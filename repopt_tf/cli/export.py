@@ -84,11 +84,12 @@ flags.DEFINE_enum(
     "'all' everywhere (more weights and MACs, less arena).",
 )
 flags.DEFINE_bool(
-    "dense_as_conv",
+    "conv_ops",
     True,
-    "Convert Dense layers as 1x1 CONV_2D, which TFLite Micro and LiteRT's "
-    "reference kernels compute bit for bit alike (their FULLY_CONNECTED "
-    "kernels round differently by up to 1 LSB).",
+    "Convert Dense layers as 1x1 CONV_2D and the input Rescaling as a 1x1 "
+    "DEPTHWISE_CONV_2D: TFLite Micro computes them bit for bit like LiteRT's "
+    "reference kernels (their FULLY_CONNECTED kernels round differently) "
+    "and XNNPACK runs them faster than MUL + ADD.",
 )
 flags.DEFINE_bool(
     "deploy_check",
@@ -182,7 +183,7 @@ def main(argv):
             measure_top1=measure_top1,
             batch_size=FLAGS.batch_size or None,
             fold_padding=FLAGS.fold_padding,
-            dense_as_conv=FLAGS.dense_as_conv,
+            conv_ops=FLAGS.conv_ops,
             run_micro=FLAGS.deploy_check,
             deploy_images=FLAGS.deploy_images,
         )

@@ -50,7 +50,7 @@ def export_model(
     measure_top1=True,
     batch_size=None,
     fold_padding="none",
-    dense_as_conv=True,
+    conv_ops=True,
     run_micro=None,
     deploy_images=500,
 ):
@@ -62,7 +62,7 @@ def export_model(
     `measure_top1`: off when the data is a stand-in); int8-vs-fp32 agreement
     (`output_agreement`) always. `crop_fraction`: see `make_dataset` (0.875
     for ImageNet checkpoints). `batch_size` (a fixed input batch, None:
-    dynamic), `fold_padding` and `dense_as_conv` convert the model's device
+    dynamic), `fold_padding` and `conv_ops` convert the model's device
     form (`device_model`). The deploy check (`deploy_check`, TFLM when
     `run_micro` allows) runs on the first `deploy_images` test images (0:
     all).
@@ -91,9 +91,7 @@ def export_model(
             "its preprocessing inside the model so the .tflite takes camera "
             "pixels"
         )
-    device, folded = device_model(
-        model, batch_size, fold_padding, dense_as_conv
-    )
+    device, folded = device_model(model, batch_size, fold_padding, conv_ops)
     if folded:
         log(f"padding folded into 'same' convs: {', '.join(folded)}")
     output_dir = Path(output_dir)
@@ -199,7 +197,7 @@ def export_model(
             "batch_size": batch_size,
             "fold_padding": fold_padding,
             "folded_convs": folded,
-            "dense_as_conv": dense_as_conv,
+            "conv_ops": conv_ops,
         },
         "sizes_bytes": {"fp32": len(fp32), "int8": len(int8)},
         "accuracy": accuracy,

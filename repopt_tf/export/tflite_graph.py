@@ -70,6 +70,16 @@ class Tensor:
         return count * _TYPE_BITS.get(self.dtype, 32) // 8
 
 
+_PADDINGS = {v: k for k, v in vars(schema.Padding).items() if k.isupper()}
+_ACTIVATIONS = {
+    v: k for k, v in vars(schema.ActivationFunctionType).items() if k.isupper()
+}
+_CONV_OPTIONS = {
+    "CONV_2D": schema.Conv2DOptions,
+    "DEPTHWISE_CONV_2D": schema.DepthwiseConv2DOptions,
+}
+
+
 @dataclass(frozen=True)
 class Op:
     index: int
@@ -77,6 +87,25 @@ class Op:
     version: int
     inputs: tuple  # tensor indices, -1 for an omitted optional input
     outputs: tuple
+    # CONV_2D / DEPTHWISE_CONV_2D: padding, (stride h, w), fused activation
+    options: tuple = ()
+
+
+def _conv_options(op, name):
+    """`(padding, (stride_h, stride_w), activation)` of a conv op, else ()."""
+    kind = _CONV_OPTIONS.get(name)
+    table = op.BuiltinOptions()
+    if kind is None or table is None:
+        return ()
+    options = kind()
+    options.Init(table.Bytes, table.Pos)
+    return (
+        _PADDINGS.get(options.Padding(), options.Padding()),
+        (options.StrideH(), options.StrideW()),
+        _ACTIVATIONS.get(
+            options.FusedActivationFunction(), options.FusedActivationFunction()
+        ),
+    )
 
 
 class TFLiteGraph:
@@ -112,6 +141,7 @@ class TFLiteGraph:
                     code.Version(),
                     tuple(int(t) for t in op.InputsAsNumpy()),
                     tuple(int(t) for t in op.OutputsAsNumpy()),
+                    _conv_options(op, name),
                 )
             )
         self.inputs = tuple(int(t) for t in graph.InputsAsNumpy())

@@ -1,0 +1,307 @@
+"""int8 on the device: this library's export against the path users take
+today, torch -> ONNX -> onnx2tf, on the same checkpoint.
+
+    python benchmarks/vs_onnx2tf.py --torch_python=/tmp/timmenv/bin/python \\
+        --onnx2tf_python=/tmp/o2tfenv/bin/python
+
+The other side runs in throwaway environments (never dependencies of this
+library): `--torch_python` with torch, timm and onnx; `--onnx2tf_python`
+with onnx2tf and its pinned TensorFlow (they may be the same). Steps, in a
+work folder (`--workdir`):
+
+1. here: calibration and evaluation images (Fashion-MNIST resized to
+   224x224 RGB, raw pixels) as `.npy`;
+2. torch side (`--torch_side=DIR`): timm's `repvgg_a0` with random weights
+   and BN statistics (seeded) saved as `repvgg_a0.safetensors` (training
+   form), reparameterized by timm, exported to ONNX (batch 1), and its fp32
+   logits on the evaluation images;
+3. onnx2tf side (`--onnx2tf_side=DIR`): `onnx2tf -oiqt` with the same
+   calibration images (normalised with ImageNet's mean and std, as the ONNX
+   model expects) -> `*_full_integer_quant.tflite` (int8 I/O);
+4. here: the same `.safetensors` through `export_tflite`'s path
+   (`model_from_checkpoint`, fused, batch 1, `conv_ops`; `--fold_padding`
+   as given), then the two graphs op by op (PAD, CONV_2D padding / stride /
+   fused activation), their sizes, their latency with XNNPACK at each thread
+   count in interleaved windows (min / median / max, and the ratio), and
+   their fidelity to torch's fp32 logits.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CHECKPOINT = "repvgg_a0.safetensors"
+
+
+def torch_side(folder):
+    """Step 2, in the torch environment (no repopt_tf here)."""
+    import numpy as np
+    import timm
+    import torch
+    from safetensors.torch import save_file
+    from timm.utils.model import reparameterize_model
+
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    model = timm.create_model("repvgg_a0", pretrained=False).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.uniform_(-0.3, 0.3, generator=generator)
+                module.running_mean.uniform_(-0.2, 0.2, generator=generator)
+                module.running_var.uniform_(0.5, 2.0, generator=generator)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / CHECKPOINT), metadata={"format": "pt"})
+    deploy = reparameterize_model(model)
+    images = np.load(folder / "eval.npy")
+    x = torch.from_numpy(_normalised(images)).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        np.save(folder / "torch_logits.npy", deploy(x).numpy())
+    torch.onnx.export(
+        deploy,
+        x[:1],
+        str(folder / "repvgg_a0.onnx"),
+        input_names=["input"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamo=False,
+    )
+
+
+def onnx2tf_side(folder):
+    """Step 3, in the onnx2tf environment."""
+    import numpy as np
+
+    calibration = (np.load(folder / "calibration.npy") / 255.0).astype(
+        "float32"
+    )
+    np.save(folder / "calibration01.npy", calibration)
+    # onnx2tf checks its conversion on 20 sample images it downloads unless
+    # this file is in its working folder: ours, at its 128x128.
+    rows = np.arange(128) * calibration.shape[1] // 128
+    np.save(
+        folder / "calibration_image_sample_data_20x128x128x3_float32.npy",
+        calibration[:20][:, rows][:, :, rows],
+    )
+    bin_dir = str(Path(sys.executable).parent)  # onnx2tf calls onnxsim
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ.get('PATH', '')}")
+    subprocess.run(
+        [
+            str(Path(sys.executable).with_name("onnx2tf")),
+            "-i",
+            str(folder / "repvgg_a0.onnx"),
+            "-o",
+            str(folder / "onnx2tf"),
+            "-oiqt",
+            "-cind",
+            "input",
+            str(folder / "calibration01.npy"),
+            json.dumps([[[list(MEAN)]]]),
+            json.dumps([[[list(STD)]]]),
+        ],
+        check=True,
+        cwd=folder,
+        env=env,
+    )
+
+
+def _normalised(images):
+    import numpy as np
+
+    return ((images / 255.0 - np.array(MEAN)) / np.array(STD)).astype("float32")
+
+
+def main():
+    if "--torch_side" in sys.argv:
+        return torch_side(Path(sys.argv[sys.argv.index("--torch_side") + 1]))
+    if "--onnx2tf_side" in sys.argv:
+        return onnx2tf_side(
+            Path(sys.argv[sys.argv.index("--onnx2tf_side") + 1])
+        )
+    from absl import app
+
+    app.run(compare)
+
+
+def compare(argv):
+    """Steps 1 and 4 (this library's environment)."""
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import numpy as np
+    from absl import flags
+
+    from repopt_tf.checkpoints import model_from_checkpoint
+    from repopt_tf.data import load_source
+    from repopt_tf.data import representative_images
+    from repopt_tf.export import convert_int8
+    from repopt_tf.export.device_model import device_model
+    from repopt_tf.export.litert_eval import TFLiteModel
+    from repopt_tf.export.litert_eval import machine_info
+    from repopt_tf.export.litert_eval import output_agreement
+    from repopt_tf.export.litert_eval import quantize
+    from repopt_tf.export.litert_eval import time_invokes
+    from repopt_tf.export.tflite_graph import TFLiteGraph
+
+    FLAGS = flags.FLAGS
+    folder = Path(FLAGS.workdir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    train = load_source("fashion_mnist", "train")
+    test = load_source("fashion_mnist", "test", limit=FLAGS.images)
+    calibration = representative_images(
+        train, 224, FLAGS.calibration, channels=3
+    )
+    evaluation = representative_images(test, 224, FLAGS.images, channels=3)
+    np.save(folder / "calibration.npy", calibration)
+    np.save(folder / "eval.npy", evaluation)
+    script = str(Path(__file__).resolve())
+    for python, side in (
+        (FLAGS.torch_python, "--torch_side"),
+        (FLAGS.onnx2tf_python, "--onnx2tf_side"),
+    ):
+        print(f"[vs_onnx2tf] {side[2:]} with {python}", flush=True)
+        subprocess.run([python, script, side, str(folder)], check=True)
+    theirs = next((folder / "onnx2tf").glob("*_full_integer_quant.tflite"))
+    model, _ = model_from_checkpoint(folder / CHECKPOINT, fuse=True)
+    device, folded = device_model(model, 1, FLAGS.fold_padding, conv_ops=True)
+    ours = convert_int8(device, calibration)
+    (folder / "ours_int8.tflite").write_bytes(ours)
+    files = {"this library": ours, "onnx2tf": theirs.read_bytes()}
+    inputs = {"this library": evaluation, "onnx2tf": _normalised(evaluation)}
+
+    reference = np.load(folder / "torch_logits.npy")
+    lines = [
+        f"Machine: {machine_info()['cpu']}; flags: {_cpu_flags()}; "
+        f"TF {machine_info()['tensorflow']}, LiteRT "
+        f"{machine_info()['ai_edge_litert']}. Folded convs: {folded or 'none'}.",
+        "",
+        "| export | .tflite KB | ops | PAD | CONV_2D SAME / VALID | "
+        "fused ReLU | int8 vs torch fp32: top-1 agreement | relative RMSE |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    graphs = {}
+    for name, content in files.items():
+        graph = graphs[name] = TFLiteGraph(content)
+        convs = [op for op in graph.ops if op.name == "CONV_2D"]
+        outputs = TFLiteModel(content)(inputs[name])
+        agreement = output_agreement(reference, outputs)
+        lines.append(
+            f"| {name} | {len(content) / 1024:.0f} | {len(graph.ops)} | "
+            f"{sum(op.name == 'PAD' for op in graph.ops)} | "
+            f"{sum(op.options[0] == 'SAME' for op in convs)} / "
+            f"{sum(op.options[0] == 'VALID' for op in convs)} | "
+            f"{sum(op.options[2] == 'RELU' for op in convs)} | "
+            f"{agreement['top1_agreement']:.4f} | "
+            f"{agreement['relative_rmse']:.4f} |"
+        )
+    lines += ["", "Ops in order (CONV_2D: padding, stride):", ""]
+    for name, graph in graphs.items():
+        lines.append(
+            f"- {name}: " + ", ".join(_op_label(op) for op in graph.ops)
+        )
+    lines += [
+        "",
+        "Latency, batch 1, XNNPACK, ms over interleaved windows (min / median / max):",
+        "",
+        "| threads | this library | onnx2tf | ours / theirs (median) |",
+        "| --- | --- | --- | --- |",
+    ]
+    # onnx2tf's model takes normalised input: the app normalises and
+    # quantizes each frame, which ours does inside the graph.
+    detail = TFLiteModel(files["onnx2tf"]).input_detail
+    frame = evaluation[0]
+
+    def app_preprocessing():
+        quantize(_normalised(frame), detail)
+
+    preprocessing = time_invokes(app_preprocessing, warmup=2, runs=50)
+    for threads in FLAGS.threads:
+        runners = {
+            name: TFLiteModel(content, num_threads=int(threads))
+            for name, content in files.items()
+        }
+        for name, runner in runners.items():
+            runner(inputs[name][:1])  # set the input once
+        windows = {name: [] for name in runners}
+        for _ in range(FLAGS.windows):
+            for name, runner in runners.items():
+                timing = time_invokes(
+                    runner.interpreter.invoke, warmup=2, runs=FLAGS.runs
+                )
+                windows[name].append(timing["median_ms"])
+        ours_ms, theirs_ms = windows["this library"], windows["onnx2tf"]
+        lines.append(
+            f"| {threads} | {_spread(ours_ms)} | {_spread(theirs_ms)} | "
+            f"{np.median(ours_ms) / np.median(theirs_ms):.2f} |"
+        )
+    lines += [
+        "",
+        f"The onnx2tf model's input normalisation and quantization in numpy "
+        f"(one 224x224x3 frame, the app's work) takes "
+        f"{preprocessing['median_ms']:.2f} ms more per frame.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if FLAGS.output:
+        Path(FLAGS.output).write_text(text + "\n")
+
+
+def _op_label(op):
+    if op.name == "CONV_2D":
+        padding, stride, _ = op.options
+        return f"CONV_2D({padding[0]}{stride[0]})"
+    return op.name
+
+
+def _spread(values):
+    import numpy as np
+
+    return f"{min(values):.2f} / {np.median(values):.2f} / {max(values):.2f}"
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16")
+                    wanted += ("amx_int8", "amx_bf16")
+                    found = set(line.split(":", 1)[1].split())
+                    return " ".join(w for w in wanted if w in found)
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    if not any(side in sys.argv for side in ("--torch_side", "--onnx2tf_side")):
+        from absl import flags
+
+        flags.DEFINE_string(
+            "torch_python", sys.executable, "Python with torch, timm, onnx."
+        )
+        flags.DEFINE_string(
+            "onnx2tf_python", sys.executable, "Python with onnx2tf."
+        )
+        flags.DEFINE_string("workdir", "runs/vs_onnx2tf", "Work folder.")
+        flags.DEFINE_string("output", None, "Also write the tables here.")
+        flags.DEFINE_integer(
+            "calibration", 100, "Calibration images.", lower_bound=1
+        )
+        flags.DEFINE_integer("images", 100, "Evaluation images.", lower_bound=1)
+        flags.DEFINE_list("threads", ["1", "2"], "XNNPACK thread counts.")
+        flags.DEFINE_integer(
+            "windows", 5, "Interleaved windows.", lower_bound=1
+        )
+        flags.DEFINE_integer("runs", 20, "Invokes per window.", lower_bound=1)
+        flags.DEFINE_enum(
+            "fold_padding",
+            "none",
+            ["none", "peak", "all"],
+            "Our export's --fold_padding.",
+        )
+    main()
