@@ -139,7 +139,7 @@ def compare(argv):
     from repopt_tf.data import load_source
     from repopt_tf.data import representative_images
     from repopt_tf.export import convert_int8
-    from repopt_tf.export.device_model import device_model
+    from repopt_tf.export.device_form import device_model
     from repopt_tf.export.litert_eval import TFLiteModel
     from repopt_tf.export.litert_eval import machine_info
     from repopt_tf.export.litert_eval import output_agreement

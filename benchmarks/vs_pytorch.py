@@ -1,23 +1,33 @@
-"""Training speed side by side: this library vs a PyTorch implementation.
+"""Training speed, best setting against best setting: this library vs PyTorch.
 
-The same RepOpt-VGG variant, batch and input, trained four ways in one
-process, with alternating timed windows after a warm-up:
+The same RepOpt-VGG variant, batch and input, trained in one process with
+alternating timed windows after a warm-up, every framework at each of its
+settings:
 
 - Keras RepOpt-VGG: `build_model(kind="plain")` + RepOptSGD with Grad Mults,
-- Keras RepVGG: `build_model(kind="repvgg")` + the same SGD rule, no mults,
-- PyTorch RepOpt-VGG: the plain net in torch (NCHW, as its users write it)
-  + `torch.optim.SGD` with the gradients multiplied by the same Grad Mults
-  before the step (the reference RepOptimizerSGD's rule: `g * M`, then
-  coupled L2, momentum, Nesterov),
-- PyTorch RepVGG: the 3x3 + 1x1 + identity form with the same SGD.
+  and Keras RepVGG: `build_model(kind="repvgg")` + the same SGD rule, each
+  at every `--precisions` (float32; `bfloat16` = Keras's `mixed_bfloat16`),
+  TF at `--tf_threads` (a process setting: run once per value);
+- PyTorch RepOpt-VGG and RepVGG: with `--reference=CHECKOUT` the authors'
+  own code (DingXiaoH/RepOptimizers: `RepOptVGG` in modes target and repvgg,
+  `RepOptimizerSGD` with the same Grad Mults), else nets written here with
+  `torch.optim.SGD` and the mults applied to the gradients (the same rule),
+  NCHW (and `--channels_last`), at every precision (`bfloat16`:
+  `torch.autocast("cpu", torch.bfloat16)`) and `--torch_threads` count.
 
-Prints img/s for all four (median, min, max over windows) and, per window,
-the ratios Keras/PyTorch for each form and RepOpt/RepVGG in each framework.
-Needs torch (`pip install '.[bench]'`); never needed by the tests.
+Prints img/s for every setting (median, min, max over windows), the best
+setting of each framework and form, and the ratios best Keras / best
+PyTorch per form, float32 against float32, and RepOpt / RepVGG per
+framework at its best, with the CPU model and flags. Needs torch
+(`pip install '.[bench]'`); never needed by the tests.
 
     python benchmarks/vs_pytorch.py --model=repopt_vgg_s --batch=128
+    python benchmarks/vs_pytorch.py --model=repopt_vgg_a0 --image_size=224 --batch=32 \
+        --reference=/path/to/RepOptimizers --steps=2 --windows=3
 """
 
+import contextlib
+import io
 import os
 import statistics
 import sys
@@ -37,10 +47,18 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("windows", 5, "Timed windows per form.", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps per form.", lower_bound=1)
 flags.DEFINE_integer(
-    "threads",
-    0,
-    "Threads for both frameworks (0: their defaults).",
-    lower_bound=0,
+    "tf_threads", 0, "TensorFlow's threads (0: its default).", lower_bound=0
+)
+flags.DEFINE_list(
+    "torch_threads", ["0"], "PyTorch thread counts to race (0: its default)."
+)
+flags.DEFINE_list(
+    "precisions", ["float32", "bfloat16"], "float32 and/or bfloat16."
+)
+flags.DEFINE_string(
+    "reference",
+    None,
+    "A DingXiaoH/RepOptimizers checkout: race its model and optimizer code.",
 )
 flags.DEFINE_bool(
     "channels_last", False, "PyTorch: channels_last memory format."
@@ -97,34 +115,86 @@ def torch_model(torch, spec, form, num_classes=10):
     return Net()
 
 
-class TorchTrainer:
-    """`train_on_batch` for a torch model: forward, backward, mults, step."""
+def reference_model(torch, spec, form, num_classes=10):
+    """The authors' `RepOptVGG` (mode target or repvgg) at `spec`'s shape,
+    behind our raw-pixel normalisation."""
+    sys.path[:0] = [
+        FLAGS.reference,
+        str(Path(FLAGS.reference) / "repoptimizer"),
+    ]
+    from repoptvgg_model import RepOptVGG
 
-    def __init__(self, torch, model, images, labels, mults=None):
-        self.torch = torch
+    widths = [w / base for w, base in zip(spec["widths"], (64, 128, 256, 512))]
+    net = RepOptVGG(
+        list(spec["blocks"]),
+        num_classes,
+        widths,
+        mode="target" if form == "repopt" else "repvgg",
+    )
+
+    class Normalised(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
+
+        def forward(self, x):
+            return self.net((x / 255.0 - self.mean) / self.std)
+
+    return Normalised()
+
+
+class TorchTrainer:
+    """`train_on_batch` for a torch model: forward (under bf16 autocast for
+    `precision="bfloat16"`), backward, Grad Mults, step, with `threads`."""
+
+    def __init__(self, torch, model, images, labels, mults, precision, threads):
+        self.torch, self.threads = torch, threads
         self.model = model.train()
         if FLAGS.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
             images = images.contiguous(memory_format=torch.channels_last)
         self.images, self.labels = images, labels
-        self.optimizer = torch.optim.SGD(
-            model.parameters(),
-            lr=0.01,
-            momentum=0.9,
-            nesterov=True,
-            weight_decay=4e-5,
-        )
+        settings = dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=4e-5)
         self.mults = mults or []
+        if FLAGS.reference:  # the authors' optimizer applies the mults
+            from repoptimizer_sgd import RepOptimizerSGD
+
+            with contextlib.redirect_stdout(io.StringIO()):  # its banner
+                self.optimizer = RepOptimizerSGD(
+                    dict(self.mults), model.parameters(), **settings
+                )
+            self.mults = []
+        else:
+            self.optimizer = torch.optim.SGD(model.parameters(), **settings)
+        self.autocast = precision == "bfloat16"
         self.loss = torch.nn.CrossEntropyLoss()
 
     def train_on_batch(self, *unused):
         del unused
+        torch = self.torch
+        torch.set_num_threads(self.threads)
         self.optimizer.zero_grad(set_to_none=True)
-        self.loss(self.model(self.images), self.labels).backward()
-        with self.torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            loss = self.loss(self.model(self.images), self.labels)
+        loss.backward()
+        with torch.no_grad():
             for parameter, mult in self.mults:
                 parameter.grad.mul_(mult)
         self.optimizer.step()
+
+
+def _torch_convs(torch, net):
+    """The block 3x3 kernels in model order (ours: `blocks`; the authors'
+    target model: each block's `conv`)."""
+    return [
+        module.weight
+        for name, module in net.named_modules()
+        if isinstance(module, torch.nn.Conv2d)
+        and module.kernel_size == (3, 3)
+        and not name.endswith("conv_3x3")
+    ]
 
 
 def main(argv):
@@ -140,10 +210,9 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    if FLAGS.threads:
-        torch.set_num_threads(FLAGS.threads)
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    if FLAGS.tf_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.tf_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.tf_threads)
     from repopt_tf.models import VARIANTS
 
     if FLAGS.model not in VARIANTS:
@@ -151,69 +220,135 @@ def main(argv):
             f"--model: {FLAGS.model!r} is not a RepOpt-VGG variant: "
             f"{', '.join(sorted(VARIANTS))}."
         )
+    unknown = set(FLAGS.precisions) - {"float32", "bfloat16"}
+    if unknown or not FLAGS.precisions:
+        raise app.UsageError(
+            f"--precisions: float32 and/or bfloat16, got {unknown}."
+        )
+    default_threads = torch.get_num_threads()
+    torch_threads = [int(t) or default_threads for t in FLAGS.torch_threads]
     spec = VARIANTS[FLAGS.model]
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (FLAGS.batch, *shape)).astype(np.float32)
     labels = rng.integers(0, 10, FLAGS.batch)
     keras_batch = (tf.constant(images), tf.one_hot(labels, 10))
+    torch_images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    build_torch = reference_model if FLAGS.reference else torch_model
 
     runners = {}
-    for form in ("repopt", "repvgg"):
-        model = compiled_form(FLAGS.model, form, shape)
-        runners[f"keras_{form}"] = model
-        net = torch_model(torch, spec, form)
-        torch_mults = None
-        if form == "repopt":
-            convs = [b.conv.weight for b in net.blocks]
-            torch_mults = [
-                (w, torch.from_numpy(m.transpose(3, 2, 0, 1).copy()))
-                for w, m in zip(convs, model.optimizer.grad_mults.values())
-            ]
-        runners[f"torch_{form}"] = TorchTrainer(
-            torch,
-            net,
-            torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
-            torch.from_numpy(labels),
-            torch_mults,
+    for precision in FLAGS.precisions:
+        keras.mixed_precision.set_global_policy(
+            "mixed_bfloat16" if precision == "bfloat16" else "float32"
         )
+        for form in ("repopt", "repvgg"):
+            model = compiled_form(FLAGS.model, form, shape)
+            runners[f"keras_{form}_{precision}"] = model
+            mults = None
+            if form == "repopt":
+                mults = [
+                    m.transpose(3, 2, 0, 1).copy()
+                    for m in model.optimizer.grad_mults.values()
+                ]
+            for threads in torch_threads:
+                torch.manual_seed(0)
+                net = build_torch(torch, spec, form)
+                pairs = None
+                if mults is not None:
+                    pairs = [
+                        (w, torch.from_numpy(m))
+                        for w, m in zip(_torch_convs(torch, net), mults)
+                    ]
+                runners[f"torch_{form}_{precision}_t{threads}"] = TorchTrainer(
+                    torch,
+                    net,
+                    torch_images,
+                    torch.from_numpy(labels),
+                    pairs,
+                    precision,
+                    threads,
+                )
+    keras.mixed_precision.set_global_policy("float32")
     seconds = alternating_step_times(
         runners, keras_batch, FLAGS.warmup, FLAGS.windows, FLAGS.steps
     )
+    report(seconds, tf, keras, torch)
 
-    cpu = "unknown CPU"
+
+def report(seconds, tf, keras, torch):
+    cpu, cpu_flags = "unknown CPU", ""
     if Path("/proc/cpuinfo").exists():
+        text = open("/proc/cpuinfo").read().splitlines()
         names = [
             line.split(":", 1)[1].strip()
-            for line in open("/proc/cpuinfo")
+            for line in text
             if line.startswith("model name")
         ]
         cpu = f"{names[0]} x{len(names)}" if names else cpu
+        found = next(
+            (
+                line.split(":", 1)[1].split()
+                for line in text
+                if line.startswith("flags")
+            ),
+            [],
+        )
+        cpu_flags = " ".join(
+            f
+            for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
+            if f in found
+        )
     print(
         f"{FLAGS.model}, batch {FLAGS.batch}, {FLAGS.image_size}x"
         f"{FLAGS.image_size}x3, {FLAGS.windows} windows x {FLAGS.steps} steps; "
-        f"{cpu}; TF {tf.__version__}, Keras {keras.__version__}, torch "
-        f"{torch.__version__} ({torch.get_num_threads()} threads"
-        f"{', channels_last' if FLAGS.channels_last else ''})"
+        f"{cpu} ({cpu_flags}); TF {tf.__version__} ({FLAGS.tf_threads or 'default'} "
+        f"threads), Keras {keras.__version__}, torch {torch.__version__}"
+        f"{', channels_last' if FLAGS.channels_last else ''}; PyTorch side: "
+        f"{'the authors code' if FLAGS.reference else 'written here'}"
     )
-    for name in runners:
+    print("| setting | img/s median | min | max |")
+    print("| --- | --- | --- | --- |")
+    for name in seconds:
         rates = sorted(FLAGS.batch / s for s in seconds[name])
         print(
-            f"{name:>14}: {statistics.median(rates):8.1f} img/s "
-            f"(min {rates[0]:.1f}, max {rates[-1]:.1f})"
+            f"| {name} | {statistics.median(rates):.1f} | {rates[0]:.1f} | "
+            f"{rates[-1]:.1f} |"
+        )
+
+    def best(prefix):
+        return min(
+            (n for n in seconds if n.startswith(prefix)),
+            key=lambda n: statistics.median(seconds[n]),
         )
 
     def ratio(label, faster, slower):
         values = sorted(b / a for a, b in zip(seconds[faster], seconds[slower]))
         print(
-            f"ratio {label}: median {statistics.median(values):.2f} "
-            f"(min {values[0]:.2f}, max {values[-1]:.2f})"
+            f"ratio {label} ({faster} vs {slower}): median "
+            f"{statistics.median(values):.2f} (min {values[0]:.2f}, max "
+            f"{values[-1]:.2f})"
         )
 
-    ratio("Keras/PyTorch, RepOpt-VGG", "keras_repopt", "torch_repopt")
-    ratio("Keras/PyTorch, RepVGG", "keras_repvgg", "torch_repvgg")
-    ratio("RepOpt/RepVGG, Keras", "keras_repopt", "keras_repvgg")
-    ratio("RepOpt/RepVGG, PyTorch", "torch_repopt", "torch_repvgg")
+    for form, label in (("repopt", "RepOpt-VGG"), ("repvgg", "RepVGG")):
+        ratio(
+            f"Keras/PyTorch, {label}, best",
+            best(f"keras_{form}"),
+            best(f"torch_{form}"),
+        )
+        if "float32" in FLAGS.precisions:
+            ratio(
+                f"Keras/PyTorch, {label}, float32",
+                best(f"keras_{form}_float32"),
+                best(f"torch_{form}_float32"),
+            )
+    ratio(
+        "RepOpt/RepVGG, Keras, best", best("keras_repopt"), best("keras_repvgg")
+    )
+    ratio(
+        "RepOpt/RepVGG, PyTorch, best",
+        best("torch_repopt"),
+        best("torch_repvgg"),
+    )
 
 
 if __name__ == "__main__":

@@ -198,20 +198,19 @@ def test_vs_pytorch_prints_four_rates_and_ratios():
         "--windows=2",
         "--warmup=1",
     )
-    for name in (
-        "keras_repopt",
-        "torch_repopt",
-        "keras_repvgg",
-        "torch_repvgg",
-    ):
-        assert re.search(rf"{name}: +[\d.]+ img/s", out)
+    for name in ("keras_repopt", "keras_repvgg"):
+        for precision in ("float32", "bfloat16"):
+            assert re.search(rf"\| {name}_{precision} \| [\d.]+ \|", out)
+    for name in ("torch_repopt", "torch_repvgg"):
+        assert re.search(rf"\| {name}_bfloat16_t\d+ \| [\d.]+ \|", out)
     for label in (
-        "Keras/PyTorch, RepOpt-VGG",
-        "Keras/PyTorch, RepVGG",
-        "RepOpt/RepVGG, Keras",
-        "RepOpt/RepVGG, PyTorch",
+        "Keras/PyTorch, RepOpt-VGG, best",
+        "Keras/PyTorch, RepOpt-VGG, float32",
+        "Keras/PyTorch, RepVGG, best",
+        "RepOpt/RepVGG, Keras, best",
+        "RepOpt/RepVGG, PyTorch, best",
     ):
-        assert re.search(rf"ratio {label}: median [\d.]+", out)
+        assert re.search(rf"ratio {label} \(.*\): median [\d.]+", out)
 
 
 def test_edge_latency_prints_fp32_int8_table():

@@ -18,11 +18,11 @@ from ai_edge_litert import schema_py_generated as schema
 from repopt_tf.export import convert_float32
 from repopt_tf.export import convert_int8
 from repopt_tf.export import micro
-from repopt_tf.export.deploy_check import deploy_check
-from repopt_tf.export.deploy_check import deploy_markdown
-from repopt_tf.export.device_model import device_model
-from repopt_tf.export.device_model import fold_candidates
-from repopt_tf.export.device_model import same_kernel_size
+from repopt_tf.export.deploy import deploy_check
+from repopt_tf.export.deploy import deploy_markdown
+from repopt_tf.export.device_form import device_model
+from repopt_tf.export.device_form import fold_candidates
+from repopt_tf.export.device_form import same_kernel_size
 from repopt_tf.export.litert_eval import TFLiteModel
 from repopt_tf.export.tflite_graph import TFLiteGraph
 from repopt_tf.models import build_model
@@ -321,6 +321,7 @@ def test_conv_ops_are_the_same_function():
         atol=1e-5,
     )
     ops = [op.name for op in TFLiteGraph(convert_float32(twin)).ops]
-    # Rescaling -> one depthwise conv, no MUL + ADD; Dense -> conv.
-    assert ops[0] == "DEPTHWISE_CONV_2D" and "MUL" not in ops
+    # Rescaling -> a depthwise conv over an (H, 1, W*C) view, no MUL + ADD.
+    assert ops[:3] == ["RESHAPE", "DEPTHWISE_CONV_2D", "RESHAPE"]
+    assert "MUL" not in ops
     assert "FULLY_CONNECTED" not in ops and ops[-2:] == ["CONV_2D", "RESHAPE"]

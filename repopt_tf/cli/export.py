@@ -26,7 +26,7 @@ from repopt_tf.cli import run_main
 from repopt_tf.cli.flag_checks import check_positive_integers
 from repopt_tf.cli.run_flags import define_run_flags
 from repopt_tf.cli.run_flags import load_trained_model
-from repopt_tf.export.device_model import FOLD_MODES
+from repopt_tf.export.device_form import FOLD_MODES
 
 define_run_flags()
 flags.DEFINE_string(
@@ -122,7 +122,7 @@ def main(argv):
     threads = [int(t) for t in FLAGS.threads]
     from repopt_tf.checkpoints import model_from_checkpoint
     from repopt_tf.export import export_model
-    from repopt_tf.export.deploy_check import deploy_summary
+    from repopt_tf.export.deploy import deploy_summary
     from repopt_tf.export.runs import load_export_data
     from repopt_tf.quiet import quiet_logs
 

@@ -3,8 +3,8 @@ diagnostics, and the deploy check (TFLite Micro, memory bill)."""
 
 from repopt_tf.export.convert import convert_float32
 from repopt_tf.export.convert import convert_int8
-from repopt_tf.export.deploy_check import deploy_check
-from repopt_tf.export.device_model import device_model
+from repopt_tf.export.deploy import deploy_check
+from repopt_tf.export.device_form import device_model
 from repopt_tf.export.diagnostics import kernel_statistics
 from repopt_tf.export.diagnostics import layer_quantization_error
 from repopt_tf.export.litert_eval import TFLiteModel

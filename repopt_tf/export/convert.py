@@ -10,7 +10,7 @@ folded into the convs by the converter; weights are quantized per channel.
 import numpy as np
 import tensorflow as tf
 
-from repopt_tf.export.device_model import rebuild
+from repopt_tf.export.device_form import rebuild
 from repopt_tf.quiet import quiet
 
 

@@ -20,9 +20,9 @@ from repopt_tf.evaluation import keras_accuracy
 from repopt_tf.export.convert import convert_float32
 from repopt_tf.export.convert import convert_int8
 from repopt_tf.export.convert import float32_model
-from repopt_tf.export.deploy_check import deploy_check
-from repopt_tf.export.deploy_check import deploy_markdown
-from repopt_tf.export.device_model import device_model
+from repopt_tf.export.deploy import deploy_check
+from repopt_tf.export.deploy import deploy_markdown
+from repopt_tf.export.device_form import device_model
 from repopt_tf.export.diagnostics import deploy_kernels
 from repopt_tf.export.diagnostics import kernel_histograms
 from repopt_tf.export.diagnostics import kernel_statistics
