@@ -30,6 +30,7 @@ from repopt_tf.export import convert_float32  # noqa: E402
 from repopt_tf.export import convert_int8  # noqa: E402
 from repopt_tf.export.litert_eval import latency  # noqa: E402
 from repopt_tf.export.litert_eval import machine_info  # noqa: E402
+from repopt_tf.export.litert_eval import machine_line  # noqa: E402
 from repopt_tf.models import build_model  # noqa: E402
 
 flags.DEFINE_list(
@@ -116,11 +117,9 @@ def main(argv):
     for variant in FLAGS.models:
         print(f"[edge_latency] {variant}: converting and timing", flush=True)
         rows.append(measure(variant, rng))
-    info = machine_info()
     print(
         f"\nbatch 1, {FLAGS.image_size}x{FLAGS.image_size}x3, XNNPACK, "
-        f"{FLAGS.runs} runs; {info['cpu']}; TF {info['tensorflow']}, "
-        f"LiteRT {info['ai_edge_litert']}\n"
+        f"{FLAGS.runs} runs; {machine_line(machine_info())}\n"
     )
     print(table(rows))
 

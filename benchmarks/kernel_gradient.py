@@ -1,9 +1,10 @@
 """Kernel gradient of each 3x3 conv: TF's op vs FastGradConv2D's, side by side.
 
 For every conv of a variant at one input size and batch, times TF's CPU
-`Conv2DBackpropFilter` (explicit padding) and `FastGradConv2D`'s kernel
+`Conv2DBackpropFilter` (explicit padding) and the swapped kernel
 gradient (a forward conv over batch-transposed tensors, see
-`repopt_tf/models/fast_conv.py`) in alternating windows, and measures the
+`repopt_tf/models/fast_conv.py`, which says when `FastGradConv2D` uses
+which: the last column) in alternating windows, and measures the
 memory each allocates beyond its inputs (TF's BFC allocator, switched on
 below before TF starts). Prints one line per conv and the totals.
 
@@ -57,17 +58,9 @@ def main(argv):
 
     require_models("model", FLAGS.model)
     from repopt_tf.models.fast_conv import _explicit
-    from repopt_tf.models.fast_conv import _kernel_gradient
-
-    def stock(x, dy, kernel, stride, padding):
-        return tf.raw_ops.Conv2DBackpropFilter(
-            input=x,
-            filter_sizes=kernel.shape,
-            out_backprop=dy,
-            strides=[1, stride, stride, 1],
-            padding="EXPLICIT",
-            explicit_paddings=sum(_explicit(padding), []),
-        )
+    from repopt_tf.models.fast_conv import _native_kernel_gradient
+    from repopt_tf.models.fast_conv import _swapped_kernel_gradient
+    from repopt_tf.models.fast_conv import _tf_kernel_gradient
 
     tf.get_logger().setLevel("ERROR")  # one trace per conv shape is intended
     model = build_model(
@@ -94,7 +87,10 @@ def main(argv):
                     x, dy, k, s, p
                 )
             )
-            for label, f in (("TF", stock), ("ours", _kernel_gradient))
+            for label, f in (
+                ("TF", _tf_kernel_gradient),
+                ("ours", _swapped_kernel_gradient),
+            )
         }
         extra, times = {}, {label: [] for label in methods}
         for label, method in methods.items():
@@ -121,7 +117,8 @@ def main(argv):
             f"{name:>20} {str(tuple(in_shape)):>15} -> {kernel_shape[-1]:>4}, "
             f"stride {stride}: TF {ms['TF']:6.2f} ms {extra['TF']:6.1f} MB | "
             f"ours {ms['ours']:6.2f} ms {extra['ours']:6.1f} MB | "
-            f"time ratio ours/TF {ms['ours'] / ms['TF']:.2f}"
+            f"time ratio ours/TF {ms['ours'] / ms['TF']:.2f}; training uses "
+            f"{'TF' if _native_kernel_gradient(x) else 'ours'}"
         )
     (tf_ms, tf_mb), (our_ms, our_mb) = totals["TF"], totals["ours"]
     print(

@@ -3,24 +3,51 @@
 import time
 
 
-def alternating_step_times(models, batch, warmup, windows, steps):
+class RunnerDied(RuntimeError):
+    """A model trained in another process lost that process."""
+
+
+def alternating_step_times(models, batch, warmup, windows, steps, died=None):
     """Seconds per `train_on_batch(*batch)` step, `{name: [per window]}`.
 
     Each model first takes `warmup` untimed steps; then the timed windows of
     `steps` steps alternate between the models, so drift in machine load hits
-    all of them alike.
+    all of them alike. A model with `time_steps(steps)` (a trainer in
+    another process) times its own window. With a `died` dict, a model
+    raising `RunnerDied` leaves the race and its message goes there.
     """
-    for model in models.values():
+    models = dict(models)
+
+    def run(name, action):
+        try:
+            return action(models[name])
+        except RunnerDied as error:
+            if died is None:
+                raise
+            died[name] = str(error)
+            del models[name]
+
+    def warm(model):
         for _ in range(warmup):
             model.train_on_batch(*batch)
+
+    def window(model):
+        if hasattr(model, "time_steps"):
+            return model.time_steps(steps) / steps
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(*batch)
+        return (time.perf_counter() - start) / steps
+
+    for name in list(models):
+        run(name, warm)
     seconds = {name: [] for name in models}
     for _ in range(windows):
-        for name, model in models.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                model.train_on_batch(*batch)
-            seconds[name].append((time.perf_counter() - start) / steps)
-    return seconds
+        for name in list(models):
+            value = run(name, window)
+            if name in models:
+                seconds[name].append(value)
+    return {name: seconds[name] for name in models}
 
 
 def compiled_form(variant, form, shape, jit_compile="auto"):

@@ -142,6 +142,7 @@ def compare(argv):
     from repopt_tf.export.device_form import device_model
     from repopt_tf.export.litert_eval import TFLiteModel
     from repopt_tf.export.litert_eval import machine_info
+    from repopt_tf.export.litert_eval import machine_line
     from repopt_tf.export.litert_eval import output_agreement
     from repopt_tf.export.litert_eval import quantize
     from repopt_tf.export.litert_eval import time_invokes
@@ -175,9 +176,8 @@ def compare(argv):
 
     reference = np.load(folder / "torch_logits.npy")
     lines = [
-        f"Machine: {machine_info()['cpu']}; flags: {_cpu_flags()}; "
-        f"TF {machine_info()['tensorflow']}, LiteRT "
-        f"{machine_info()['ai_edge_litert']}. Folded convs: {folded or 'none'}.",
+        f"Machine: {machine_line(machine_info())}. Folded convs: "
+        f"{folded or 'none'}.",
         "",
         "| export | .tflite KB | ops | PAD | CONV_2D SAME / VALID | "
         "fused ReLU | int8 vs torch fp32: top-1 agreement | relative RMSE |",
@@ -261,20 +261,6 @@ def _spread(values):
     import numpy as np
 
     return f"{min(values):.2f} / {np.median(values):.2f} / {max(values):.2f}"
-
-
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16")
-                    wanted += ("amx_int8", "amx_bf16")
-                    found = set(line.split(":", 1)[1].split())
-                    return " ".join(w for w in wanted if w in found)
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -202,7 +202,10 @@ def test_vs_pytorch_prints_four_rates_and_ratios():
         for precision in ("float32", "bfloat16"):
             assert re.search(rf"\| {name}_{precision} \| [\d.]+ \|", out)
     for name in ("torch_repopt", "torch_repvgg"):
-        assert re.search(rf"\| {name}_bfloat16_t\d+ \| [\d.]+ \|", out)
+        for layout in ("nchw", "channels_last"):
+            assert re.search(
+                rf"\| {name}_bfloat16_t\d+_{layout} \| [\d.]+ \|", out
+            )
     for label in (
         "Keras/PyTorch, RepOpt-VGG, best",
         "Keras/PyTorch, RepOpt-VGG, float32",
@@ -211,6 +214,42 @@ def test_vs_pytorch_prints_four_rates_and_ratios():
         "RepOpt/RepVGG, PyTorch, best",
     ):
         assert re.search(rf"ratio {label} \(.*\): median [\d.]+", out)
+
+
+def test_step_profile_splits_the_keras_step():
+    out = _run(
+        "step_profile.py",
+        "--frameworks=keras",
+        "--model=repopt_vgg_tiny",
+        "--batch=8",
+        "--image_size=16",
+        "--steps=2",
+        "--warmup=1",
+        "--precisions=bfloat16",
+    )
+    shares = {}
+    for category in (
+        "conv forward",
+        "input gradient",
+        "kernel gradient",
+        "BatchNorm forward",
+        "BatchNorm backward",
+        "optimizer",
+        "casts \\(bf16\\)",
+    ):
+        row = re.search(
+            rf"\| {category} \| ([\d.]+) \(\d+ %\) \| ([\d.]+) \(\d+ %\) \|",
+            out,
+        )
+        assert row, (category, out)
+        shares[category] = [float(ms) for ms in row.groups()]
+        assert min(shares[category]) > 0, category  # both forms have each
+    total = re.search(r"\| summed op time \| ([\d.]+) \| ([\d.]+) \|", out)
+    for form, summed in enumerate(map(float, total.groups())):
+        assert sum(ms[form] for ms in shares.values()) <= summed + 0.02
+        # The conv work (forward + both gradients) is most of a VGG step.
+        conv = sum(shares[c][form] for c in list(shares)[:3])
+        assert conv > 0.3 * summed
 
 
 def test_edge_latency_prints_fp32_int8_table():
@@ -314,7 +353,7 @@ def test_deploy_table_measures_rows_and_reuses_them(tmp_path):
     row = re.search(
         r"\| repopt_vgg_tiny \(trained here\) \| 28x28x1 \| none \| \d+ \| \d+ "
         r"\| ([\d,]+) \| ([\d,]+) \|.*\| (bit-exact|within \d+ LSB.*) \| "
-        r"top-1 ([\d.]+) / top-1 ([\d.]+) \(64\) \|",
+        r"top-1 ([\d.]+) / ([\d.]+) \(64\) \|",
         out,
     )
     arena, peak = (int(v.replace(",", "")) for v in row.groups()[:2])

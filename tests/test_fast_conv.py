@@ -23,12 +23,19 @@ import pytest
         ((3, 1), 2, "valid", 1, 6),
     ],
 )
+@pytest.mark.parametrize("native_dk", [False, True], ids=["swapped", "tf"])
 def test_fast_grad_conv_matches_keras_conv(
-    kernel_size, strides, padding, zero_padding, size
+    kernel_size, strides, padding, zero_padding, size, native_dk, monkeypatch
 ):
     import tensorflow as tf
 
+    from repopt_tf.models import fast_conv
     from repopt_tf.models.fast_conv import FastGradConv2D
+
+    # Both kernel-gradient paths, whatever the rule picks for this shape.
+    monkeypatch.setattr(
+        fast_conv, "_native_kernel_gradient", lambda x: native_dk
+    )
 
     x = tf.random.stateless_normal((4, size, size + 1, 5), seed=(1, 2))
     fast = FastGradConv2D(
@@ -62,6 +69,24 @@ def test_fast_grad_conv_matches_keras_conv(
     np.testing.assert_allclose(fast(x), stock(x), rtol=1e-5, atol=1e-5)
     for ours, theirs in zip(*grads):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_kernel_gradient_rule_takes_tf_op_only_where_it_is_faster():
+    import tensorflow as tf
+
+    from repopt_tf.models.fast_conv import _native_kernel_gradient
+
+    def rule(shape, dtype=tf.float32):
+        return _native_kernel_gradient(tf.zeros(shape, dtype))
+
+    assert not rule((128, 32, 32, 3))  # RepOpt-VGG-S's stem, batch 128
+    assert not rule((128, 2, 2, 128))
+    assert rule((32, 224, 224, 3))  # RepOpt-VGG-A0 at 224, batch 32
+    assert rule((32, 7, 7, 192))  # a small batch: few swapped channels
+    assert rule((128, 64, 64, 3))  # a large map
+    assert not rule((32, 224, 224, 3), tf.bfloat16)  # TF's bf16 op is slow
+    # A batch unknown while tracing keeps the swapped conv.
+    assert not _native_kernel_gradient(tf.TensorSpec((None, 8, 8, 3)))
 
 
 def test_fast_grad_conv_backward_work_waits_for_the_gradient(waits_for):

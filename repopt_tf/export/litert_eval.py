@@ -15,6 +15,8 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.interpreter import OpResolverType
 
+from repopt_tf.cpu import cpu_flags
+from repopt_tf.cpu import cpu_name
 from repopt_tf.quiet import quiet
 
 
@@ -213,24 +215,24 @@ def latency(
     return {**timing, "threads": num_threads, "xnnpack": used}
 
 
+def machine_line(info):
+    """`CPU x2 (avx2 ...); TF 2.21.0, LiteRT 2.3.0`: a `machine_info()` for
+    the line beside a timing (an older report may lack the flags)."""
+    flags = info.get("cpu_flags")
+    return (
+        f"{info['cpu']}{f' ({flags})' if flags else ''}; TF "
+        f"{info['tensorflow']}, LiteRT {info['ai_edge_litert']}"
+    )
+
+
 def machine_info():
     import ai_edge_litert
     import keras
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [
-                line.split(":", 1)[1].strip()
-                for line in f
-                if line.startswith("model name")
-            ]
-        cpu = f"{names[0]} x{len(names)}" if names else cpu
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
+        "cpu_flags": cpu_flags(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,

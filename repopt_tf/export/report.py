@@ -29,6 +29,7 @@ from repopt_tf.export.diagnostics import kernel_statistics
 from repopt_tf.export.diagnostics import layer_quantization_error
 from repopt_tf.export.litert_eval import latency
 from repopt_tf.export.litert_eval import machine_info
+from repopt_tf.export.litert_eval import machine_line
 from repopt_tf.export.litert_eval import output_agreement
 from repopt_tf.export.litert_eval import tflite_outputs
 from repopt_tf.export.verify import check_full_integer
@@ -245,8 +246,7 @@ def markdown_report(report):
         f"Input {report['input_shape']} (raw pixels), "
         f"{report['representative_images']} representative images, "
         f"{report['test_images']} test images. Machine: "
-        f"{report['machine']['cpu']}; TF {report['machine']['tensorflow']}, "
-        f"LiteRT {report['machine']['ai_edge_litert']}.",
+        f"{machine_line(report['machine'])}.",
         "",
         "| model | size (KB) | top-1 |",
         "| --- | --- | --- |",

@@ -28,7 +28,12 @@ is instead one forward convolution with batch and channels swapped: input
 by `s`, output `(C_in, k_h, k_w, C_out)`. It needs only the two transposed
 copies and is as fast or faster on the shapes measured (docs/results.md).
 A 1x1 kernel without padding is a single matmul of the subsampled `x` and
-`dy`.
+`dy`. In float32 with large maps (`H*W > 1024`) or a small batch (`N < 64`:
+few channels for the swapped conv) TF's own op is faster, 2x over
+RepOpt-VGG-A0's convs at 224x224, batch 32, and its buffer small next to
+such activations, so it runs there (`_native_kernel_gradient`). In bfloat16
+TF's op is 30x slower than the swapped conv (no fast bf16 kernel on CPU):
+never there.
 
 Which gradients run (`use_fast_gradient`): the fast ones when the backend is
 TensorFlow, no GPU is visible, the strides are equal, the padding is
@@ -128,8 +133,33 @@ def _input_gradient(dy, kernel, stride, padding, input_shape):
     return dx
 
 
+def _native_kernel_gradient(x):
+    """Whether TF's `Conv2DBackpropFilter` is the faster kernel gradient
+    for input `x` (the rule in the module doc)."""
+    batch, height, width = x.shape[:3]
+    if None in (batch, height, width) or x.dtype != tf.float32:
+        return False
+    return height * width > 1024 or batch < 64
+
+
+def _tf_kernel_gradient(x, dy, kernel, stride, padding):
+    """TF's own CPU op for dK of `conv(pad(x, padding), K, stride)`."""
+    return tf.raw_ops.Conv2DBackpropFilter(
+        input=x,
+        filter_sizes=kernel.shape,
+        out_backprop=dy,
+        strides=[1, stride, stride, 1],
+        padding="EXPLICIT" if padding else "VALID",
+        explicit_paddings=[0, 0, padding, padding, padding, padding, 0, 0]
+        if padding
+        else [],
+    )
+
+
 def _kernel_gradient(x, dy, kernel, stride, padding):
-    """dK of `conv(pad(x, padding), K, stride)` (see the module doc)."""
+    """dK of `conv(pad(x, padding), K, stride)`: a matmul for an unpadded
+    1x1 kernel, TF's op where `_native_kernel_gradient` says it is faster,
+    else the swapped conv (see the module doc)."""
     kh, kw, c_in, c_out = kernel.shape
     if (kh, kw, padding) == (1, 1, 0):
         if stride > 1:  # a 1x1 pool picks every s-th position, fast on CPU
@@ -142,6 +172,14 @@ def _kernel_gradient(x, dy, kernel, stride, padding):
             ),
             kernel.shape,
         )
+    if _native_kernel_gradient(x):
+        return _tf_kernel_gradient(x, dy, kernel, stride, padding)
+    return _swapped_kernel_gradient(x, dy, kernel, stride, padding)
+
+
+def _swapped_kernel_gradient(x, dy, kernel, stride, padding):
+    """dK as one forward conv with batch and channels swapped."""
+    kh, kw = kernel.shape[:2]
     # Pad the far side only as far as the last tap row/column reaches.
     paddings = (
         [[0, 0]]
@@ -184,9 +222,12 @@ def _conv_fast_dx(x, kernel, stride, padding):
         def grad(dy):
             # Otherwise TF computes the transposed x and the phase kernel in
             # the forward pass and holds them until the backward pass.
+            # The scopes name the two halves in profiles.
             with tf.control_dependencies([dy]):
-                dx = _input_gradient(dy, kernel, stride, padding, x.shape)
-                dk = _kernel_gradient(x, dy, kernel, stride, padding)
+                with tf.name_scope("input_gradient"):
+                    dx = _input_gradient(dy, kernel, stride, padding, x.shape)
+                with tf.name_scope("kernel_gradient"):
+                    dk = _kernel_gradient(x, dy, kernel, stride, padding)
             return dx, dk
 
         return tf.nn.conv2d(x, kernel, stride, _explicit(padding)), grad

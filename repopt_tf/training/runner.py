@@ -55,6 +55,7 @@ from repopt_tf.training.recipe import build_optimizer
 from repopt_tf.training.recipe import compute_settings
 from repopt_tf.training.recipe import grad_mult_summary
 from repopt_tf.training.recipe import learning_rate_schedule
+from repopt_tf.training.recipe import precision_tip
 from repopt_tf.training.recipe import scaled_hyperparameters
 from repopt_tf.training.validation import flatten
 from repopt_tf.training.validation import validate_config
@@ -152,6 +153,9 @@ class Experiment:
             f"{validation}{self.test_source.num_examples} {data.eval_split} "
             f"images, {self.num_classes} classes, input {self.input_shape}"
         )
+        tip = precision_tip(config.train.precision)
+        if tip:
+            log(tip)
 
     def _splits_evenly(self, source, label):
         """`source`, trimmed to a multiple of the replica count when it is
