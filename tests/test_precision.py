@@ -167,3 +167,20 @@ def test_train_py_precision_and_xla_options(tmp_path, capsys):
     config.train.precision = "fp8"
     with pytest.raises(ValueError, match="train.precision must be one of"):
         Experiment(config, tmp_path / "again", get_strategy()).run()
+
+
+def test_bfloat16_tip_only_for_float32_on_bf16_hardware(monkeypatch):
+    from repopt_tf import cpu
+    from repopt_tf.training import recipe
+
+    monkeypatch.setattr(recipe, "native_bfloat16", lambda: True)
+    tip = recipe.precision_tip("float32")
+    assert "--config.train.precision=mixed_bfloat16" in tip
+    assert recipe.precision_tip("mixed_bfloat16") is None
+    monkeypatch.setattr(recipe, "native_bfloat16", lambda: False)
+    assert recipe.precision_tip("float32") is None
+    # The hardware check reads the CPU flags.
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: "avx2 avx512f amx_bf16")
+    assert cpu.native_bfloat16()
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: "avx2 avx512f")
+    assert not cpu.native_bfloat16()

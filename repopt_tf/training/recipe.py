@@ -119,7 +119,7 @@ def compute_settings(train):
 def precision_tip(precision):
     """A line recommending `mixed_bfloat16` where it is faster: float32
     training on a CPU-only machine whose CPU has bfloat16 in hardware
-    (docs/results.md: RepOpt-VGG-S 1.33x, RepOpt-VGG-A0 at 224 {A0}x,
+    (docs/results.md: RepOpt-VGG-S 1.33x, RepOpt-VGG-A0 at 224x224 2.3x,
     within the drift tests/test_precision.py bounds); else None."""
     if precision != "float32" or tf.config.list_logical_devices("GPU"):
         return None
