@@ -28,7 +28,9 @@ from absl import app
 from absl import flags
 from step_timing import RunnerDied
 from step_timing import compiled_form
+from step_timing import synthetic_batch
 from torch_side import TorchRunner
+from torch_side import check_reference
 
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
@@ -138,24 +140,19 @@ def _per_step(totals, wall):
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import numpy as np
     import tensorflow as tf
 
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (FLAGS.batch, *shape)).astype(np.float32)
-    labels = rng.integers(0, 10, FLAGS.batch)
+    images, labels = synthetic_batch(FLAGS.batch, shape)
+    problem = check_reference(FLAGS.reference)
+    if problem:
+        sys.exit(f"error: {problem}")
     if "torch" in FLAGS.frameworks and not importlib.util.find_spec("torch"):
         sys.exit("error: the torch side needs torch: pip install '.[bench]'")
     profiles = {}
     for precision in FLAGS.precisions:
         for form in FLAGS.forms:
-            keras.mixed_precision.set_global_policy(
-                "mixed_bfloat16" if precision == "bfloat16" else "float32"
-            )
-            model = compiled_form(FLAGS.model, form, shape)
-            keras.mixed_precision.set_global_policy("float32")
+            model = compiled_form(FLAGS.model, form, shape, precision=precision)
             if "keras" in FLAGS.frameworks:
                 batch = (tf.constant(images), tf.one_hot(labels, 10))
                 profiles[f"Keras {form} {precision}"] = keras_profile(

@@ -50,16 +50,36 @@ def alternating_step_times(models, batch, warmup, windows, steps, died=None):
     return {name: seconds[name] for name in models}
 
 
-def compiled_form(variant, form, shape, jit_compile="auto"):
+def synthetic_batch(batch, shape):
+    """`batch` raw-pixel images of `shape` (uniform 0-255, float32) and
+    labels of 10 classes, seeded: the batch every framework trains on."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch, *shape)).astype(np.float32)
+    return images, rng.integers(0, 10, batch)
+
+
+def compiled_form(variant, form, shape, jit_compile="auto", precision=None):
     """A 10-class `variant` in `form`, compiled with the benchmarks' SGD rule
     (RepOptSGD, momentum 0.9, Nesterov, weight decay 4e-5).
 
     `form`: "repopt" (plain net with the Grad Mults of the hyper-search
     model's initial scales), "plain" (the same without mults) or "repvgg"
-    (the multi-branch training form). Imports Keras when called, so callers
-    can set TF's environment first.
+    (the multi-branch training form). `precision` "bfloat16" builds it
+    under Keras's `mixed_bfloat16` policy (the global policy is left as it
+    was). Imports Keras when called, so callers can set TF's environment
+    first.
     """
     import keras
+
+    if precision == "bfloat16":
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        try:
+            return compiled_form(variant, form, shape, jit_compile)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
 
     from repopt_tf import RepOptSGD
     from repopt_tf import build_model

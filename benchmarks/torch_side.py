@@ -173,6 +173,23 @@ def _oihw_mults(model):
     ]
 
 
+def check_reference(checkout):
+    """None, or why `checkout` is not a DingXiaoH/RepOptimizers checkout."""
+    if checkout is None:
+        return None
+    wanted = [
+        Path(checkout) / "repoptimizer" / name
+        for name in ("repoptvgg_model.py", "repoptimizer_sgd.py")
+    ]
+    missing = [str(path) for path in wanted if not path.is_file()]
+    if missing:
+        return (
+            f"--reference={checkout} is not a RepOptimizers checkout "
+            f"(no {', '.join(missing)})"
+        )
+    return None
+
+
 def _import_reference(checkout):
     for path in (str(Path(checkout) / "repoptimizer"), str(checkout)):
         if path not in sys.path:

@@ -38,7 +38,9 @@ from absl import app
 from absl import flags
 from step_timing import alternating_step_times
 from step_timing import compiled_form
+from step_timing import synthetic_batch
 from torch_side import TorchRunner
+from torch_side import check_reference
 
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
@@ -72,13 +74,15 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    problem = check_reference(FLAGS.reference)
+    if problem:
+        sys.exit(f"error: {problem}")
     if importlib.util.find_spec("torch") is None:
         sys.exit(
             "error: needs torch: pip install '.[bench]' (CPU wheel is enough)"
         )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    import numpy as np
     import tensorflow as tf
 
     if FLAGS.tf_threads:
@@ -102,18 +106,13 @@ def main(argv):
             f"--torch_formats: nchw and/or channels_last, got {unknown}."
         )
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (FLAGS.batch, *shape)).astype(np.float32)
-    labels = rng.integers(0, 10, FLAGS.batch)
+    images, labels = synthetic_batch(FLAGS.batch, shape)
     keras_batch = (tf.constant(images), tf.one_hot(labels, 10))
 
     runners, died, torch_version = {}, {}, None
     for precision in FLAGS.precisions:
-        keras.mixed_precision.set_global_policy(
-            "mixed_bfloat16" if precision == "bfloat16" else "float32"
-        )
         for form in ("repopt", "repvgg"):
-            model = compiled_form(FLAGS.model, form, shape)
+            model = compiled_form(FLAGS.model, form, shape, precision=precision)
             runners[f"keras_{form}_{precision}"] = model
             for threads, layout in itertools.product(
                 FLAGS.torch_threads, FLAGS.torch_formats
@@ -132,7 +131,6 @@ def main(argv):
                 torch_version = runner.version
                 name = f"torch_{form}_{precision}_t{runner.threads}_{layout}"
                 runners[name] = runner
-    keras.mixed_precision.set_global_policy("float32")
     try:
         seconds = alternating_step_times(
             runners, keras_batch, FLAGS.warmup, FLAGS.windows, FLAGS.steps, died

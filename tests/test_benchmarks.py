@@ -216,6 +216,25 @@ def test_vs_pytorch_prints_four_rates_and_ratios():
         assert re.search(rf"ratio {label} \(.*\): median [\d.]+", out)
 
 
+@pytest.mark.parametrize("script", ["vs_pytorch.py", "step_profile.py"])
+def test_torch_side_refuses_a_folder_that_is_no_reference_checkout(
+    script, tmp_path
+):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / script),
+            f"--reference={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "is not a RepOptimizers checkout" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_step_profile_splits_the_keras_step():
     out = _run(
         "step_profile.py",
