@@ -82,7 +82,8 @@ def test_kernel_gradient_rule_takes_tf_op_only_where_it_is_faster():
     assert not rule((128, 32, 32, 3))  # RepOpt-VGG-S's stem, batch 128
     assert not rule((128, 2, 2, 128))
     assert rule((32, 224, 224, 3))  # RepOpt-VGG-A0 at 224, batch 32
-    assert rule((32, 7, 7, 192))  # a small batch: few swapped channels
+    assert rule((32, 14, 14, 192))  # a small batch: few swapped channels
+    assert not rule((8, 8, 8, 32))  # ... but not on small inputs
     assert rule((128, 64, 64, 3))  # a large map
     assert not rule((32, 224, 224, 3), tf.bfloat16)  # TF's bf16 op is slow
     # A batch unknown while tracing keeps the swapped conv.

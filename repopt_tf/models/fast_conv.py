@@ -28,9 +28,11 @@ is instead one forward convolution with batch and channels swapped: input
 by `s`, output `(C_in, k_h, k_w, C_out)`. It needs only the two transposed
 copies and is as fast or faster on the shapes measured (docs/results.md).
 A 1x1 kernel without padding is a single matmul of the subsampled `x` and
-`dy`. In float32 with large maps (`H*W > 1024`) or a small batch (`N < 64`:
-few channels for the swapped conv) TF's own op is faster, 2x over
-RepOpt-VGG-A0's convs at 224x224, batch 32, and its buffer small next to
+`dy`. In float32 with large maps (`H*W > 1024`), or a small batch (`N < 64`:
+few channels for the swapped conv) on a large input (`H*W*C_in >= 32768`
+per image), TF's own op is faster, 2x over RepOpt-VGG-A0's convs at
+224x224, batch 32, and its buffer (up to about 30 MB, allocated whatever
+the batch: 18-21 MB even for RepOpt-VGG-tiny at batch 8) is small next to
 such activations, so it runs there (`_native_kernel_gradient`). In bfloat16
 TF's op is 30x slower than the swapped conv (no fast bf16 kernel on CPU):
 never there.
@@ -139,7 +141,8 @@ def _native_kernel_gradient(x):
     batch, height, width = x.shape[:3]
     if None in (batch, height, width) or x.dtype != tf.float32:
         return False
-    return height * width > 1024 or batch < 64
+    size = height * width
+    return size > 1024 or (batch < 64 and size * x.shape[3] >= 32768)
 
 
 def _tf_kernel_gradient(x, dy, kernel, stride, padding):
