@@ -230,13 +230,11 @@ def table(reports):
 
 def _both_top1(accuracy):
     """`top-1 0.8750 / 0.8760`: XNNPACK's then the reference kernels'."""
-    xnnpack, reference = (
-        describe_top1(accuracy[k]) for k in ("xnnpack", "reference")
-    )
-    label, _, value = reference.rpartition(" ")
-    if xnnpack.startswith(label + " "):
-        reference = value
-    return f"{xnnpack} / {reference}"
+    xnnpack, reference = accuracy["xnnpack"], accuracy["reference"]
+    if xnnpack.keys() == reference.keys() and "error" not in reference:
+        (value,) = reference.values()  # the same measure: its value only
+        return f"{describe_top1(xnnpack)} / {value:.4f}"
+    return f"{describe_top1(xnnpack)} / {describe_top1(reference)}"
 
 
 def main(argv):

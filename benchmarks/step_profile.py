@@ -28,6 +28,7 @@ from absl import app
 from absl import flags
 from step_timing import RunnerDied
 from step_timing import compiled_form
+from step_timing import define_choice_list
 from step_timing import synthetic_batch
 from torch_side import TorchRunner
 from torch_side import check_reference
@@ -37,12 +38,14 @@ flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_integer("image_size", 32, "Input height and width.", lower_bound=8)
 flags.DEFINE_integer("steps", 5, "Profiled steps.", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps first.", lower_bound=1)
-flags.DEFINE_list("forms", ["repopt", "repvgg"], "repopt and/or repvgg.")
-flags.DEFINE_list(
-    "precisions", ["float32", "bfloat16"], "float32 and/or bfloat16."
+define_choice_list(
+    "forms", ["repopt", "repvgg"], ["repopt", "repvgg"], "Training forms"
 )
-flags.DEFINE_list(
-    "frameworks", ["keras", "torch"], "keras and/or torch (needs torch)."
+define_choice_list(
+    "precisions", ["float32", "bfloat16"], ["float32", "bfloat16"], "Precisions"
+)
+define_choice_list(
+    "frameworks", ["keras", "torch"], ["keras", "torch"], "torch needs torch"
 )
 flags.DEFINE_string(
     "reference", None, "A DingXiaoH/RepOptimizers checkout (torch side)."

@@ -2,6 +2,19 @@
 
 import time
 
+from absl import flags
+
+
+def define_choice_list(name, default, choices, help_text):
+    """A comma-separated list flag whose values must all be `choices`
+    (a one-line usage error otherwise)."""
+    flags.DEFINE_list(name, default, f"{help_text} ({', '.join(choices)})")
+    flags.register_validator(
+        name,
+        lambda values: values and set(values) <= set(choices),
+        message=f"--{name}: one or more of {', '.join(choices)}",
+    )
+
 
 class RunnerDied(RuntimeError):
     """A model trained in another process lost that process."""

@@ -136,8 +136,7 @@ class TorchTrainer:
         self.autocast = precision == "bfloat16"
         self.loss = torch.nn.CrossEntropyLoss()
 
-    def train_on_batch(self, *unused):
-        del unused
+    def train_on_batch(self):
         torch = self.torch
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)

@@ -1,8 +1,9 @@
 """Training speed, best setting against best setting: this library vs PyTorch.
 
-The same RepOpt-VGG variant, batch and input, trained in one process with
-alternating timed windows after a warm-up, every framework at each of its
-settings:
+The same RepOpt-VGG variant, batch and input, with alternating timed
+windows after a warm-up (Keras in this process, each PyTorch setting in a
+child process of its own, `torch_side.TorchRunner`), every framework at
+each of its settings:
 
 - Keras RepOpt-VGG: `build_model(kind="plain")` + RepOptSGD with Grad Mults,
   and Keras RepVGG: `build_model(kind="repvgg")` + the same SGD rule, each
@@ -38,6 +39,7 @@ from absl import app
 from absl import flags
 from step_timing import alternating_step_times
 from step_timing import compiled_form
+from step_timing import define_choice_list
 from step_timing import synthetic_batch
 from torch_side import TorchRunner
 from torch_side import check_reference
@@ -56,18 +58,22 @@ flags.DEFINE_integer(
 flags.DEFINE_list(
     "torch_threads", ["0"], "PyTorch thread counts to race (0: its default)."
 )
-flags.DEFINE_list(
-    "precisions", ["float32", "bfloat16"], "float32 and/or bfloat16."
+define_choice_list(
+    "precisions",
+    ["float32", "bfloat16"],
+    ["float32", "bfloat16"],
+    "Precisions to race",
 )
 flags.DEFINE_string(
     "reference",
     None,
     "A DingXiaoH/RepOptimizers checkout: race its model and optimizer code.",
 )
-flags.DEFINE_list(
+define_choice_list(
     "torch_formats",
     ["nchw", "channels_last"],
-    "PyTorch memory formats to race: nchw and/or channels_last.",
+    ["nchw", "channels_last"],
+    "PyTorch memory formats to race",
 )
 FLAGS = flags.FLAGS
 
@@ -94,16 +100,6 @@ def main(argv):
         raise app.UsageError(
             f"--model: {FLAGS.model!r} is not a RepOpt-VGG variant: "
             f"{', '.join(sorted(VARIANTS))}."
-        )
-    unknown = set(FLAGS.precisions) - {"float32", "bfloat16"}
-    if unknown or not FLAGS.precisions:
-        raise app.UsageError(
-            f"--precisions: float32 and/or bfloat16, got {unknown}."
-        )
-    unknown = set(FLAGS.torch_formats) - {"nchw", "channels_last"}
-    if unknown or not FLAGS.torch_formats:
-        raise app.UsageError(
-            f"--torch_formats: nchw and/or channels_last, got {unknown}."
         )
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
     images, labels = synthetic_batch(FLAGS.batch, shape)

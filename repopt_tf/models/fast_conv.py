@@ -147,15 +147,8 @@ def _native_kernel_gradient(x):
 
 def _tf_kernel_gradient(x, dy, kernel, stride, padding):
     """TF's own CPU op for dK of `conv(pad(x, padding), K, stride)`."""
-    return tf.raw_ops.Conv2DBackpropFilter(
-        input=x,
-        filter_sizes=kernel.shape,
-        out_backprop=dy,
-        strides=[1, stride, stride, 1],
-        padding="EXPLICIT" if padding else "VALID",
-        explicit_paddings=[0, 0, padding, padding, padding, padding, 0, 0]
-        if padding
-        else [],
+    return tf.compat.v1.nn.conv2d_backprop_filter(
+        x, kernel.shape, dy, [1, stride, stride, 1], _explicit(padding)
     )
 
 
