@@ -57,10 +57,10 @@ def main(argv):
     from repopt_tf.models import build_model
 
     require_models("model", FLAGS.model)
-    from repopt_tf.models.fast_conv import _explicit
-    from repopt_tf.models.fast_conv import _native_kernel_gradient
-    from repopt_tf.models.fast_conv import _swapped_kernel_gradient
-    from repopt_tf.models.fast_conv import _tf_kernel_gradient
+    from repopt_tf.models.tf_conv_gradients import _explicit
+    from repopt_tf.models.tf_conv_gradients import _native_kernel_gradient
+    from repopt_tf.models.tf_conv_gradients import _swapped_kernel_gradient
+    from repopt_tf.models.tf_conv_gradients import _tf_kernel_gradient
 
     tf.get_logger().setLevel("ERROR")  # one trace per conv shape is intended
     model = build_model(

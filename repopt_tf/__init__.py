@@ -3,14 +3,20 @@
 Importing the package registers its Keras objects (layers, optimizers,
 models), so `keras.models.load_model` reads every file the library writes;
 it changes no environment variable, device setting or TF logging (the
-command-line tools alone start TF quietly: `repopt_tf.quiet`).
+command-line tools alone start TF quietly: `repopt_tf.quiet`). It runs on
+every Keras 3 backend (`KERAS_BACKEND=jax`, `torch`, `tensorflow`) and
+needs TensorFlow only on the TF backend (`repopt_tf.backend`).
 """
 
 from repopt_tf.quiet import import_tensorflow
 
 import_tensorflow()  # quiet only for the command-line tools (repopt_tf.quiet)
 
-from repopt_tf import multirate  # noqa: E402,F401  (registers objects)
+import keras  # noqa: E402
+
+if keras.backend.backend() == "tensorflow":
+    from repopt_tf import multirate  # noqa: F401  (registers its objects)
+
 from repopt_tf.checkpoints import load_weights  # noqa: E402
 from repopt_tf.models import build_model  # noqa: E402
 from repopt_tf.models import list_models  # noqa: E402

@@ -59,17 +59,18 @@ def quiet_start(argv=None, environ=None):
 
 
 def import_tensorflow():
-    """Imports TensorFlow, without its start-up chatter when `quiet_start()`."""
-    if "tensorflow" in sys.modules:
-        return
-    if not quiet_start():
-        import tensorflow  # noqa: F401
-
+    """Imports TensorFlow without its start-up chatter in a quiet start
+    (`quiet_start()`; the tools use it whatever the Keras backend, for
+    tf.data and the export), where it is installed; else leaves it to Keras
+    (which imports it on its TensorFlow backend only)."""
+    if "tensorflow" in sys.modules or not quiet_start():
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet():
-        import tensorflow
-
+        try:
+            import tensorflow
+        except ImportError:  # what needs it says so (repopt_tf.backend)
+            return
         # The first device query initialises CUDA; on a machine without a
         # GPU driver the full `tensorflow` wheel logs a `failed call to
         # cuInit ... (303)` error there, whatever the log level.

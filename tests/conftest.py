@@ -1,7 +1,9 @@
 """Test set-up: quiet TF logs and two logical CPUs for tf.distribute tests.
 
 The logical devices must be configured before TensorFlow initialises its
-runtime, so this happens at import time of the test session.
+runtime, so this happens at import time of the test session. Under another
+Keras backend (`KERAS_BACKEND=jax` or `torch`: `test_backend_matrix.py` runs
+the tests marked `backends` so, without TensorFlow) nothing imports TF here.
 """
 
 import os
@@ -12,13 +14,14 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0],
-    [tf.config.LogicalDeviceConfiguration()] * 2,
-)
+if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+    import tensorflow as tf
+
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration()] * 2,
+    )
 
 
 def _waits_for(op, tensor):

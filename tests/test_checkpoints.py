@@ -22,19 +22,23 @@ from repopt_tf.checkpoints import read_state_dict
 from repopt_tf.checkpoints import read_torch_file
 from repopt_tf.checkpoints.synthetic import synthetic_state_dict
 from repopt_tf.configs import base
-from repopt_tf.export import check_full_integer
-from repopt_tf.export import convert_int8
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
 from repopt_tf.models import fuse_repvgg
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.scales import load_scales
-from repopt_tf.training import Experiment
-from repopt_tf.training import get_strategy
 
 FIXTURES = Path(__file__).parent / "fixtures/checkpoints"
 REFERENCE = np.load(FIXTURES / "reference.npz")
 IMAGES = REFERENCE["images"].astype(np.float32)
+
+
+def _experiment(config, workdir):
+    """train.py's runner on one device (TensorFlow only: tf.data)."""
+    from repopt_tf.training import Experiment
+    from repopt_tf.training import get_strategy
+
+    return Experiment(config, workdir, get_strategy())
 
 
 def _tiny(kind, weights=None, num_classes=10):
@@ -44,10 +48,11 @@ def _tiny(kind, weights=None, num_classes=10):
 
 
 def _relative_error(model, reference):
-    out = model(IMAGES, training=False).numpy()
+    out = model.predict_on_batch(IMAGES)
     return np.abs(out - reference).max() / np.abs(reference).max()
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize(
     "file,kind,logits",
     [
@@ -65,19 +70,21 @@ def test_imported_models_reproduce_torch_logits(file, kind, logits):
     assert _relative_error(_tiny(kind), REFERENCE[logits]) > 0.1
 
 
+@pytest.mark.backends
 def test_groupwise_conv_layout_matches_torch():
     weight = REFERENCE["grouped_weight"]  # torch (8, 4, 3, 3), groups=2
     conv = FastGradConv2D(8, 3, zero_padding=1, groups=2, use_bias=False)
     conv.build((None, 5, 5, 8))
     conv.kernel.assign(weight.transpose(2, 3, 1, 0))
     np.testing.assert_allclose(
-        conv(REFERENCE["grouped_input"]),
+        keras.ops.convert_to_numpy(conv(REFERENCE["grouped_input"])),
         REFERENCE["grouped_output"],
         rtol=1e-5,
         atol=1e-6,
     )
 
 
+@pytest.mark.backends
 def test_ema_weights_are_picked_by_flag():
     model = _tiny("hs")
     report = load_weights(
@@ -114,6 +121,7 @@ def test_ddp_prefix_is_dropped():
     assert not any(key.startswith("module.") for key in state)
 
 
+@pytest.mark.backends
 def test_fused_import_equals_imported_deploy_form():
     train = _tiny("repvgg", weights=FIXTURES / "repvgg_tiny_train.pth")
     deploy = _tiny("deploy", weights=FIXTURES / "repvgg_tiny_deploy.pth")
@@ -124,10 +132,14 @@ def test_fused_import_equals_imported_deploy_form():
         ):
             np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
-        fused(IMAGES), deploy(IMAGES), rtol=1e-4, atol=1e-4
+        fused.predict_on_batch(IMAGES),
+        deploy.predict_on_batch(IMAGES),
+        rtol=1e-4,
+        atol=1e-4,
     )
 
 
+@pytest.mark.backends
 def test_hs_checkpoint_is_a_scales_file():
     scales = load_scales(FIXTURES / "repopt_tiny_hs_latest.pth")
     hs = _tiny("hs", weights=FIXTURES / "repopt_tiny_hs_latest.pth")
@@ -142,6 +154,9 @@ def test_hs_checkpoint_is_a_scales_file():
 
 
 def test_int8_export_of_imported_models_is_fully_integer():
+    from repopt_tf.export import check_full_integer
+    from repopt_tf.export import convert_int8
+
     calibration = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3))
     for kind, file in (
         ("plain", "repopt_tiny_target.pth"),
@@ -206,11 +221,16 @@ def test_head_mismatch_offers_skip_head():
     )
 
 
+@pytest.mark.backends
 def test_keras_model_files_load_too(tmp_path):
     source = _tiny("plain", weights=FIXTURES / "repopt_tiny_target.pth")
     source.save(tmp_path / "model.keras")
     model = _tiny("plain", weights=tmp_path / "model.keras")
-    np.testing.assert_allclose(model(IMAGES), source(IMAGES), rtol=1e-6)
+    np.testing.assert_allclose(
+        model.predict_on_batch(IMAGES),
+        source.predict_on_batch(IMAGES),
+        rtol=1e-6,
+    )
     with pytest.raises(ValueError, match="kind='plain'.*kind='hs'"):
         _tiny("hs", weights=tmp_path / "model.keras")
 
@@ -317,7 +337,7 @@ def _fine_tune_config(checkpoint, mode="target"):
 
 def test_train_starts_from_init_checkpoint(tmp_path, capsys):
     checkpoint = FIXTURES / "repopt_tiny_target.pth"
-    Experiment(_fine_tune_config(checkpoint), tmp_path, get_strategy()).run()
+    _experiment(_fine_tune_config(checkpoint), tmp_path).run()
     logged = capsys.readouterr().out
     assert "target: fine-tuning: loaded 32 tensors" in logged
     assert "no reinit" in logged
@@ -340,12 +360,12 @@ def test_train_refuses_a_checkpoint_of_another_form(tmp_path):
     with pytest.raises(
         ValueError, match="loads into kind='repvgg'.*kind='plain'"
     ):
-        Experiment(config, tmp_path, get_strategy()).run()
+        _experiment(config, tmp_path).run()
     config = _fine_tune_config(
         FIXTURES / "repopt_tiny_target.pth", "quickstart"
     )
     with pytest.raises(ValueError, match="pick its mode"):
-        Experiment(config, tmp_path, get_strategy())
+        _experiment(config, tmp_path)
 
 
 def test_first_step_loss_is_the_loaded_models(tmp_path):
@@ -361,7 +381,7 @@ def test_first_step_loss_is_the_loaded_models(tmp_path):
     config = _fine_tune_config(checkpoint)
     config.data.update(train_limit=32, validation="none", augment="none")
     config.train.base_lr = 0.1
-    Experiment(config, tmp_path, get_strategy()).run()
+    _experiment(config, tmp_path).run()
     logged = float(
         next(csv.DictReader(open(tmp_path / "target/log.csv")))["loss"]
     )

@@ -3,28 +3,24 @@
 The CSLA block is `s*conv3x3(x) + t*conv1x1(x) (+ gamma*x)` with constant
 per-channel scales `s`, `t` and trainable W3, W1 and gamma (the identity
 branch as a diagonal kernel, decayed like every kernel). The reference
-optimizer is RepOptSGD without mults, i.e. PyTorch-semantics SGD.
+optimizer is RepOptSGD without mults, i.e. PyTorch-semantics SGD. Both are
+trained by Keras's own `train_on_batch`, so these tests run on every
+backend (`tests/test_backend_matrix.py`).
 """
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from repopt_tf import RepOptAdamW
 from repopt_tf import RepOptSGD
 from repopt_tf import grad_mult
 
+pytestmark = pytest.mark.backends
+
 STEPS = 30
 CIN = 4
-
-
-def _pad(x):
-    return tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
-
-
-def _conv(x, kernel, stride):
-    return tf.nn.conv2d(x, kernel, stride, "VALID")
 
 
 def _problem(has_identity, seed=0):
@@ -54,53 +50,75 @@ def _equivalent_kernel(p, w3, w1, gamma, has_identity):
     return kernel
 
 
-def _loss(output, target):
-    return tf.reduce_mean(tf.square(tf.tanh(output) - target))
+def _conv(x, kernel, stride, padding=0):
+    if padding:
+        x = ops.pad(x, [[0, 0], [padding] * 2, [padding] * 2, [0, 0]])
+    return ops.conv(x, kernel, strides=stride, padding="valid")
 
 
-def _train(variables, forward, optimizer, p):
+def _loss(target, output):
+    return ops.mean(ops.square(ops.tanh(output) - target))
+
+
+class _Block(keras.layers.Layer):
+    """`function(x, *weights)` with trainable weights of the given values."""
+
+    def __init__(self, values, function, **kwargs):
+        super().__init__(**kwargs)
+        self.values, self.function = values, function
+
+    def build(self, input_shape):
+        self.tensors = [
+            self.add_weight(shape=value.shape, initializer="zeros", name=name)
+            for name, value in self.values.items()
+        ]
+        for variable, value in zip(self.tensors, self.values.values()):
+            variable.assign(value)
+
+    def call(self, x):
+        return self.function(x, *self.tensors)
+
+
+def _train(values, forward, optimizer, p):
+    """Trains the weights `values` of `forward` for STEPS batches; returns
+    their final values."""
+    block = _Block(values, forward, name="block")
+    inputs = keras.Input((8, 8, CIN))
+    model = keras.Model(inputs, block(inputs))
+    model.compile(optimizer=optimizer, loss=_loss)
     for step in range(STEPS):
-        with tf.GradientTape() as tape:
-            loss = _loss(forward(p["x"][step]), p["y"][step])
-        grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(grads, variables))
+        model.train_on_batch(p["x"][step], p["y"][step])
+    return [variable.numpy() for variable in block.tensors]
 
 
 def train_csla(p, has_identity, make_optimizer):
-    w3 = keras.Variable(p["w3"], name="w3")
-    w1 = keras.Variable(p["w1"], name="w1")
-    variables = [w3, w1]
-    gamma = None
+    values = {"w3": p["w3"], "w1": p["w1"]}
     if has_identity:
-        gamma = keras.Variable(p["gamma"], name="gamma")
-        variables.append(gamma)
+        values["gamma"] = p["gamma"]
 
-    def forward(x):
-        y = p["s"] * _conv(_pad(x), w3, p["stride"])
-        y += p["t"] * _conv(x, w1, p["stride"])
-        if has_identity:
-            y += gamma * x
+    def forward(x, w3, w1, gamma=None):
+        y = ops.multiply(p["s"], _conv(x, w3, p["stride"], padding=1))
+        y = y + ops.multiply(p["t"], _conv(x, w1, p["stride"]))
+        if gamma is not None:
+            y = y + gamma * x
         return y
 
-    _train(variables, forward, make_optimizer(None), p)
+    w3, w1, *gamma = _train(values, forward, make_optimizer(None), p)
     return _equivalent_kernel(
-        p,
-        w3.numpy(),
-        w1.numpy(),
-        None if gamma is None else gamma.numpy(),
-        has_identity,
+        p, w3, w1, gamma[0] if gamma else None, has_identity
     )
 
 
 def train_repopt(p, has_identity, make_optimizer, power=2):
     init = _equivalent_kernel(p, p["w3"], p["w1"], p["gamma"], has_identity)
-    kernel = keras.Variable(init, name="kernel")
     mult = grad_mult(p["s"], p["t"], has_identity, CIN, power=power)
-    optimizer = make_optimizer({"kernel": mult})
-    _train(
-        [kernel], lambda x: _conv(_pad(x), kernel, p["stride"]), optimizer, p
+    (kernel,) = _train(
+        {"kernel": init},
+        lambda x, kernel: _conv(x, kernel, p["stride"], padding=1),
+        make_optimizer({"block/kernel": mult}),
+        p,
     )
-    return init, kernel.numpy()
+    return init, kernel
 
 
 def _relative(a, b):

@@ -74,7 +74,7 @@ def test_fast_grad_conv_matches_keras_conv(
 def test_kernel_gradient_rule_takes_tf_op_only_where_it_is_faster():
     import tensorflow as tf
 
-    from repopt_tf.models.fast_conv import _native_kernel_gradient
+    from repopt_tf.models.tf_conv_gradients import _native_kernel_gradient
 
     def rule(shape, dtype=tf.float32):
         return _native_kernel_gradient(tf.zeros(shape, dtype))

@@ -5,8 +5,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
+from keras import ops
 
 from repopt_tf import RepOptAdamW
 from repopt_tf import RepOptSGD
@@ -15,11 +14,6 @@ from repopt_tf.checkpoints import load_state_dict
 from repopt_tf.checkpoints import matching_variants
 from repopt_tf.checkpoints import model_from_checkpoint
 from repopt_tf.checkpoints import read_state_dict
-from repopt_tf.export import check_full_integer
-from repopt_tf.export import convert_int8
-from repopt_tf.export.litert_eval import TFLiteModel
-from repopt_tf.export.litert_eval import latency
-from repopt_tf.export.litert_eval import output_agreement
 from repopt_tf.models import block_convs
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
@@ -109,6 +103,7 @@ def _random_scales(model, seed=0):
     ]
 
 
+@pytest.mark.backends
 def test_grad_mults_are_t_squared_plus_identity_tap():
     model = build_model(GHOST, 10, (32, 32, 3))
     scales = _random_scales(model)
@@ -126,6 +121,7 @@ def test_grad_mults_are_t_squared_plus_identity_tap():
             np.testing.assert_allclose(mult, expected, rtol=1e-6)
 
 
+@pytest.mark.backends
 def test_rule_of_initialization():
     model = build_model(GHOST, 10, (32, 32, 3))
     scales = _random_scales(model)
@@ -191,6 +187,7 @@ def _randomize_batch_norms(model, seed=0):
             )
 
 
+@pytest.mark.backends
 def test_repghost_fuses_to_deploy():
     model = build_model(GHOST, 10, (32, 32, 3), kind="repghost")
     _randomize_batch_norms(model)
@@ -269,15 +266,12 @@ def _pair(seed=0):
 
 
 def _train(model, optimizer, data):
-    variables = model.trainable_variables
+    model.compile(
+        optimizer=optimizer,
+        loss=lambda y, out: ops.mean(ops.square(ops.tanh(out) - y)),
+    )
     for x, y in zip(*data):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(
-                tf.square(tf.tanh(model(x, training=True)) - y)
-            )
-        optimizer.apply_gradients(
-            zip(tape.gradient(loss, variables), variables)
-        )
+        model.train_on_batch(x, y)
 
 
 def _gaps(csla, target, scales):
@@ -294,6 +288,7 @@ def _gaps(csla, target, scales):
     )
 
 
+@pytest.mark.backends
 def test_csla_ghost_modules_equal_repopt_sgd():
     csla, target, scales, data = _pair()
     start = [np.asarray(c.kernel).copy() for c in block_convs(target)]
@@ -329,6 +324,7 @@ def test_csla_ghost_modules_equal_repopt_sgd():
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.backends
 def test_csla_ghost_modules_vs_repopt_adamw_gap():
     """AdamW is only approximately CSLA-equivalent (module doc of
     RepOptAdamW); measured gap here 7e-5 of the kernels after 30 steps."""
@@ -354,6 +350,7 @@ FIXTURES = Path(__file__).parent / "fixtures/checkpoints"
 FIXTURE_KINDS = {"target": "plain", "hs": "hs", "rep": "repghost"}
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("mode", sorted(FIXTURE_KINDS))
 def test_reference_checkpoints_reproduce_torch_logits(mode):
     reference = np.load(FIXTURES / "ghostnet_reference.npz")
@@ -369,6 +366,7 @@ def test_reference_checkpoints_reproduce_torch_logits(mode):
     assert matching_variants(state) == [GHOST]
 
 
+@pytest.mark.backends
 def test_repghost_checkpoint_exports_fused():
     reference = np.load(FIXTURES / "ghostnet_reference.npz")
     model, report = model_from_checkpoint(
@@ -380,6 +378,7 @@ def test_repghost_checkpoint_exports_fused():
     np.testing.assert_allclose(logits, reference["rep"], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.backends
 def test_hs_checkpoint_is_a_scales_file():
     blocks = load_scales(FIXTURES / "ghostnet_tiny_hs.pth")
     model = build_model(
@@ -416,6 +415,13 @@ def test_checkpoint_mismatches_name_the_problem():
 
 @pytest.mark.parametrize("kind", ["plain", "deploy"])
 def test_int8_export_is_fully_integer(kind):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from repopt_tf.export import check_full_integer
+    from repopt_tf.export import convert_int8
+    from repopt_tf.export.litert_eval import TFLiteModel
+    from repopt_tf.export.litert_eval import output_agreement
+
     """Depthwise convs, the hard-sigmoid SE and the residual adds all run
     as int8 ops, and the int8 model agrees with the Keras model."""
     keras.utils.set_random_seed(0)  # XNNPACK refuses some random nets: below
@@ -442,6 +448,10 @@ def test_int8_export_is_fully_integer(kind):
 
 
 def test_a_model_xnnpack_refuses_runs_on_the_builtin_kernels():
+    from repopt_tf.export import convert_int8
+    from repopt_tf.export.litert_eval import TFLiteModel
+    from repopt_tf.export.litert_eval import latency
+
     """This seed's untrained fused RepGhostNet has requantization scales
     XNNPACK does not take ("failed to prepare"); LiteRT's builtin kernels
     run it, and the export says so instead of failing."""

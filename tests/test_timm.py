@@ -19,7 +19,6 @@ from repopt_tf.checkpoints import model_from_checkpoint
 from repopt_tf.checkpoints import model_from_state_dict
 from repopt_tf.checkpoints import read_safetensors
 from repopt_tf.checkpoints import read_state_dict
-from repopt_tf.export.verify import integer_report
 from repopt_tf.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +41,7 @@ def _close(ours, theirs):
     return np.abs(ours - theirs).max() / np.abs(theirs).max()
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize(
     "fixture,fuse,logits,name",
     [
@@ -149,6 +149,7 @@ SLOW = [
 ]
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("timm_name,variant", FAST)
 def test_timm_full_size_models_map_every_key(timm_name, variant):
     _check_full_size(timm_name, variant)
@@ -181,6 +182,7 @@ def _write_safetensors(path, tensors, header_extra=None):
     path.write_bytes(len(text).to_bytes(8, "little") + text + b"".join(chunks))
 
 
+@pytest.mark.backends
 def test_safetensors_reader_reads_dtypes_and_refuses_bad_files(tmp_path):
     values = np.array([1.5, -2.25, 3.0], np.float32)
     bf16 = (values.view(np.uint32) >> 16).astype(np.uint16)
@@ -221,6 +223,8 @@ def test_safetensors_reader_reads_dtypes_and_refuses_bad_files(tmp_path):
 
 
 def test_cli_exports_a_timm_safetensors_checkpoint(tmp_path, export_cli):
+    from repopt_tf.export.verify import integer_report
+
     process = export_cli(
         f"--checkpoint={FIXTURES / 'timm_repvgg_tiny.safetensors'}",
         "--image_size=32",

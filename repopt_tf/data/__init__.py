@@ -1,4 +1,9 @@
-"""Data pipelines: embedded Fashion-MNIST, tensorflow-datasets, image folders."""
+"""Data pipelines: embedded Fashion-MNIST, tensorflow-datasets, image folders
+(tf.data: needs TensorFlow, on any Keras backend)."""
+
+from repopt_tf.backend import require_tensorflow
+
+require_tensorflow("repopt_tf.data (tf.data pipelines)")
 
 from repopt_tf.data.fashion_mnist import load_fashion_mnist
 from repopt_tf.data.pipeline import Source

@@ -1,5 +1,10 @@
 """int8 TFLite export, full-integer verification, LiteRT evaluation,
-diagnostics, and the deploy check (TFLite Micro, memory bill)."""
+diagnostics, and the deploy check (TFLite Micro, memory bill). Needs
+TensorFlow (the converter); a `.keras` model trained on any backend exports."""
+
+from repopt_tf.backend import require_tensorflow
+
+require_tensorflow("repopt_tf.export (the TFLite converter)")
 
 from repopt_tf.export.convert import convert_float32
 from repopt_tf.export.convert import convert_int8

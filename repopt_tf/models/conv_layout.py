@@ -6,6 +6,8 @@ Cout)`, `DepthwiseConv2D`'s `(k, k, C, multiplier)`; the CSLA maths of
 import keras
 import numpy as np
 
+from repopt_tf.backend import to_numpy
+
 
 def conv_geometry(layer):
     """`(in_channels per group, out_channels, groups)` of a built `Conv2D`
@@ -20,7 +22,7 @@ def conv_geometry(layer):
 def grouped_layout(layer, kernel):
     """`kernel` of `layer` in the `(k, k, Cin per group, Cout)` layout of
     `repopt_tf.csla` (a depthwise `(k, k, C, m)` becomes `(k, k, 1, C*m)`)."""
-    kernel = np.asarray(kernel, np.float32)
+    kernel = to_numpy(kernel, np.float32)
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         size = kernel.shape[0]
         return kernel.reshape(size, size, 1, -1)

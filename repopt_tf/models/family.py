@@ -28,6 +28,7 @@ import warnings
 import keras
 import numpy as np
 
+from repopt_tf.backend import to_numpy
 from repopt_tf.csla import csla_grad_mult
 from repopt_tf.csla import identity_fits
 from repopt_tf.csla import merge_branches
@@ -83,7 +84,7 @@ def iter_layers(model):
 def check_untrained(model, what):
     """Warns when a model's BN gammas are not all 1 (it looks trained)."""
     gammas = [
-        np.asarray(layer.gamma)
+        to_numpy(layer.gamma)
         for layer in iter_layers(model)
         if isinstance(layer, keras.layers.BatchNormalization)
         and layer.gamma is not None
@@ -143,7 +144,7 @@ class ConvBlocks:
             return (
                 None
                 if layer is None
-                else np.asarray(layer.scale, np.float32).reshape(-1)
+                else to_numpy(layer.scale, np.float32).reshape(-1)
             )
 
         blocks = []

@@ -8,6 +8,7 @@ add (`merge_branches`). Layer names follow `repopt_tf.models.blocks`.
 
 import numpy as np
 
+from repopt_tf.backend import to_numpy
 from repopt_tf.csla import fold_batch_norm
 from repopt_tf.csla import merge_branches
 from repopt_tf.models.blocks import csla_layer_name
@@ -17,7 +18,7 @@ from repopt_tf.models.conv_layout import variable_layout
 
 def fold_layer(kernel, bn):
     """`(kernel, bias)` of Keras BatchNormalization `bn` after `kernel`."""
-    gamma, beta, mean, var = (np.asarray(w) for w in bn.weights)
+    gamma, beta, mean, var = (to_numpy(w) for w in bn.weights)
     return fold_batch_norm(kernel, gamma, beta, mean, var, bn.epsilon)
 
 
@@ -46,7 +47,7 @@ def fused_block_kernel(model, conv_name):
     kernel_1x1, bias_1x1 = None, 0.0
     if csla_layer_name(conv_name, "conv1x1") in names:
         kernel_1x1, bias_1x1 = fold_layer(
-            np.asarray(layer("conv1x1").kernel), layer("bn1x1")
+            to_numpy(layer("conv1x1").kernel), layer("bn1x1")
         )
     identity, bias_identity = None, 0.0
     if csla_layer_name(conv_name, "bn_identity") in names:

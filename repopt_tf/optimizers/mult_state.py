@@ -16,7 +16,6 @@ from collections.abc import Mapping
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from repopt_tf.csla import CompactMult
@@ -143,10 +142,20 @@ class GradMultMixin:
         if not isinstance(mult, tuple):
             return tensor * ops.cast(mult, tensor.dtype)
         row, centre = (ops.cast(part, tensor.dtype) for part in mult)
-        tap = [[variable.shape[0] // 2, variable.shape[1] // 2]]
-        return tf.tensor_scatter_nd_update(
-            tensor * row, tap, tf.gather_nd(tensor, tap) * centre
+        # Taps in row-major order: the centre of an odd k x k kernel is
+        # tap k*k // 2, every other tap takes the row.
+        shape = tuple(variable.shape)
+        taps = ops.reshape(tensor, (-1, *shape[2:]))
+        middle = shape[0] * shape[1] // 2
+        scaled = ops.concatenate(
+            [
+                taps[:middle] * row,
+                taps[middle : middle + 1] * centre,
+                taps[middle + 1 :] * row,
+            ],
+            axis=0,
         )
+        return ops.reshape(scaled, shape)
 
     def _multiply(self, gradient, variable):
         """`gradient * M` in the variable's dtype (`M = 1` without a mult)."""

@@ -1,7 +1,6 @@
 """RepOptSGD: SGD with Grad Mults (Ding et al., ICLR 2023, §3.2, App. A)."""
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from repopt_tf.optimizers.mult_state import GradMultMixin
@@ -86,28 +85,34 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
         index = self._get_variable_index(variable)
         learning_rate = ops.cast(learning_rate, variable.dtype)
         step = self._multiply(gradient, variable)
+        kernels = _tf_kernels()
         if self.weight_decay and self._decays_weight[index]:
-            # Not before the gradient exists: TF would run `wd * w` at the
-            # start of the step and hold it through the backward pass, where
-            # the step's memory peaks.
-            with tf.control_dependencies([step]):
-                step = (
-                    step
-                    + ops.cast(self.weight_decay, variable.dtype) * variable
-                )
+            if kernels:
+                step = kernels.add_coupled_l2(step, variable, self.weight_decay)
+            else:
+                step = step + ops.cast(self.weight_decay, step.dtype) * variable
         if self.momentum == 0:
             self.assign_sub(variable, learning_rate * step)
             return
-        # The momentum and weight update written above, in place in one TF
-        # kernel (nothing computed before the gradient exists).
-        tf.raw_ops.ResourceApplyMomentum(
-            var=_handle(variable),
-            accum=_handle(self.momentums[index]),
-            lr=learning_rate,
-            grad=step,
-            momentum=ops.cast(self.momentum, variable.dtype),
-            use_nesterov=self.nesterov,
-        )
+        buffer = self.momentums[index]
+        if kernels:
+            kernels.apply_momentum(
+                variable,
+                buffer,
+                step,
+                learning_rate,
+                self.momentum,
+                self.nesterov,
+            )
+            return
+        momentum = ops.cast(self.momentum, variable.dtype)
+        new_buffer = momentum * buffer + step
+        self.assign(buffer, new_buffer)
+        if self.nesterov:
+            step = step + momentum * new_buffer
+        else:
+            step = new_buffer
+        self.assign_sub(variable, learning_rate * step)
 
     def _apply_weight_decay(self, variables):
         """No decoupled decay: the L2 term is coupled in `update_step`."""
@@ -138,8 +143,11 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
         return config
 
 
-def _handle(variable):
-    """The TF resource handle of a Keras or TF variable."""
-    return (
-        variable.value if isinstance(variable, keras.Variable) else variable
-    ).handle
+def _tf_kernels():
+    """`repopt_tf.optimizers.tf_sgd_kernels` on the TensorFlow backend (the
+    same step in TF's in-place kernels), else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    from repopt_tf.optimizers import tf_sgd_kernels
+
+    return tf_sgd_kernels

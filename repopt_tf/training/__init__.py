@@ -1,4 +1,9 @@
-"""Training pieces shared by train.py: strategy, callbacks, recipe, runner."""
+"""Training pieces shared by train.py: strategy, callbacks, recipe, runner
+(tf.data and tf.distribute: needs TensorFlow)."""
+
+from repopt_tf.backend import require_tensorflow
+
+require_tensorflow("repopt_tf.training (tf.data, tf.distribute)")
 
 from repopt_tf.training.callbacks import TrainingDiverged
 from repopt_tf.training.runner import Experiment
