@@ -55,3 +55,21 @@ def to_numpy(value, dtype=None):
         warnings.filterwarnings("ignore", "__array__", DeprecationWarning)
         array = keras.ops.convert_to_numpy(value)
     return array if dtype is None else array.astype(dtype)
+
+
+def gpu_visible():
+    """Whether the running backend sees a GPU (or another accelerator)."""
+    name = backend()
+    if name == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if name == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU"))
+    return False

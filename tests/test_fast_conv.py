@@ -29,12 +29,12 @@ def test_fast_grad_conv_matches_keras_conv(
 ):
     import tensorflow as tf
 
-    from repopt_tf.models import fast_conv
+    from repopt_tf.models import tf_conv_gradients
     from repopt_tf.models.fast_conv import FastGradConv2D
 
     # Both kernel-gradient paths, whatever the rule picks for this shape.
     monkeypatch.setattr(
-        fast_conv, "_native_kernel_gradient", lambda x: native_dk
+        tf_conv_gradients, "_native_kernel_gradient", lambda x: native_dk
     )
 
     x = tf.random.stateless_normal((4, size, size + 1, 5), seed=(1, 2))

@@ -38,7 +38,8 @@ flags.DEFINE_enum(
     "strategy",
     "default",
     ["default", "mirrored", "multi_worker", "tpu"],
-    "tf.distribute strategy.",
+    "tf.distribute strategy (TensorFlow backend); on JAX, mirrored is "
+    "keras.distribution.DataParallel over every device.",
 )
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
 flags.DEFINE_bool("verbose", False, "Show TensorFlow's start-up and INFO logs.")

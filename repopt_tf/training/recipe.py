@@ -13,8 +13,9 @@ CosineLRScheduler in the paper's code).
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from repopt_tf.backend import backend
+from repopt_tf.backend import gpu_visible
 from repopt_tf.cpu import native_bfloat16
 from repopt_tf.models.blocks import split_block_layer
 from repopt_tf.optimizers import RepOptAdamW
@@ -97,8 +98,9 @@ JIT_MODES = ("auto", "on", "off")
 
 def compute_settings(train):
     """`(precision policy, jit_compile)` from `train.precision` and
-    `train.jit_compile` ("auto": XLA on when a GPU is visible; on CPUs it is
-    slower and fails under MirroredStrategy)."""
+    `train.jit_compile` ("auto": on the JAX backend always, XLA being its
+    compiler; on TensorFlow when a GPU is visible, as on CPUs XLA is slower
+    and fails under MirroredStrategy; on PyTorch off: torch.compile)."""
     if train.precision not in PRECISIONS:
         raise ValueError(
             f"train.precision must be one of {PRECISIONS}, got "
@@ -109,10 +111,8 @@ def compute_settings(train):
             f"train.jit_compile must be one of {JIT_MODES}, got "
             f"{train.jit_compile!r}."
         )
-    jit = train.jit_compile == "on" or (
-        train.jit_compile == "auto"
-        and bool(tf.config.list_logical_devices("GPU"))
-    )
+    auto = backend() == "jax" or (backend() == "tensorflow" and gpu_visible())
+    jit = train.jit_compile == "on" or (train.jit_compile == "auto" and auto)
     return train.precision, jit
 
 
@@ -121,7 +121,8 @@ def precision_tip(precision):
     training on a CPU-only machine whose CPU has bfloat16 in hardware
     (docs/results.md: RepOpt-VGG-S 1.33x, RepOpt-VGG-A0 at 224x224 2.3x,
     within the drift tests/test_precision.py bounds); else None."""
-    if precision != "float32" or tf.config.list_logical_devices("GPU"):
+    # Measured on TensorFlow's CPU kernels only.
+    if precision != "float32" or backend() != "tensorflow" or gpu_visible():
         return None
     if not native_bfloat16():
         return None
