@@ -284,11 +284,16 @@ class TorchRunner:
     `variant` in `form` ("repopt": with the Grad Mults of the Keras
     `keras_model`) on `images` (NHWC, raw pixels) and `labels`; `rest`:
     `precision`, `threads` (0: torch's default), `layout`, `reference` (a
-    checkout or None), as `TorchTrainer`. `version` and `threads` come
-    from the child.
+    checkout or None), `device`, as `TorchTrainer`. `version` and `threads`
+    come from the child. A child that does not answer a call within
+    `timeout` seconds (a hang: the authors' RepVGG in channels_last float32
+    waits forever in a oneDNN barrier on a Zen 2 CPU at 2 threads) is
+    killed and raises `RunnerDied` too.
     """
 
-    def __init__(self, variant, form, keras_model, images, labels, **rest):
+    def __init__(
+        self, variant, form, keras_model, images, labels, timeout=300, **rest
+    ):
         from repopt_tf.models import VARIANTS
         from repopt_tf.models.repopt_vgg import block_plan
 
@@ -302,6 +307,7 @@ class TorchRunner:
             mults=_oihw_mults(keras_model) if form == "repopt" else None,
             **rest,
         )
+        self.timeout = timeout
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         here = str(Path(__file__).resolve().parent)
@@ -316,11 +322,19 @@ class TorchRunner:
 
     def _receive(self):
         try:
+            if not self._conn.poll(self.timeout):
+                self._process.kill()
+                self._process.join(timeout=10)
+                raise RunnerDied(
+                    f"hung: the torch process gave no answer in "
+                    f"{self.timeout:g} s and was killed"
+                )
             return self._conn.recv()
         except (EOFError, ConnectionError):
             self._process.join(timeout=10)
             raise RunnerDied(
-                f"the torch process died (exit code {self._process.exitcode})"
+                "crashed: the torch process died (exit code "
+                f"{self._process.exitcode})"
             ) from None
 
     def _call(self, command, steps):

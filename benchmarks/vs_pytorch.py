@@ -37,6 +37,7 @@ from pathlib import Path
 
 from absl import app
 from absl import flags
+from step_timing import RunnerDied
 from step_timing import alternating_step_times
 from step_timing import compiled_form
 from step_timing import define_choice_list
@@ -63,6 +64,13 @@ define_choice_list(
     ["float32", "bfloat16"],
     ["float32", "bfloat16"],
     "Precisions to race",
+)
+flags.DEFINE_float(
+    "torch_timeout",
+    300,
+    "Seconds a PyTorch setting may take to answer one call (start-up, "
+    "warm-up, one window) before it is killed as hung and named so.",
+    lower_bound=1,
 )
 flags.DEFINE_string(
     "reference",
@@ -113,17 +121,23 @@ def main(argv):
             for threads, layout in itertools.product(
                 FLAGS.torch_threads, FLAGS.torch_formats
             ):
-                runner = TorchRunner(
-                    FLAGS.model,
-                    form,
-                    model,
-                    images,
-                    labels,
-                    precision=precision,
-                    threads=int(threads),
-                    layout=layout,
-                    reference=FLAGS.reference,
-                )
+                name = f"torch_{form}_{precision}_t{threads}_{layout}"
+                try:
+                    runner = TorchRunner(
+                        FLAGS.model,
+                        form,
+                        model,
+                        images,
+                        labels,
+                        timeout=FLAGS.torch_timeout,
+                        precision=precision,
+                        threads=int(threads),
+                        layout=layout,
+                        reference=FLAGS.reference,
+                    )
+                except RunnerDied as error:
+                    died[name] = str(error)
+                    continue
                 torch_version = runner.version
                 name = f"torch_{form}_{precision}_t{runner.threads}_{layout}"
                 runners[name] = runner
@@ -159,7 +173,7 @@ def report(seconds, died, tf, keras, torch_version):
             f"{rates[-1]:.1f} |"
         )
     for name, why in died.items():
-        print(f"| {name} | crashed: {why} | | |")
+        print(f"| {name} | {why} | | |")
 
     def best(prefix):
         return min(
@@ -170,7 +184,7 @@ def report(seconds, died, tf, keras, torch_version):
 
     def ratio(label, faster, slower):
         if faster is None or slower is None:
-            print(f"ratio {label}: not measured (a side crashed)")
+            print(f"ratio {label}: not measured (a side crashed or hung)")
             return
         values = sorted(b / a for a, b in zip(seconds[faster], seconds[slower]))
         print(

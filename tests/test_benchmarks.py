@@ -216,6 +216,62 @@ def test_vs_pytorch_prints_four_rates_and_ratios():
         assert re.search(rf"ratio {label} \(.*\): median [\d.]+", out)
 
 
+HANGING_REFERENCE = {
+    # A stand-in for the authors' code whose training step never returns,
+    # as their RepVGG in channels_last float32 on a Zen 2 CPU at 2 threads.
+    "repoptvgg_model.py": """
+import time
+import torch
+
+
+class RepOptVGG(torch.nn.Module):
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        time.sleep(3600)
+""",
+    "repoptimizer_sgd.py": """
+import torch
+
+
+class RepOptimizerSGD(torch.optim.SGD):
+    def __init__(self, mults, params, **settings):
+        super().__init__(params, **settings)
+""",
+}
+
+
+def test_vs_pytorch_names_a_hung_torch_setting_and_goes_on(tmp_path):
+    pytest.importorskip("torch", reason="needs torch (pip install '.[bench]')")
+    for name, code in HANGING_REFERENCE.items():
+        path = tmp_path / "repoptimizer" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(code)
+    out = _run(
+        "vs_pytorch.py",
+        "--model=repopt_vgg_tiny",
+        "--batch=4",
+        "--image_size=16",
+        "--steps=1",
+        "--windows=1",
+        "--warmup=1",
+        "--precisions=float32",
+        "--torch_formats=nchw",
+        f"--reference={tmp_path}",
+        "--torch_timeout=5",
+    )
+    assert re.search(r"\| keras_repopt_float32 \| [\d.]+ \|", out)
+    for form in ("repopt", "repvgg"):
+        assert re.search(
+            rf"\| torch_{form}_float32_t\d+_nchw \| hung: the torch process "
+            r"gave no answer in 5 s and was killed \|",
+            out,
+        ), out
+    assert "ratio Keras/PyTorch, RepOpt-VGG, best: not measured" in out
+
+
 @pytest.mark.parametrize("script", ["vs_pytorch.py", "step_profile.py"])
 def test_torch_side_refuses_a_folder_that_is_no_reference_checkout(
     script, tmp_path
