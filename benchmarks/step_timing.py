@@ -63,6 +63,58 @@ def alternating_step_times(models, batch, warmup, windows, steps, died=None):
     return {name: seconds[name] for name in models}
 
 
+class Clock:
+    """Seconds left of a run's time budget, and the work skipped for want
+    of them (named, so that a report can say what it did not measure)."""
+
+    def __init__(self, seconds):
+        self.end = time.monotonic() + seconds
+        self.skipped = []
+
+    def allows(self, seconds, what):
+        """Whether `seconds` are left for `what`; else it is skipped."""
+        if self.end - time.monotonic() >= seconds:
+            return True
+        self.skipped.append(what)
+        print(f"skipped for time: {what}", flush=True)
+        return False
+
+
+def largest_batch(fits, start, limit, refine, clock, what):
+    """`(largest batch that fits, smallest that does not or None)`.
+
+    Doubles from `start` while `fits(batch)` holds (halves while it does
+    not, if `start` is too large), never above `limit`, then bisects
+    `refine` times between the two; each try needs 30 s of `clock`.
+    """
+    good = bad = None
+    batch = start
+    while clock.allows(30, f"{what} at batch {batch}"):
+        if fits(batch):
+            good = batch
+        else:
+            bad = batch
+        if bad is None:
+            batch = batch * 2 if batch * 2 <= limit else None
+        elif good is None:
+            batch = batch // 2 if batch > 1 else None
+        else:
+            batch = None
+        if batch is None:
+            break
+    for _ in range(refine):
+        if good is None or bad is None or bad - good <= 1:
+            break
+        middle = (good + bad) // 2
+        if not clock.allows(30, f"{what} at batch {middle}"):
+            break
+        if fits(middle):
+            good = middle
+        else:
+            bad = middle
+    return good, bad
+
+
 def synthetic_batch(batch, shape):
     """`batch` raw-pixel images of `shape` (uniform 0-255, float32) and
     labels of 10 classes, seeded: the batch every framework trains on."""

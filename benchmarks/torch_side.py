@@ -98,9 +98,10 @@ class TorchTrainer:
     """`train_on_batch` for a torch model: forward (under bf16 autocast for
     `precision="bfloat16"`), backward, Grad Mults (`mults`: (parameter,
     mult) pairs), step, with `threads`, in memory `layout` "nchw" or
-    "channels_last"; the authors' `RepOptimizerSGD` applies the mults when
-    a `reference` checkout is given, else they scale the gradients before
-    `torch.optim.SGD` (the same rule)."""
+    "channels_last", on `device` ("cpu" or "cuda"); the authors'
+    `RepOptimizerSGD` applies the mults when a `reference` checkout is
+    given, else they scale the gradients before `torch.optim.SGD` (the same
+    rule)."""
 
     def __init__(
         self,
@@ -113,15 +114,16 @@ class TorchTrainer:
         threads,
         layout,
         reference=None,
+        device="cpu",
     ):
-        self.torch, self.threads = torch, threads
-        self.model = model.train()
+        self.torch, self.threads, self.device = torch, threads, device
+        self.layout = layout
+        self.model = model.to(device).train()
         if layout == "channels_last":
             self.model = self.model.to(memory_format=torch.channels_last)
-            images = images.contiguous(memory_format=torch.channels_last)
-        self.images, self.labels = images, labels
+        self.images, self.labels = self._batch(images, labels)
         settings = dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=4e-5)
-        self.mults = mults or []
+        self.mults = [(p, m.to(device)) for p, m in mults or []]
         if reference:
             _import_reference(reference)
             from repoptimizer_sgd import RepOptimizerSGD
@@ -136,18 +138,54 @@ class TorchTrainer:
         self.autocast = precision == "bfloat16"
         self.loss = torch.nn.CrossEntropyLoss()
 
-    def train_on_batch(self):
+    def _batch(self, images, labels):
+        images = images.to(self.device)
+        if self.layout == "channels_last":
+            images = images.contiguous(memory_format=self.torch.channels_last)
+        return images, labels.to(self.device)
+
+    def train_on_batch(self, images=None, labels=None):
         torch = self.torch
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
+        if images is None:
+            images, labels = self.images, self.labels
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
-            loss = self.loss(self.model(self.images), self.labels)
+        device_type = torch.device(self.device).type
+        with torch.autocast(
+            device_type, dtype=torch.bfloat16, enabled=self.autocast
+        ):
+            loss = self.loss(self.model(images), labels)
         loss.backward()
         with torch.no_grad():
             for parameter, mult in self.mults:
                 parameter.grad.mul_(mult)
         self.optimizer.step()
+
+    def synchronize(self):
+        """Waits for the device's queued work (a no-op on the CPU)."""
+        if self.torch.device(self.device).type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def fits(self, batch, steps=2):
+        """Whether `steps` training steps at `batch` images (the trainer's
+        images repeated) run without running out of device memory."""
+        torch = self.torch
+        repeats = -(-batch // len(self.images))
+        images = self.images.repeat(repeats, 1, 1, 1)[:batch]
+        labels = self.labels.repeat(repeats)[:batch]
+        try:
+            for _ in range(steps):
+                self.train_on_batch(images, labels)
+            self.synchronize()
+            return True
+        except torch.cuda.OutOfMemoryError:
+            return False
+        finally:
+            del images, labels
+            self.optimizer.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
 
 def mult_pairs(torch, net, mults):
@@ -247,10 +285,14 @@ def _serve(conn, path, settings):
         if command == "stop":
             return
         if command == "time":
+            trainer.synchronize()
             start = time.perf_counter()
             for _ in range(steps):
                 trainer.train_on_batch()
+            trainer.synchronize()
             conn.send(time.perf_counter() - start)
+        elif command == "fits":
+            conn.send(trainer.fits(steps))
         elif command == "profile":
             conn.send(_profile(torch, trainer, steps))
 
@@ -350,6 +392,10 @@ class TorchRunner:
     def profile(self, steps):
         """({category: op self ms}, wall seconds) over `steps` steps."""
         return self._call("profile", steps)
+
+    def fits(self, batch):
+        """Whether training at `batch` images fits in device memory."""
+        return self._call("fits", batch)
 
     def close(self):
         with contextlib.suppress(OSError, EOFError):

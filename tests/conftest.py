@@ -68,3 +68,28 @@ def _export_cli(*args):
 @pytest.fixture
 def export_cli():
     return _export_cli
+
+
+WITHOUT_TENSORFLOW = ROOT / "tests/without_tensorflow"
+
+
+def run_without_tensorflow(backend, args, timeout=900, env=None):
+    """`python ARGS` from the repository root under Keras `backend`, in a
+    process where TensorFlow cannot be imported (tests/without_tensorflow),
+    as a finished process."""
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "PYTHONPATH": os.pathsep.join(
+            [str(WITHOUT_TENSORFLOW), os.environ.get("PYTHONPATH", "")]
+        ),
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+    )

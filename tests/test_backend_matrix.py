@@ -13,53 +13,31 @@
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from conftest import ROOT
+from conftest import run_without_tensorflow
 
 from repopt_tf import RepOptSGD
 from repopt_tf import build_model
 from repopt_tf import grad_mults_for_model
 from repopt_tf import load_scales
 
-ROOT = Path(__file__).resolve().parents[1]
-WITHOUT_TENSORFLOW = ROOT / "tests/without_tensorflow"
 BACKENDS = ("jax", "torch")
 SCALES = ROOT / "tests/fixtures/checkpoints/repopt_tiny_hs_latest.pth"
-
-
-def run_on(backend, args, timeout=900, env=None):
-    """`python ARGS` under Keras `backend` in a process without TensorFlow."""
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": backend,
-        "PYTHONPATH": os.pathsep.join(
-            [str(WITHOUT_TENSORFLOW), os.environ.get("PYTHONPATH", "")]
-        ),
-        **(env or {}),
-    }
-    return subprocess.run(
-        [sys.executable, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=env,
-    )
 
 
 def run_code(backend, *code, **kwargs):
     """Runs the `code` parts (each dedented) under `backend` (see `run_on`);
     fails with its output."""
     source = "\n".join(textwrap.dedent(part) for part in code)
-    process = run_on(backend, ["-c", source], **kwargs)
+    process = run_without_tensorflow(backend, ["-c", source], **kwargs)
     assert process.returncode == 0, (process.stdout + process.stderr)[-4000:]
     return process.stdout
 
@@ -90,7 +68,7 @@ def marked_count():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_marked_tests_pass_without_tensorflow(backend, marked_count):
-    process = run_on(
+    process = run_without_tensorflow(
         backend,
         ["-m", "pytest", "-q", "-m", "backends", "-p", "no:cacheprovider"]
         + _marked_files(),

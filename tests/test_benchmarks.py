@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_without_tensorflow
 
 from repopt_tf.scales import load_scales
 
@@ -444,3 +445,78 @@ def test_deploy_table_measures_rows_and_reuses_them(tmp_path):
         timeout=300,
     )
     assert result.returncode == 1 and "unknown rows ['x']" in result.stderr
+
+
+def test_largest_batch_doubles_then_bisects():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from step_timing import Clock
+    from step_timing import largest_batch
+
+    tried = []
+
+    def fits(batch):
+        tried.append(batch)
+        return batch <= 100
+
+    clock = Clock(3600)
+    assert largest_batch(fits, 8, 4096, 2, clock, "x") == (96, 112)
+    assert tried == [8, 16, 32, 64, 128, 96, 112]
+    tried.clear()
+    assert largest_batch(fits, 256, 4096, 0, clock, "x") == (64, 128)
+    assert tried == [256, 128, 64]
+    assert largest_batch(fits, 8, 50, 2, clock, "x") == (32, None)
+    assert largest_batch(lambda b: False, 4, 64, 2, clock, "x") == (None, 1)
+    assert clock.skipped == []
+    late = Clock(10)
+    assert largest_batch(fits, 8, 4096, 2, late, "x") == (None, None)
+    assert late.skipped == ["x at batch 8"]
+
+
+def test_gpu_proof_dry_run_on_jax_without_tensorflow(tmp_path):
+    pytest.importorskip("torch", reason="the PyTorch side needs torch")
+    pytest.importorskip("jax", reason="the proof runs on Keras's JAX backend")
+    process = run_without_tensorflow(
+        "jax",
+        [
+            "benchmarks/gpu_proof.py",
+            "--dry_run",
+            "--torch_formats=channels_last",
+            f"--out={tmp_path / 'proof.json'}",
+        ],
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    out = process.stdout
+    for framework in ("keras", "torch"):
+        for form in ("repopt", "repvgg"):
+            layout = "_channels_last" if framework == "torch" else ""
+            assert re.search(
+                rf"\| {framework}_{form}_float32{layout} \| [\d.]+ \| "
+                r"[\d.]+ \| [\d.]+ \| 32 \|",
+                out,
+            ), out
+            assert re.search(
+                rf"\| {framework}_{form}_bfloat16{layout} \| [\d.]+ \|", out
+            )
+    assert re.search(r"ratio RepOpt/RepVGG img/s, keras, float32: [\d.]+", out)
+    assert re.search(r"ratio Keras/PyTorch img/s, repopt, best: [\d.]+", out)
+    assert "JAX" in out and "on cpu" in out
+    results = json.loads((tmp_path / "proof.json").read_text())
+    assert results["max_batch"]["keras_repopt_float32"] == {
+        "fits": 32,
+        "fails": None,
+    }
+    assert results["failed"] == {} and results["skipped"] == []
+    assert results["ratios"]["RepOpt/RepVGG largest batch, torch"] == 1.0
+
+
+def test_gpu_proof_needs_the_jax_backend():
+    process = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/gpu_proof.py"), "--dry_run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+    )
+    assert process.returncode == 1
+    assert "KERAS_BACKEND=jax" in process.stderr
+    assert "Traceback" not in process.stderr
