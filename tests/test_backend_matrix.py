@@ -42,11 +42,14 @@ def run_code(backend, *code, **kwargs):
     return process.stdout
 
 
+MARKED = re.compile(r"^(@|pytestmark = )pytest\.mark\.backends$", re.M)
+
+
 def _marked_files():
     return sorted(
         str(path.relative_to(ROOT))
         for path in (ROOT / "tests").glob("test_*.py")
-        if "pytest.mark.backends" in path.read_text()
+        if MARKED.search(path.read_text())
     )
 
 

@@ -21,7 +21,6 @@ from repopt_tf.checkpoints import matching_variants
 from repopt_tf.checkpoints import read_state_dict
 from repopt_tf.checkpoints import read_torch_file
 from repopt_tf.checkpoints.synthetic import synthetic_state_dict
-from repopt_tf.configs import base
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
 from repopt_tf.models import fuse_repvgg
@@ -325,6 +324,8 @@ def test_full_size_models_map_every_key(variant, form, kind, block):
 
 
 def _fine_tune_config(checkpoint, mode="target"):
+    from repopt_tf.configs import base
+
     config = base.get_config()
     config.mode = mode
     config.model = "repopt_vgg_tiny"
