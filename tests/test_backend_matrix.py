@@ -246,6 +246,7 @@ def test_jax_data_parallel_on_two_devices_equals_one(tmp_path):
         """,
         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
     )
+    print(out)
     assert "devices 2 2" in out
     moved, gap = (
         float(v) for v in re.search(r"moved (\S+) gap (\S+)", out).groups()
