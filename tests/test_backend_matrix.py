@@ -253,3 +253,39 @@ def test_jax_data_parallel_on_two_devices_equals_one(tmp_path):
     )
     assert moved > 1e-2
     assert gap < 1e-5 * max(moved, 1)
+
+
+@pytest.mark.parametrize("tool", ["train.py", "export_tflite.py"])
+def test_tools_without_tensorflow_say_so_in_one_line(tool):
+    process = run_without_tensorflow("jax", [tool], timeout=300)
+    assert process.returncode == 2
+    assert process.stderr.strip().splitlines() == [
+        f"error: {tool} (repopt-{tool.split('_')[0].split('.')[0]}) needs "
+        "TensorFlow, which is not installed: pip install tensorflow-cpu (or "
+        "tensorflow, for a GPU)."
+    ]
+
+
+def test_tensorflow_only_parts_name_what_they_need():
+    out = run_code(
+        "torch",
+        """
+        import sys
+        import repopt_tf
+        from repopt_tf.backend import MissingTensorFlowError
+        for name in ("data", "export", "training", "multirate"):
+            try:
+                __import__(f"repopt_tf.{name}")
+            except MissingTensorFlowError as error:
+                print(name, "|", error)
+        print("tensorflow imported:", "tensorflow" in sys.modules)
+        """,
+    )
+    lines = dict(line.split(" | ") for line in out.splitlines() if "|" in line)
+    assert set(lines) == {"data", "export", "training", "multirate"}
+    assert "needs TensorFlow, which is not installed" in lines["export"]
+    assert lines["multirate"].endswith(
+        "runs on Keras's TensorFlow backend only, this process runs torch: "
+        "set KERAS_BACKEND=tensorflow."
+    )
+    assert "tensorflow imported: False" in out

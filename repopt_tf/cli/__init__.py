@@ -9,6 +9,19 @@ from absl import app
 from absl import flags
 
 
+def exit_unless_tensorflow(tool):
+    """Ends the process with one line when TensorFlow, which every tool
+    needs (tf.data, the TFLite converter), cannot be imported."""
+    from repopt_tf.backend import MissingTensorFlowError
+    from repopt_tf.backend import require_tensorflow
+
+    try:
+        require_tensorflow(tool)
+    except MissingTensorFlowError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run_main(main, module_name):
     """`app.run(main)`, with `--help` listing `module_name`'s flags and the
     shared ones it defined through this package (`define_config_flag`,

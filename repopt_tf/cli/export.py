@@ -16,6 +16,10 @@ form come from the file, a RepVGG training form is fused first. Converter
 messages are hidden unless --verbose.
 """
 
+from repopt_tf.cli import exit_unless_tensorflow
+
+exit_unless_tensorflow("export_tflite.py (repopt-export)")
+
 import sys
 from pathlib import Path
 

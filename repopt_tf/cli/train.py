@@ -16,6 +16,10 @@ finished epoch and reuses finished stages; a stage whose config changed is
 refused with the fields that differ.
 """
 
+from repopt_tf.cli import exit_unless_tensorflow
+
+exit_unless_tensorflow("train.py (repopt-train)")
+
 import sys
 from pathlib import Path
 
