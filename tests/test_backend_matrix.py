@@ -190,6 +190,7 @@ def test_a_model_trained_on_another_backend_ships_as_int8(
         f"""
         import sys
         assert "tensorflow" not in sys.modules
+        keras.utils.set_random_seed(0)
         data = np.load("{tmp_path}/data.npz")
         model = tiny((28, 28, 1))
         model.fit(data["x"], data["y"], batch_size=32, epochs=2, verbose=0)
@@ -206,14 +207,22 @@ def test_a_model_trained_on_another_backend_ships_as_int8(
     assert process.returncode == 0, process.stderr[-3000:]
     content = (tmp_path / "out/model_int8.tflite").read_bytes()
     assert integer_report(content) == []
+    test_images = np.load(tmp_path / "data.npz")["test"]
     theirs = np.load(tmp_path / "logits.npy")
-    int8 = TFLiteModel(content)(np.load(tmp_path / "data.npz")["test"])
+    here = keras.models.load_model(tmp_path / "model.keras")
+    ours = here.predict_on_batch(test_images)
+    assert np.abs(ours - theirs).max() < 1e-4 * np.abs(theirs).max()
+    int8 = TFLiteModel(content)(test_images)
     agreement = output_agreement(theirs, int8)
     report = json.loads((tmp_path / "out/export_report.json").read_text())
     print(backend, agreement, report["accuracy"])
     assert report["accuracy"]["keras_fp32"] > 0.3, "the model did not train"
+    # Within int8 error: as close as the int8 model is to the same model's
+    # float outputs on TF, and close in absolute terms.
+    on_tf = output_agreement(ours, int8)
     assert agreement["top1_agreement"] >= 0.9
-    assert agreement["relative_rmse"] < 0.1
+    assert agreement["relative_rmse"] < 0.2
+    assert abs(agreement["relative_rmse"] - on_tf["relative_rmse"]) < 1e-3
 
 
 def test_jax_data_parallel_on_two_devices_equals_one(tmp_path):
