@@ -185,6 +185,7 @@ def test_table8_ptq_imports_synthetic_checkpoints(tmp_path):
     assert names == ["repopt_vgg_tiny_plain", "repvgg_a0_deploy"]
 
 
+@pytest.mark.slow  # 50 s; the hang test below covers the race's code
 def test_vs_pytorch_prints_four_rates_and_ratios():
     pytest.importorskip(
         "torch",

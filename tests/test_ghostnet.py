@@ -236,6 +236,7 @@ def _equivalent_kernels(csla, scales):
 
 
 def _pair(seed=0):
+    keras.utils.set_random_seed(seed)  # the primary convs' initial kernels
     rng = np.random.default_rng(seed)
     csla, target = _two_modules("hs"), _two_modules("plain")
     scales = _random_scales(csla, seed)
@@ -327,21 +328,24 @@ def test_csla_ghost_modules_equal_repopt_sgd():
 @pytest.mark.backends
 def test_csla_ghost_modules_vs_repopt_adamw_gap():
     """AdamW is only approximately CSLA-equivalent (module doc of
-    RepOptAdamW); measured gap here 7e-5 of the kernels after 30 steps."""
-    csla, target, scales, data = _pair()
-    _train(csla, RepOptAdamW(0.01, weight_decay=0.05), data)
-    _train(
-        target,
-        RepOptAdamW(
-            0.01,
-            weight_decay=0.05,
-            grad_mults=FAMILY.grad_mults(target, scales, power=1),
-        ),
-        data,
-    )
-    gap = _gaps(csla, target, scales)
-    print(f"RepOpt-GhostNet AdamW gap after {STEPS} steps: {gap:.3e}")
-    assert 0 < gap < 1e-3
+    RepOptAdamW): after 30 steps the gap is typically 3e-5 to 8e-5 of the
+    kernels, and on some initial weights up to about 7e-3 (measured over 4
+    seeds on TF, JAX and PyTorch), where AdamW's epsilon weighs on entries
+    with tiny second moments. Four seeds: the typical gap and the tail."""
+    gaps = []
+    for seed in range(4):
+        csla, target, scales, data = _pair(seed)
+        _train(csla, RepOptAdamW(0.01, weight_decay=0.05), data)
+        mults = FAMILY.grad_mults(target, scales, power=1)
+        _train(
+            target,
+            RepOptAdamW(0.01, weight_decay=0.05, grad_mults=mults),
+            data,
+        )
+        gaps.append(_gaps(csla, target, scales))
+    print(f"RepOpt-GhostNet AdamW gaps after {STEPS} steps: {gaps}")
+    assert 0 < min(gaps) and float(np.median(gaps)) < 5e-4
+    assert max(gaps) < 2e-2
 
 
 # The authors' model code (DingXiaoH/RepOptimizers), run once by

@@ -149,7 +149,6 @@ SLOW = [
 ]
 
 
-@pytest.mark.backends
 @pytest.mark.parametrize("timm_name,variant", FAST)
 def test_timm_full_size_models_map_every_key(timm_name, variant):
     _check_full_size(timm_name, variant)

@@ -123,7 +123,10 @@ class _RingKernel:
         self._scaled_signs = (signs * gain).astype(np.float32)
 
     def generate_kernel(self, ring):
-        values = ops.take(ring, self._indices) * self._scaled_signs
+        # Constants as tensors: on PyTorch, numpy operands would ask the
+        # ring (which needs a gradient) for a numpy copy.
+        values = ops.take(ring, ops.convert_to_tensor(self._indices))
+        values = values * ops.convert_to_tensor(self._scaled_signs)
         return ops.reshape(values, self.kernel_shape)
 
     def plain_layer(self, ring):
