@@ -13,6 +13,7 @@
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -298,3 +299,46 @@ def test_tensorflow_only_parts_name_what_they_need():
         "set KERAS_BACKEND=tensorflow."
     )
     assert "tensorflow imported: False" in out
+
+
+def _train_cli(backend, tmp_path, *flags):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"--workdir={tmp_path}"]
+        + [
+            "--config=configs/fashion_mnist.py:baseline_sgd",
+            "--config.model=repopt_vgg_tiny",
+            "--config.data.train_limit=256",
+            "--config.data.eval_limit=64",
+            "--config.train.epochs=1",
+            "--config.train.batch_size=32",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=dict(os.environ, KERAS_BACKEND=backend),
+    )
+
+
+def test_train_py_on_jax_with_data_parallel_on_two_devices(tmp_path):
+    process = _train_cli(
+        "jax", tmp_path, "--strategy=mirrored", "--cpu_devices=2"
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "strategy mirrored (2 replicas)" in process.stdout
+    assert "global batch 64 (32 x 2 replicas)" in process.stdout
+    assert "precision float32, XLA on" in process.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert 0 <= results["baseline_sgd"]["test_accuracy"] <= 1
+    model = keras.models.load_model(tmp_path / "baseline_sgd/model.keras")
+    assert model.name == "repopt_vgg_tiny_plain"
+
+
+def test_train_py_names_the_strategies_other_backends_lack(tmp_path):
+    process = _train_cli("torch", tmp_path, "--strategy=mirrored")
+    assert process.returncode == 1
+    assert process.stderr.strip().splitlines()[-1] == (
+        "error: --strategy=mirrored is tf.distribute's, for the TensorFlow "
+        "backend; on torch use --strategy=default."
+    )
