@@ -57,8 +57,8 @@ from step_timing import compiled_form
 from step_timing import define_choice_list
 from step_timing import largest_batch
 from step_timing import synthetic_batch
-from torch_side import TorchRunner
 from torch_side import check_reference
+from torch_side import start_runner
 
 flags.DEFINE_string("variant", "repopt_vgg_b1", "RepOpt-VGG variant.")
 flags.DEFINE_integer(
@@ -167,22 +167,22 @@ def run_torch(keras_models, images, labels, clock, results):
             name = f"torch_{form}_{precision}_{layout}"
             if not clock.allows(60, name):
                 continue
-            try:
-                runner = TorchRunner(
-                    FLAGS.variant,
-                    form,
-                    model,
-                    images,
-                    labels,
-                    timeout=FLAGS.torch_timeout,
-                    precision=precision,
-                    threads=0,
-                    layout=layout,
-                    reference=FLAGS.reference,
-                    device=device,
-                )
-            except RunnerDied as error:
-                results["failed"][name] = str(error)
+            runner = start_runner(
+                results["failed"],
+                name,
+                FLAGS.variant,
+                form,
+                model,
+                images,
+                labels,
+                timeout=FLAGS.torch_timeout,
+                precision=precision,
+                threads=0,
+                layout=layout,
+                reference=FLAGS.reference,
+                device=device,
+            )
+            if runner is None:
                 continue
             # The largest batch in the first memory format only (time).
             search = runner.fits if layout == FLAGS.torch_formats[0] else None

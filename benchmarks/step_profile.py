@@ -30,8 +30,8 @@ from step_timing import RunnerDied
 from step_timing import compiled_form
 from step_timing import define_choice_list
 from step_timing import synthetic_batch
-from torch_side import TorchRunner
 from torch_side import check_reference
+from torch_side import start_runner
 
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
@@ -162,7 +162,11 @@ def main(argv):
                     model, batch
                 )
             if "torch" in FLAGS.frameworks:
-                runner = TorchRunner(
+                name = f"PyTorch {form} {precision}"
+                failed = {}
+                runner = start_runner(
+                    failed,
+                    name,
                     FLAGS.model,
                     form,
                     model,
@@ -173,12 +177,14 @@ def main(argv):
                     layout=FLAGS.torch_format,
                     reference=FLAGS.reference,
                 )
-                name = f"PyTorch {form} {precision}"
-                try:
-                    profiles[name] = torch_profile(runner)
-                except RunnerDied as error:
-                    print(f"{name}: not profiled: {error}", file=sys.stderr)
-                runner.close()
+                if runner is not None:
+                    try:
+                        profiles[name] = torch_profile(runner)
+                    except RunnerDied as error:
+                        failed[name] = str(error)
+                    runner.close()
+                for why in failed.values():
+                    print(f"{name}: not profiled: {why}", file=sys.stderr)
     print(markdown(profiles))
 
 

@@ -401,3 +401,13 @@ class TorchRunner:
         with contextlib.suppress(OSError, EOFError):
             self._conn.send(("stop", 0))
         self._process.join(timeout=30)
+
+
+def start_runner(failures, name, *args, **kwargs):
+    """`TorchRunner(*args, **kwargs)`, or None, with why recorded as
+    `failures[name]`, when its process dies or hangs while starting."""
+    try:
+        return TorchRunner(*args, **kwargs)
+    except RunnerDied as error:
+        failures[name] = str(error)
+        return None

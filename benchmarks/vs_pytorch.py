@@ -37,13 +37,13 @@ from pathlib import Path
 
 from absl import app
 from absl import flags
-from step_timing import RunnerDied
 from step_timing import alternating_step_times
 from step_timing import compiled_form
 from step_timing import define_choice_list
 from step_timing import synthetic_batch
 from torch_side import TorchRunner
 from torch_side import check_reference
+from torch_side import start_runner
 
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
@@ -122,21 +122,21 @@ def main(argv):
                 FLAGS.torch_threads, FLAGS.torch_formats
             ):
                 name = f"torch_{form}_{precision}_t{threads}_{layout}"
-                try:
-                    runner = TorchRunner(
-                        FLAGS.model,
-                        form,
-                        model,
-                        images,
-                        labels,
-                        timeout=FLAGS.torch_timeout,
-                        precision=precision,
-                        threads=int(threads),
-                        layout=layout,
-                        reference=FLAGS.reference,
-                    )
-                except RunnerDied as error:
-                    died[name] = str(error)
+                runner = start_runner(
+                    died,
+                    name,
+                    FLAGS.model,
+                    form,
+                    model,
+                    images,
+                    labels,
+                    timeout=FLAGS.torch_timeout,
+                    precision=precision,
+                    threads=int(threads),
+                    layout=layout,
+                    reference=FLAGS.reference,
+                )
+                if runner is None:
                     continue
                 torch_version = runner.version
                 name = f"torch_{form}_{precision}_t{runner.threads}_{layout}"
