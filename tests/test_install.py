@@ -3,6 +3,7 @@ them from another directory (issue #15)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,42 @@ def test_tools_start_quietly_unless_verbose():
     assert not quiet_start(["/usr/bin/ipython"], {})  # a library user
     assert quiet_start(["anything"], {"REPOPT_TF_QUIET": "1"})
     assert not quiet_start(["repopt-export"], {"REPOPT_TF_QUIET": "0"})
+
+
+@pytest.mark.slow
+def test_core_installs_and_runs_on_jax_without_tensorflow(tmp_path):
+    """A fresh venv with keras, jax, numpy and absl-py only (as the GPU
+    machine has), the package installed --no-deps: `import repopt_tf`
+    and the GPU proof's dry run on JAX, never importing TensorFlow."""
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
+    python = str(venv / "bin/python")
+    pins = ("keras==3.15.1", "jax[cpu]==0.10.2", "numpy==2.4.6")
+    _run(
+        [python, "-m", "pip", "install", "-q", *pins, "absl-py", "h5py"],
+        timeout=1200,
+    )
+    _run([python, "-m", "pip", "install", "-q", "--no-deps", str(ROOT)])
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    env.pop("PYTHONPATH", None)
+    listed = _run([python, "-m", "pip", "list"], env=env, timeout=120)
+    assert "tensorflow" not in listed.stdout.lower()
+    code = (
+        "import sys, repopt_tf, keras; "
+        "m = repopt_tf.build_model('repopt_vgg_tiny', 10, (32, 32, 3)); "
+        "print(keras.backend.backend(), m.count_params(), "
+        "'tensorflow' in sys.modules)"
+    )
+    ran = _run([python, "-c", code], env=env, cwd=tmp_path, timeout=300)
+    assert ran.stdout.split()[0] == "jax" and ran.stdout.split()[2] == "False"
+    proof = _run(
+        [python, str(ROOT / "benchmarks/gpu_proof.py"), "--dry_run"]
+        + ["--precisions=float32"],
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert "torch is not installed" in proof.stdout
+    assert re.search(
+        r"ratio RepOpt/RepVGG img/s, keras, float32: [\d.]+", proof.stdout
+    )
