@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import subprocess
@@ -18,6 +19,8 @@ from repopt_tf.export import convert_int8
 from repopt_tf.export import export_model
 from repopt_tf.export import kernel_statistics
 from repopt_tf.export.diagnostics import deploy_kernels
+from repopt_tf.export.export_set import EXPORT_FILES
+from repopt_tf.export.export_set import read_export_set
 from repopt_tf.export.litert_eval import dequantize
 from repopt_tf.export.litert_eval import quantize
 from repopt_tf.export.verify import integer_report
@@ -79,8 +82,23 @@ def test_export_writes_full_integer_model_and_report(exported):
         assert (out / name).stat().st_size > 0
     int8 = (out / "model_int8.tflite").read_bytes()
     assert integer_report(int8) == []
+    manifest = read_export_set(out)  # a complete set, every hash checked
+    assert set(manifest["files"]) == set(EXPORT_FILES)
+    assert manifest["source"] is None  # a model in memory, not a file
     on_disk = json.loads((out / "export_report.json").read_text())
+    assert on_disk["sha256"]["int8"] == hashlib.sha256(int8).hexdigest()
+    assert on_disk["outputs"] == [
+        {
+            "name": on_disk["outputs"][0]["name"],
+            "shape": [10],
+            "classifier": True,
+            "measured": True,
+        }
+    ]
     assert set(on_disk) == {
+        "source",
+        "outputs",
+        "sha256",
         "model",
         "input_shape",
         "representative_images",

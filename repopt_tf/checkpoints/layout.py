@@ -241,8 +241,11 @@ def load_state_dict(model, state, layout, skip_head=False, source="state dict"):
         )
     values = {}
     for key, (variable, convert) in expected.items():
-        value = np.asarray(convert(state[key]), np.float32)
-        if value.shape != tuple(variable.shape):
+        try:
+            value = np.asarray(convert(state[key]), np.float32)
+        except ValueError:  # a rank or size the conversion cannot take
+            value = None
+        if value is None or value.shape != tuple(variable.shape):
             raise ValueError(
                 f"{source}: {key} has shape {tuple(state[key].shape)}, which "
                 f"does not fit {variable.path} {tuple(variable.shape)}. The "

@@ -25,6 +25,7 @@ from repopt_tf.checkpoints.state_files import read_state_dict
 from repopt_tf.checkpoints.timm_layouts import TIMM_REPGHOSTNET
 from repopt_tf.checkpoints.timm_layouts import TIMM_REPVGG
 from repopt_tf.checkpoints.torch_layouts import VGG
+from repopt_tf.finite import check_model_finite
 from repopt_tf.models import build_model
 from repopt_tf.models import fuse_repvgg
 
@@ -92,6 +93,7 @@ def load_weights(model, path, ema=False, skip_head=False):
         raise ValueError(f"ema applies to PyTorch checkpoints, not {path}.")
     if path.name.endswith(".weights.h5"):
         model.load_weights(path)
+        check_model_finite(model, str(path))
         return LoadReport(
             str(path),
             "Keras weights",
@@ -171,7 +173,8 @@ def read_keras_model(path, compile=False):
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a readable `.keras` model.
+        ValueError: the file is not a readable `.keras` model, or a weight
+            holds NaN/inf (`NonFiniteError`).
     """
     path = Path(path)
     if not path.is_file():
@@ -182,12 +185,14 @@ def read_keras_model(path, compile=False):
             "another format)."
         )
     try:
-        return keras.models.load_model(path, compile=compile)
+        model = keras.models.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many types for bad files
         raise ValueError(
             f"Cannot read {path} as a Keras model: "
             f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
         ) from error
+    check_model_finite(model, str(path))
+    return model
 
 
 def _copy_from_saved_model(model, path, skip_head):

@@ -5,8 +5,8 @@ The format is 8 bytes of little-endian header length `N`, a JSON header of
 plus an optional `"__metadata__"` of strings), then the tensors' raw
 little-endian bytes, offsets counted from the end of the header. Nothing is
 executed; the header is checked against the file (offsets inside the data,
-sizes that fit dtype and shape) before any tensor is read. BF16 is widened
-to float32.
+sizes that fit dtype and shape, byte ranges that tile the data without
+overlap or hole) before the tensors are used. BF16 is widened to float32.
 """
 
 import json
@@ -64,7 +64,32 @@ def read_safetensors(path):
         if name == "__metadata__":
             continue
         tensors[name] = _tensor(body, name, entry, path)
+    _check_coverage(header, len(body), path)
     return tensors
+
+
+def _check_coverage(header, size, path):
+    """The tensors' byte ranges tile the data exactly, as the format
+    requires: no overlap (two tensors sharing bytes), no hole, no tail."""
+    spans = sorted(
+        (tuple(int(o) for o in entry["data_offsets"]), name)
+        for name, entry in header.items()
+        if name != "__metadata__"
+    )
+    end, previous = 0, None
+    for (begin, stop), name in spans:
+        if begin != end:
+            what = "overlaps" if begin < end else "leaves a gap after"
+            raise ValueError(
+                f"{path}: tensor {name!r} (bytes {begin}-{stop}) {what} "
+                f"{previous!r} (ends at {end}); the file is corrupt."
+            )
+        end, previous = stop, name
+    if end != size:
+        raise ValueError(
+            f"{path}: the tensors cover {end} of the {size} data bytes; "
+            "the file is corrupt."
+        )
 
 
 def _tensor(body, name, entry, path):

@@ -26,6 +26,8 @@ import zipfile
 
 import numpy as np
 
+from repopt_tf.finite import check_finite
+
 # torch storage class -> numpy dtype of its bytes. BFloat16 is read as uint16
 # and widened (see bfloat16_to_float32).
 _STORAGE_DTYPES = {
@@ -84,12 +86,26 @@ def bfloat16_to_float32(bits):
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused):
-    """`torch._utils._rebuild_tensor_v2` -> a contiguous numpy array."""
+    """`torch._utils._rebuild_tensor_v2` -> a contiguous numpy array; the
+    tensor's extent is checked against its storage first."""
     del unused
     values, name = storage
+    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    if (
+        len(size) != len(stride)
+        or offset < 0
+        or min(size + stride, default=0) < 0
+    ):
+        raise ValueError(f"a tensor with a bad layout {size} / {stride}")
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if 0 not in size and last >= len(values):
+        raise ValueError(
+            f"a {list(size)} tensor reads element {last} of a "
+            f"{len(values)}-element storage (truncated or corrupt)"
+        )
     array = np.lib.stride_tricks.as_strided(
         values[offset:],
-        shape=tuple(size),
+        shape=size,
         strides=tuple(s * values.itemsize for s in stride),
     ).copy()
     return bfloat16_to_float32(array) if name == "BFloat16Storage" else array
@@ -214,7 +230,8 @@ def state_dict_from_checkpoint(checkpoint, ema=False, source="checkpoint"):
 
     Accepts a bare state dict, or a training-script dict with `model`,
     `state_dict` or `ema` entries (`optimizer`, `config`, `epoch` ... are
-    ignored). Keys lose a leading `module.`.
+    ignored). Keys lose a leading `module.`. Keys must be strings, tensors
+    of a weight's dtype (float, integer counters) and finite.
     """
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{source} does not hold a state dict.")
@@ -225,6 +242,11 @@ def state_dict_from_checkpoint(checkpoint, ema=False, source="checkpoint"):
                 f"{', '.join(sorted(map(str, checkpoint)))}); drop the ema flag."
             )
         state = checkpoint["ema"]
+        if not isinstance(state, dict):
+            raise ValueError(
+                f"{source}: its 'ema' entry is {type(state).__name__}, not "
+                "a state dict; drop the ema flag."
+            )
     else:
         state = checkpoint
         for entry in ("model", "state_dict"):
@@ -233,6 +255,18 @@ def state_dict_from_checkpoint(checkpoint, ema=False, source="checkpoint"):
                 break
     tensors = {}
     for key, value in state.items():
-        if isinstance(value, np.ndarray):
-            tensors[key.removeprefix("module.")] = value
+        if not isinstance(value, np.ndarray):
+            continue
+        if not isinstance(key, str):
+            raise ValueError(
+                f"{source}: a tensor is stored under the key {key!r} "
+                f"({type(key).__name__}), not a parameter name."
+            )
+        if value.dtype.kind not in "fiu":
+            raise ValueError(
+                f"{source}: tensor {key!r} has dtype {value.dtype}, which no "
+                "weight has (float, or an integer counter)."
+            )
+        tensors[key.removeprefix("module.")] = value
+    check_finite(tensors, source)
     return tensors

@@ -22,6 +22,17 @@ def exit_unless_tensorflow(tool):
         sys.exit(2)
 
 
+def define_lock_flag():
+    """--wait_for_lock, for the tools that write into a run folder
+    (`repopt_tf.run_lock`)."""
+    flags.DEFINE_bool(
+        "wait_for_lock",
+        False,
+        "When another run is writing to the same folder, wait for it to "
+        "finish instead of stopping with its PID.",
+    )
+
+
 def run_main(main, module_name):
     """`app.run(main)`, with `--help` listing `module_name`'s flags and the
     shared ones it defined through this package (`define_config_flag`,

@@ -26,10 +26,10 @@ from pathlib import Path
 from absl import app
 from absl import flags
 
+from repopt_tf.cli import define_lock_flag
 from repopt_tf.cli import run_main
 from repopt_tf.cli.flag_checks import check_positive_integers
 from repopt_tf.cli.run_flags import define_run_flags
-from repopt_tf.cli.run_flags import load_trained_model
 from repopt_tf.export.device_form import FOLD_MODES
 
 define_run_flags()
@@ -107,6 +107,8 @@ flags.DEFINE_integer(
     "Test images for the deploy check's runs (0: all evaluation images).",
     lower_bound=0,
 )
+define_lock_flag()
+flags.mark_flags_as_mutual_exclusive(["checkpoint", "model", "workdir"])
 FLAGS = flags.FLAGS
 
 FALLBACK_WARNING = """
@@ -123,77 +125,97 @@ pass --data=imagenet2012 --manual_dir=DIR, or --data=folder:/path/to/images.
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    threads = [int(t) for t in FLAGS.threads]
-    from repopt_tf.checkpoints import model_from_checkpoint
     from repopt_tf.export import export_model
-    from repopt_tf.export.deploy import deploy_summary
-    from repopt_tf.export.runs import load_export_data
     from repopt_tf.quiet import quiet_logs
+    from repopt_tf.run_lock import RunLockedError
+    from repopt_tf.run_lock import run_lock
 
     quiet_logs(FLAGS.verbose)
-
-    def log(message):
-        print(f"[export] {message}", flush=True)
-
     try:
-        if FLAGS.checkpoint:
-            checkpoint = Path(FLAGS.checkpoint)
-            model, loaded = model_from_checkpoint(
-                checkpoint, FLAGS.variant, FLAGS.image_size, FLAGS.ema
+        model, train, test, output_dir, options = _model_and_data()
+        with run_lock(
+            output_dir, "export_tflite.py", FLAGS.wait_for_lock, _log
+        ):
+            report = export_model(
+                model,
+                train,
+                test,
+                output_dir,
+                representative=FLAGS.representative,
+                latency_runs=FLAGS.latency_runs,
+                threads=[int(t) for t in FLAGS.threads],
+                verbose=FLAGS.verbose,
+                log=_log,
+                batch_size=FLAGS.batch_size or None,
+                fold_padding=FLAGS.fold_padding,
+                conv_ops=FLAGS.conv_ops,
+                run_micro=FLAGS.deploy_check,
+                deploy_images=FLAGS.deploy_images,
+                **options,
             )
-            log(f"{loaded}")
-            log(
-                f"model {model.name}: {model.count_params():,} parameters, "
-                f"input {model.input_shape[1:]}, {model.output_shape[-1]} classes"
-            )
-            eval_limit = FLAGS.eval_limit
-            if not FLAGS.data:
-                eval_limit = eval_limit or 500
-                print(
-                    FALLBACK_WARNING.format(
-                        size=FLAGS.image_size, limit=eval_limit
-                    ),
-                    file=sys.stderr,
-                    flush=True,
-                )
-            train, test = load_export_data(
-                FLAGS.data or "fashion_mnist",
-                FLAGS.data_dir,
-                FLAGS.manual_dir,
-                FLAGS.eval_split,
-                eval_limit,
-            )
-            output_dir = Path(
-                FLAGS.output_dir
-                or checkpoint.parent / f"{checkpoint.name.split('.')[0]}_tflite"
-            )
-            crop_fraction = FLAGS.crop_fraction or 0.875
-            measure_top1 = bool(FLAGS.data)
-        else:
-            _, model, train, test, output_dir = load_trained_model(log)
-            crop_fraction = FLAGS.crop_fraction or 1.0
-            measure_top1 = True
-        report = export_model(
-            model,
-            train,
-            test,
-            output_dir,
-            representative=FLAGS.representative,
-            latency_runs=FLAGS.latency_runs,
-            threads=threads,
-            verbose=FLAGS.verbose,
-            log=log,
-            crop_fraction=crop_fraction,
-            measure_top1=measure_top1,
-            batch_size=FLAGS.batch_size or None,
-            fold_padding=FLAGS.fold_padding,
-            conv_ops=FLAGS.conv_ops,
-            run_micro=FLAGS.deploy_check,
-            deploy_images=FLAGS.deploy_images,
-        )
-    except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, OSError, RunLockedError) as error:
+        print(f"error: {error}", file=sys.stderr)  # OSError: missing files too
         return 1
+    return _summary(report, output_dir)
+
+
+def _log(message):
+    print(f"[export] {message}", flush=True)
+
+
+def _model_and_data():
+    """`(model, train, test, output_dir, export options)` from the flags:
+    an imported checkpoint, or a trained `.keras` model."""
+    from repopt_tf.cli.run_flags import load_trained_model
+
+    if not FLAGS.checkpoint:
+        path, model, train, test, output_dir = load_trained_model(_log)
+        options = dict(crop_fraction=FLAGS.crop_fraction or 1.0, source=path)
+        return model, train, test, output_dir, options
+    from repopt_tf.checkpoints import model_from_checkpoint
+    from repopt_tf.export.runs import load_export_data
+
+    checkpoint = Path(FLAGS.checkpoint)
+    model, loaded = model_from_checkpoint(
+        checkpoint, FLAGS.variant, FLAGS.image_size, FLAGS.ema
+    )
+    _log(f"{loaded}")
+    _log(
+        f"model {model.name}: {model.count_params():,} parameters, "
+        f"input {model.input_shape[1:]}, {model.output_shape[-1]} classes"
+    )
+    eval_limit = FLAGS.eval_limit
+    if not FLAGS.data:
+        eval_limit = eval_limit or 500
+        print(
+            FALLBACK_WARNING.format(size=FLAGS.image_size, limit=eval_limit),
+            file=sys.stderr,
+            flush=True,
+        )
+    train, test = load_export_data(
+        FLAGS.data or "fashion_mnist",
+        FLAGS.data_dir,
+        FLAGS.manual_dir,
+        FLAGS.eval_split,
+        eval_limit,
+    )
+    output_dir = Path(
+        FLAGS.output_dir
+        or checkpoint.parent / f"{checkpoint.name.split('.')[0]}_tflite"
+    )
+    options = dict(
+        crop_fraction=FLAGS.crop_fraction or 0.875,
+        measure_top1=bool(FLAGS.data),
+        source=checkpoint,
+    )
+    return model, train, test, output_dir, options
+
+
+def _summary(report, output_dir):
+    """Prints what was written and the deploy check's verdict; the exit
+    status (1 when TFLite Micro cannot run the model)."""
+    from repopt_tf.export.deploy import deploy_summary
+
     a, agreement = report["accuracy"], report["agreement"]
     quality = (
         f"int8 top-1 {a['tflite_int8']:.4f} vs fp32 {a['keras_fp32']:.4f} "
@@ -202,7 +224,7 @@ def main(argv):
         else f"int8 agrees with fp32 on {100 * agreement['top1_agreement']:.1f}% "
         "of top-1 predictions"
     )
-    log(
+    _log(
         f"wrote {output_dir}/model_int8.tflite "
         f"({report['sizes_bytes']['int8'] / 1024:.0f} KB, verified full integer): "
         f"{quality}; report in {output_dir}/export_report.md"
@@ -214,7 +236,7 @@ def main(argv):
             file=sys.stderr,
         )
         return 1
-    log(deploy_summary(report["deploy"]))
+    _log(deploy_summary(report["deploy"]))
     return 0
 
 

@@ -25,7 +25,7 @@ def define_run_flags():
         "With --workdir: which stage's model to use.",
     )
     flags.DEFINE_string(
-        "model", None, "Path of a .keras model (overrides --workdir)."
+        "model", None, "Path of a .keras model (not with --workdir)."
     )
     flags.DEFINE_string(
         "output_dir", None, "Where to write (default: the model's folder)."
@@ -47,6 +47,7 @@ def define_run_flags():
     flags.DEFINE_bool(
         "verbose", False, "Show TensorFlow's start-up and INFO logs."
     )
+    flags.mark_flags_as_mutual_exclusive(["model", "workdir"])
 
 
 def ask_stage(stages):

@@ -27,6 +27,7 @@ from absl import app
 from absl import flags
 
 from repopt_tf.cli import define_config_flag
+from repopt_tf.cli import define_lock_flag
 from repopt_tf.cli import run_main
 from repopt_tf.configs import CONFIG_DIR
 from repopt_tf.configs import bundled_configs
@@ -53,44 +54,59 @@ flags.DEFINE_integer(
     "Split the CPU into N logical devices (for --strategy="
     "mirrored on a CPU-only machine); 0 leaves it whole.",
 )
+define_lock_flag()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from repopt_tf.atomic import write_text
     from repopt_tf.quiet import quiet_logs
+    from repopt_tf.run_lock import RunLockedError
+    from repopt_tf.run_lock import run_lock
+    from repopt_tf.training import TrainingDiverged
+    from repopt_tf.training.validation import validate_config
+
+    quiet_logs(FLAGS.verbose)
+    workdir = Path(FLAGS.workdir)
+    try:
+        validate_config(FLAGS.config, workdir)
+        with run_lock(workdir, "train.py", FLAGS.wait_for_lock, _log):
+            table = _train(FLAGS.config, workdir)
+    # FileNotFoundError, NotADirectoryError, a full disk: all OSErrors.
+    except (ValueError, OSError, TrainingDiverged, RunLockedError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print("\n" + table)
+    return 0
+
+
+def _log(message):
+    print(f"[repopt] {message}", flush=True)
+
+
+def _train(config, workdir):
+    """Runs the config's stages in `workdir`; returns the results table."""
+    from repopt_tf.atomic import write_text
     from repopt_tf.rundir import RunDir
     from repopt_tf.training import Experiment
-    from repopt_tf.training import TrainingDiverged
     from repopt_tf.training import get_strategy
     from repopt_tf.training import results_table
     from repopt_tf.training import split_cpu
 
-    quiet_logs(FLAGS.verbose)
-
-    config = FLAGS.config
-    workdir = Path(FLAGS.workdir)
-    try:
-        if FLAGS.cpu_devices:
-            split_cpu(FLAGS.cpu_devices)
-        strategy = get_strategy(FLAGS.strategy, FLAGS.tpu)
-        print(
-            f"[repopt] mode {config.mode}, workdir {workdir}, strategy "
-            f"{FLAGS.strategy} ({strategy.num_replicas_in_sync} replicas)"
-        )
-        results = Experiment(config, workdir, strategy).run()
-        run_dir = RunDir(workdir)
-        write_text(run_dir.config, config.to_json_best_effort(indent=2))
-    # FileNotFoundError, NotADirectoryError, a full disk: all OSErrors.
-    except (ValueError, OSError, TrainingDiverged) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if FLAGS.cpu_devices:
+        split_cpu(FLAGS.cpu_devices)
+    strategy = get_strategy(FLAGS.strategy, FLAGS.tpu)
+    _log(
+        f"mode {config.mode}, workdir {workdir}, strategy "
+        f"{FLAGS.strategy} ({strategy.num_replicas_in_sync} replicas)"
+    )
+    results = Experiment(config, workdir, strategy).run()
+    run_dir = RunDir(workdir)
+    write_text(run_dir.config, config.to_json_best_effort(indent=2))
     table = results_table(results)
     write_text(run_dir.results_table, table + "\n")
-    print("\n" + table)
-    return 0
+    return table
 
 
 def run():

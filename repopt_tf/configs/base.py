@@ -53,6 +53,9 @@ def get_config():
     config.data.data_dir = ""
     config.data.manual_dir = ""
     config.data.download = False
+    # folder: data: skip images that cannot be decoded (counted) instead of
+    # stopping at the first, named.
+    config.data.skip_unreadable = False
 
     config.train = ml_collections.ConfigDict()
     config.train.optimizer = "sgd"  # sgd | adamw

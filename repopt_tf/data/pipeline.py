@@ -23,6 +23,7 @@ epoch `e` (`first_epoch`) sees exactly the batches an uninterrupted one
 does.
 """
 
+import concurrent.futures
 import dataclasses
 import shutil
 from pathlib import Path
@@ -33,6 +34,18 @@ import tensorflow as tf
 from repopt_tf.data.fashion_mnist import load_fashion_mnist
 
 AUGMENTATIONS = ("none", "crop_flip", "inception")
+FASHION_MNIST_CLASSES = (
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 
 
 @dataclasses.dataclass
@@ -41,14 +54,24 @@ class Source:
     num_examples: int
     num_classes: int
     channels: int
+    class_names: tuple = None  # label i is class_names[i]; None: unnamed
 
 
 def load_source(
-    name, split, data_dir=None, manual_dir=None, limit=None, download=True
+    name,
+    split,
+    data_dir=None,
+    manual_dir=None,
+    limit=None,
+    download=True,
+    skip_unreadable=False,
 ):
     """Loads one split of a data set as a `Source` (see module docstring).
 
     `download` lets tensorflow-datasets fetch and prepare a missing set.
+    An image folder's files are all decoded once first: one that cannot be
+    is named in a `ValueError`, or with `skip_unreadable` left out (and
+    counted in the log).
     """
     if name == "fashion_mnist":
         images, labels = load_fashion_mnist(split, data_dir)
@@ -57,9 +80,10 @@ def load_source(
         dataset = tf.data.Dataset.from_tensor_slices(
             (images[..., None], labels)
         )
-        return Source(dataset, len(labels), 10, 1)
+        return Source(dataset, len(labels), 10, 1, FASHION_MNIST_CLASSES)
     if name.startswith("folder:"):
-        source = _folder_source(Path(name[len("folder:") :]) / split)
+        root = Path(name[len("folder:") :])
+        source = folder_source(root / split, skip_unreadable)
     else:
         source = _tfds_source(name, split, data_dir, manual_dir, download)
     return take(source, limit) if limit else source
@@ -285,7 +309,9 @@ def _random_resized_crop(image, size, seed):
     return tf.image.resize(image, (size, size))
 
 
-def _folder_source(directory):
+def folder_source(directory, skip_unreadable=False, log=print):
+    """An image folder split `directory/<class>/<image>` as a `Source`
+    whose labels index its sorted class names (`class_names`)."""
     if not directory.is_dir():
         raise FileNotFoundError(
             f"Image folder {directory} not found. Expected "
@@ -297,15 +323,26 @@ def _folder_source(directory):
     paths, labels = [], []
     for label, name in enumerate(class_names):
         for path in sorted((directory / name).iterdir()):
-            if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".gif"):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
                 paths.append(str(path))
                 labels.append(label)
     if not paths:
         raise ValueError(f"{directory} holds no .jpg/.png/.bmp/.gif images.")
-    first = tf.io.decode_image(
-        tf.io.read_file(paths[0]), expand_animations=False
-    )
-    channels = int(first.shape[-1])
+    channels, unreadable = decode_check(paths)
+    if unreadable and not skip_unreadable:
+        path, reason = unreadable[0]
+        raise ValueError(
+            f"{len(unreadable)} image(s) in {directory} cannot be decoded, "
+            f"e.g. {path} ({reason}); remove them, or skip them with "
+            "--config.data.skip_unreadable=True."
+        )
+    if unreadable:
+        bad = {path for path, _ in unreadable}
+        kept = [(p, lab) for p, lab in zip(paths, labels) if p not in bad]
+        paths, labels = [p for p, _ in kept], [lab for _, lab in kept]
+        log(f"[data] {directory}: skipped {len(bad)} unreadable image(s)")
+        if not paths:
+            raise ValueError(f"{directory}: no image can be decoded.")
 
     def decode(path, label):
         raw = tf.io.read_file(path)
@@ -317,7 +354,84 @@ def _folder_source(directory):
     dataset = tf.data.Dataset.from_tensor_slices(
         (paths, np.asarray(labels, np.int32))
     ).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    return Source(dataset, len(paths), len(class_names), channels)
+    return Source(
+        dataset, len(paths), len(class_names), channels, tuple(class_names)
+    )
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def decode_check(paths, workers=8):
+    """`(channels of the first readable image, [(path, reason)] of those
+    that cannot be decoded)`: every file decoded once, in threads."""
+
+    def check(path):
+        try:
+            image = tf.io.decode_image(
+                tf.io.read_file(path), expand_animations=False
+            )
+        except (tf.errors.OpError, ValueError) as error:
+            return None, str(error).splitlines()[0].split(" [Op:")[0]
+        if min(image.shape[:2]) < 1:
+            return None, f"empty image {image.shape}"
+        return int(image.shape[-1]), None
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(check, paths))
+    unreadable = [(p, why) for p, (_, why) in zip(paths, results) if why]
+    channels = next((c for c, _ in results if c), 3)
+    return channels, unreadable
+
+
+def align_classes(train, other, split):
+    """`other` (an evaluation split) with its labels mapped to `train`'s
+    classes by name, when both are named; unnamed splits are taken as
+    they are.
+
+    Raises:
+        ValueError: `other` has classes that `train` lacks (or, unnamed,
+            another number of classes).
+    """
+    if train.class_names is None or other.class_names is None:
+        if other.num_classes != train.num_classes:
+            raise ValueError(
+                f"the {split} split has {other.num_classes} classes, the "
+                f"train split {train.num_classes}."
+            )
+        return other
+    if other.class_names == train.class_names:
+        return other
+    lacking = [n for n in other.class_names if n not in train.class_names]
+    if lacking:
+        raise ValueError(
+            f"the {split} split has classes the train split lacks: "
+            f"{', '.join(lacking[:5])} (train: "
+            f"{', '.join(train.class_names[:10])}); a model cannot score "
+            "classes it never saw."
+        )
+    mapping = tf.constant(
+        [train.class_names.index(n) for n in other.class_names], tf.int32
+    )
+    dataset = other.dataset.map(
+        lambda image, label: (image, tf.gather(mapping, label))
+    )
+    return dataclasses.replace(
+        other,
+        dataset=dataset,
+        num_classes=train.num_classes,
+        class_names=train.class_names,
+    )
+
+
+def check_classes(train):
+    """Raises ValueError unless the train split has at least 2 classes."""
+    if train.num_classes < 2:
+        names = ", ".join(train.class_names or ()) or "one"
+        raise ValueError(
+            f"the train split has 1 class ({names}): a classifier needs at "
+            "least 2."
+        )
 
 
 def _tfds_source(name, split, data_dir, manual_dir, download):
@@ -356,6 +470,7 @@ def _tfds_source(name, split, data_dir, manual_dir, download):
         ) from error
     features = info.features
     num_classes = features["label"].num_classes
+    class_names = tuple(features["label"].names)
     channels = features["image"].shape[-1] or 3
     try:
         num_examples = info.splits[split].num_examples
@@ -363,4 +478,4 @@ def _tfds_source(name, split, data_dir, manual_dir, download):
         num_examples = int(dataset.cardinality())
         if num_examples < 0:
             num_examples = int(dataset.reduce(0, lambda count, _: count + 1))
-    return Source(dataset, num_examples, num_classes, channels)
+    return Source(dataset, num_examples, num_classes, channels, class_names)

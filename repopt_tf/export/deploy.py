@@ -42,6 +42,12 @@ def host_build():
     return f"{bits.removesuffix('bit')}-bit host build ({platform.machine()}), not a device build"
 
 
+def _flat(outputs):
+    """`(N, ...)` outputs as `(N, features)`: a classifier's are already;
+    a feature map's are compared value by value, arg-max over all."""
+    return outputs.reshape(len(outputs), -1)
+
+
 def _differences(a, b):
     """`{"max_lsb", "outputs_differing", "top1_disagreement"}` of two raw
     integer output arrays."""
@@ -53,9 +59,10 @@ def _differences(a, b):
     }
 
 
-def _first_difference(content, image, arena_bytes):
+def _first_difference(content, image, arena_bytes, batch=1):
     """The first op whose outputs differ between TFLM and LiteRT's
-    reference kernels on one int8 image: `{"op", "index", "max_lsb"}`."""
+    reference kernels on one int8 image (in a `batch` of zeros for a
+    fixed-batch model): `{"op", "index", "max_lsb"}`."""
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_litert.interpreter import OpResolverType
 
@@ -65,10 +72,11 @@ def _first_difference(content, image, arena_bytes):
         experimental_preserve_all_tensors=True,
     )
     reference.allocate_tensors()
-    reference.set_tensor(reference.get_input_details()[0]["index"], image[None])
+    chunk = next(micro.padded_chunks(image[None], batch))
+    reference.set_tensor(reference.get_input_details()[0]["index"], chunk)
     reference.invoke()
     device = micro.load(content, arena_bytes, preserve_all_tensors=True)
-    device.set_input(image[None], 0)
+    device.set_input(chunk, 0)
     device.invoke()
     for op in reference._get_ops_details():  # LiteRT's only op-level view
         for index in op["outputs"]:
@@ -83,8 +91,11 @@ def _first_difference(content, image, arena_bytes):
     return None
 
 
-def _micro_section(path, content, images_q, reference_raw, plan, runs, log):
-    """TFLM's part of the check (see the module docstring)."""
+def _micro_section(
+    path, content, images_q, reference_raw, plan, runs, log, batch=1
+):
+    """TFLM's part of the check (see the module docstring); `batch`: the
+    model's fixed input batch."""
     section = {
         "version": micro.micro_version(),
         "build": host_build(),
@@ -99,8 +110,8 @@ def _micro_section(path, content, images_q, reference_raw, plan, runs, log):
         f"(head {arena['head_bytes']:,}, tail {arena['tail_bytes']:,})"
     )
     interpreter = micro.load(content, arena["arena_bytes"])
-    outputs = micro.run(interpreter, images_q)
-    interpreter.set_input(images_q[0][None], 0)
+    outputs = micro.run(interpreter, images_q, batch)
+    interpreter.set_input(next(micro.padded_chunks(images_q, batch)), 0)
     timing = time_invokes(interpreter.invoke, warmup=1, runs=runs, budget_s=10)
     result = {
         **section,
@@ -120,7 +131,10 @@ def _micro_section(path, content, images_q, reference_raw, plan, runs, log):
         image = int(np.argmax(np.any(outputs != reference_raw, axis=-1)))
         # Every tensor kept: an ample arena, not the smallest.
         first = _first_difference(
-            content, images_q[image], 4 * arena["arena_bytes"] + (1 << 20)
+            content,
+            images_q[image],
+            4 * arena["arena_bytes"] + (1 << 20),
+            batch,
         )
     if not diff["max_lsb"]:
         said = "bit-exact"
@@ -183,6 +197,8 @@ def deploy_check(
         raise ValueError("deploy_check needs at least one image.")
     if labels is None and fp32_outputs is None:
         raise ValueError("deploy_check needs labels or fp32_outputs.")
+    if fp32_outputs is not None:
+        fp32_outputs = _flat(np.asarray(fp32_outputs))
     available = micro.micro_available()
     if run_micro and not available:
         raise ValueError(
@@ -210,7 +226,7 @@ def deploy_check(
         )
         log(f"deploy check: {flags[-1]['message']}")
     images_q = quantize(images, xnnpack.input_detail)
-    xnnpack_raw = xnnpack(images, raw=True)
+    xnnpack_raw = _flat(xnnpack(images, raw=True))
     accuracy = {
         "images": len(images),
         "xnnpack": _top1(xnnpack_raw, labels, fp32_outputs),
@@ -220,7 +236,8 @@ def deploy_check(
         accuracy["reference"] = {"error": rss["reference"]["error"]}
         log(f"deploy check: {rss['reference']['error']}")
     else:
-        reference_raw = TFLiteModel(content, reference=True)(images, raw=True)
+        reference = TFLiteModel(content, reference=True)
+        reference_raw = _flat(reference(images, raw=True))
         accuracy["reference"] = _top1(reference_raw, labels, fp32_outputs)
         accuracy["xnnpack_vs_reference"] = _differences(
             xnnpack_raw, reference_raw
@@ -240,7 +257,14 @@ def deploy_check(
         }
     else:
         tflm = _micro_section(
-            path, content, images_q, reference_raw, plan, latency_runs, log
+            path,
+            content,
+            images_q,
+            reference_raw,
+            plan,
+            latency_runs,
+            log,
+            xnnpack.batch,
         )
         if tflm.get("loads"):
             accuracy["micro"] = _top1(tflm.pop("outputs"), labels, fp32_outputs)
@@ -285,10 +309,12 @@ def deploy_check(
         "accuracy": accuracy,
         "memory": memory,
         "latency_host": timings,
+        "batch": xnnpack.batch,
         "host": host_build(),
     }
     if plot_path:
-        section["plot"] = str(activation_plot(plan, plot_path, path.stem))
+        # Named, not a path: the plot sits beside the report it is in.
+        section["plot"] = Path(activation_plot(plan, plot_path, path.stem)).name
     return section
 
 
@@ -463,7 +489,7 @@ def deploy_markdown(section):
     lines += [
         "",
         f"Latency on this host ({section['host']}; a device is slower), "
-        "batch 1, ms:",
+        f"per invoke of batch {section.get('batch', 1)}, ms:",
         "",
         "| runtime | threads | median | p90 | runs |",
         "| --- | --- | --- | --- | --- |",

@@ -58,25 +58,41 @@ class TFLiteModel:
         else:
             resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         # Why XNNPACK refused the model (it may, on requantization scales
-        # outside its range, e.g. an untrained net's); LiteRT's builtin
-        # kernels run it instead. None: as asked.
+        # outside its range, e.g. an untrained net's, when the model loads
+        # or when a new batch size is allocated); LiteRT's builtin kernels
+        # run it instead. None: as asked.
         self.xnnpack_error = None
-        try:
-            self.interpreter = _interpreter(
-                model_content, num_threads, resolver
-            )
-        except RuntimeError as error:
-            if resolver != OpResolverType.AUTO or "XNNPACK" not in str(error):
-                raise
-            self.xnnpack_error = str(error).split("Node number")[0].strip()
-            self.interpreter = _interpreter(
-                model_content,
-                num_threads,
-                OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-            )
+        self._content, self._threads = model_content, num_threads
+        self._resolver = resolver
+        self._fixed_batch = self._batch = None
+        self.interpreter = self._retrying(
+            lambda: _interpreter(model_content, num_threads, self._resolver)
+        )
         fixed = self.input_detail["shape_signature"][0]
         self._fixed_batch = int(fixed) if fixed > 0 else None
         self._batch = self._fixed_batch
+
+    @property
+    def batch(self):
+        """Images per invoke of a fixed-batch model; 1 for a dynamic one."""
+        return self._fixed_batch or 1
+
+    def _retrying(self, step):
+        """`step()`; when XNNPACK refuses the model, the interpreter is
+        rebuilt without it (`xnnpack_error` says why) and `step` rerun."""
+        try:
+            return step()
+        except RuntimeError as error:
+            auto = self._resolver == OpResolverType.AUTO
+            if not auto or "XNNPACK" not in str(error):
+                raise
+            self.xnnpack_error = str(error).split("Node number")[0].strip()
+            self._resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            self.interpreter = _interpreter(
+                self._content, self._threads, self._resolver
+            )
+            self._batch = self._fixed_batch
+            return step()
 
     @property
     def input_detail(self):
@@ -102,6 +118,9 @@ class TFLiteModel:
         if len(images) < batch:  # a fixed batch's last chunk
             fill = np.zeros((batch - len(images), *images.shape[1:]))
             images = np.concatenate([images, fill.astype(images.dtype)])
+        return self._retrying(lambda: self._run(images, batch))
+
+    def _run(self, images, batch):
         if self._batch != batch:
             self.interpreter.resize_tensor_input(
                 self.input_detail["index"], list(images.shape)
@@ -206,13 +225,19 @@ def latency(
     reference=False,
     budget_s=None,
 ):
-    """Batch-1 latency in ms: median and p90 over `runs` timed invokes
-    (`time_invokes`; kernels as `TFLiteModel`)."""
+    """Latency in ms of one invoke on `sample` (a fixed-batch model's
+    invoke takes a whole batch: `batch` in the result): median and p90 over
+    `runs` timed invokes (`time_invokes`; kernels as `TFLiteModel`)."""
     model = TFLiteModel(model_content, num_threads, xnnpack, reference)
     model(np.asarray(sample, np.float32)[None])
     timing = time_invokes(model.interpreter.invoke, warmup, runs, budget_s)
     used = xnnpack and not reference and not model.xnnpack_error
-    return {**timing, "threads": num_threads, "xnnpack": used}
+    return {
+        **timing,
+        "threads": num_threads,
+        "xnnpack": used,
+        "batch": model.batch,
+    }
 
 
 def machine_line(info):

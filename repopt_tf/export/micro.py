@@ -236,14 +236,25 @@ def smallest_arena(path, start_bytes, log=None):
     raise MicroError("the TFLM arena search did not converge")
 
 
-def run(interpreter, images):
-    """Raw int8 outputs (output 0) for int8 `images`, one invoke each."""
+def run(interpreter, images, batch=1):
+    """Raw int8 outputs (output 0) for int8 `images`, one invoke per
+    `batch` images (a fixed-batch model's; the last chunk padded)."""
     outputs = []
-    for image in images:
-        interpreter.set_input(image[None], 0)
+    for chunk in padded_chunks(images, batch):
+        interpreter.set_input(chunk, 0)
         interpreter.invoke()
-        outputs.append(np.array(interpreter.get_output(0)).reshape(-1))
-    return np.stack(outputs)
+        outputs.append(np.array(interpreter.get_output(0)).reshape(batch, -1))
+    return np.concatenate(outputs)[: len(images)]
+
+
+def padded_chunks(images, batch):
+    """`images` in chunks of `batch`, the last one padded with zeros."""
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        if len(chunk) < batch:
+            fill = np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, fill])
+        yield chunk
 
 
 def tensor(interpreter, index):

@@ -1,13 +1,13 @@
 """The whole export: convert, verify, evaluate, time and diagnose one model.
 
-`export_model` writes into `output_dir`:
+`export_model` writes into `output_dir`, as one set (`export_set`):
 `model_fp32.tflite`, `model_int8.tflite`, `export_report.json`,
-`export_report.md`, `kernel_histogram.png` and `activation_memory.png`
-(the deploy check's plot).
+`export_report.md`, `kernel_histogram.png`, `activation_memory.png` (the
+deploy check's plot) and, last, `export_manifest.json`.
 """
 
+import hashlib
 import json
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -17,6 +17,7 @@ from repopt_tf.atomic import write_text
 from repopt_tf.data import make_dataset
 from repopt_tf.data import representative_images
 from repopt_tf.evaluation import keras_accuracy
+from repopt_tf.export.batch_limits import check_fixed_batch
 from repopt_tf.export.convert import convert_float32
 from repopt_tf.export.convert import convert_int8
 from repopt_tf.export.convert import float32_model
@@ -27,12 +28,15 @@ from repopt_tf.export.diagnostics import deploy_kernels
 from repopt_tf.export.diagnostics import kernel_histograms
 from repopt_tf.export.diagnostics import kernel_statistics
 from repopt_tf.export.diagnostics import layer_quantization_error
+from repopt_tf.export.export_set import source_record
+from repopt_tf.export.export_set import staged_export
 from repopt_tf.export.litert_eval import latency
 from repopt_tf.export.litert_eval import machine_info
 from repopt_tf.export.litert_eval import machine_line
 from repopt_tf.export.litert_eval import output_agreement
 from repopt_tf.export.litert_eval import tflite_outputs
 from repopt_tf.export.verify import check_full_integer
+from repopt_tf.finite import check_model_finite
 from repopt_tf.models.rpg import materialize
 from repopt_tf.models.rpg import ring_layers
 
@@ -54,20 +58,59 @@ def export_model(
     conv_ops=True,
     run_micro=None,
     deploy_images=500,
+    source=None,
 ):
     """Exports `model` and returns the report dict (also written as JSON).
 
     RPG models are materialized first (ring -> plain kernels), models
     trained under a mixed-precision policy become float32 twins. Top-1
-    accuracy is measured when the test data has the model's classes (and
-    `measure_top1`: off when the data is a stand-in); int8-vs-fp32 agreement
-    (`output_agreement`) always. `crop_fraction`: see `make_dataset` (0.875
-    for ImageNet checkpoints). `batch_size` (a fixed input batch, None:
-    dynamic), `fold_padding` and `conv_ops` convert the model's device
-    form (`device_model`). The deploy check (`deploy_check`, TFLM when
-    `run_micro` allows) runs on the first `deploy_images` test images (0:
-    all).
+    accuracy is measured when the model is a classifier, the test data has
+    its classes (and `measure_top1`: off when the data is a stand-in);
+    int8-vs-fp32 agreement (`output_agreement`) always, on the first
+    output. `crop_fraction`: see `make_dataset` (0.875 for ImageNet
+    checkpoints). `batch_size` (a fixed input batch, None: dynamic; checked
+    by `check_fixed_batch`), `fold_padding` and `conv_ops` convert the
+    model's device form (`device_model`). The deploy check
+    (`deploy_check`, TFLM when `run_micro` allows) runs on the first
+    `deploy_images` test images (0: all). The files are written as one set
+    (`staged_export`): a kill leaves the old set or the new one, and the
+    report and manifest name `source` (the model file) and its SHA-256.
     """
+    model = exportable(model, log)
+    outputs = describe_outputs(model, log)
+    check_fixed_batch(model, batch_size, representative)
+    record = source_record(source)
+    with staged_export(output_dir, record) as folder:
+        report = _export_into(
+            folder,
+            model,
+            train_source,
+            test_source,
+            dict(
+                representative=representative,
+                latency_runs=latency_runs,
+                threads=threads,
+                verbose=verbose,
+                log=log,
+                crop_fraction=crop_fraction,
+                measure_top1=measure_top1 and outputs[0]["classifier"],
+                batch_size=batch_size,
+                fold_padding=fold_padding,
+                conv_ops=conv_ops,
+                run_micro=run_micro,
+                deploy_images=deploy_images,
+            ),
+        )
+        report = {"source": record, "outputs": outputs, **report}
+        write_text(folder / "export_report.json", json.dumps(report, indent=2))
+        write_text(folder / "export_report.md", markdown_report(report))
+    return report
+
+
+def exportable(model, log=print):
+    """`model` as the converter takes it: RPG rings materialized, a
+    mixed-precision model's float32 twin, its weights checked finite."""
+    check_model_finite(model, f"model {model.name}")
     if ring_layers(model):
         model = materialize(model)
         log("RPG model materialized: ring layers -> plain Conv2D/Dense")
@@ -92,39 +135,68 @@ def export_model(
             "its preprocessing inside the model so the .tflite takes camera "
             "pixels"
         )
-    device, folded = device_model(model, batch_size, fold_padding, conv_ops)
+    return model
+
+
+def describe_outputs(model, log=print):
+    """One row per model output: `{name, shape, classifier, measured}`.
+
+    Only the first output is evaluated (agreement, top-1, deploy check);
+    a classifier's output is `(batch, classes)`. What is not measured is
+    said in the log and kept in the report.
+    """
+    rows = []
+    for index, tensor in enumerate(model.outputs):
+        shape = list(tensor.shape[1:])
+        rows.append(
+            {
+                "name": tensor.name,
+                "shape": shape,
+                "classifier": len(shape) == 1,
+                "measured": index == 0,
+            }
+        )
+    if len(rows) > 1:
+        log(
+            f"the model has {len(rows)} outputs: all are converted, only the "
+            f"first ({rows[0]['name']}, {rows[0]['shape']}) is evaluated; "
+            f"not measured: {', '.join(r['name'] for r in rows[1:])}"
+        )
+    if not rows[0]["classifier"]:
+        log(
+            f"the first output has shape {rows[0]['shape']}: not a "
+            "classifier, so top-1 is not measured; int8-vs-fp32 agreement "
+            "compares the whole output"
+        )
+    return rows
+
+
+def _export_into(folder, model, train_source, test_source, options):
+    """Converts, evaluates and checks; writes into `folder` (staging) and
+    returns the report's measured sections."""
+    log, verbose = options["log"], options["verbose"]
+    batch_size, threads = options["batch_size"], options["threads"]
+    device, folded = device_model(
+        model, batch_size, options["fold_padding"], options["conv_ops"]
+    )
     if folded:
         log(f"padding folded into 'same' convs: {', '.join(folded)}")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     _, size, _, channels = model.input_shape
+    images = dict(channels=channels, crop_fraction=options["crop_fraction"])
     calibration = representative_images(
-        train_source,
-        size,
-        representative,
-        channels=channels,
-        crop_fraction=crop_fraction,
+        train_source, size, options["representative"], **images
     )
     log(f"converting with {len(calibration)} representative training images")
     fp32 = convert_float32(device, verbose)
     int8 = convert_int8(device, calibration, verbose)
     check_full_integer(int8)
-    write_bytes(output_dir / "model_fp32.tflite", fp32)
-    write_bytes(output_dir / "model_int8.tflite", int8)
+    write_bytes(folder / "model_fp32.tflite", fp32)
+    write_bytes(folder / "model_int8.tflite", int8)
     log("int8 model verified fully integer (int8 I/O, int8/int32 tensors)")
 
-    test = make_dataset(
-        test_source,
-        size,
-        256,
-        training=False,
-        channels=channels,
-        crop_fraction=crop_fraction,
-    )
-    log(
-        f"running fp32 and int8 TFLite on {test_source.num_examples} test images"
-    )
+    test = make_dataset(test_source, size, 256, training=False, **images)
     count = test_source.num_examples
+    log(f"running fp32 and int8 TFLite on {count} test images")
     fp32_outputs, labels = tflite_outputs(
         fp32, test, lambda m: log(f"fp32 TFLite: {m}"), count
     )
@@ -136,18 +208,13 @@ def export_model(
         "int8 vs fp32: top-1 agreement {top1_agreement:.4f}, relative RMSE "
         "{relative_rmse:.4f}".format(**agreement)
     )
+    top1 = (
+        options["measure_top1"]
+        and test_source.num_classes == model.output_shape[-1]
+    )
     accuracy = None
-    classes = model.output_shape[-1]
-    top1 = measure_top1 and test_source.num_classes == classes
     if top1:
-        accuracy = {
-            "keras_fp32": keras_accuracy(model, test),
-            "tflite_fp32": float((fp32_outputs.argmax(-1) == labels).mean()),
-            "tflite_int8": float((int8_outputs.argmax(-1) == labels).mean()),
-        }
-        accuracy["int8_minus_fp32"] = (
-            accuracy["tflite_int8"] - accuracy["keras_fp32"]
-        )
+        accuracy = _accuracy(model, test, fp32_outputs, int8_outputs, labels)
         log(
             "top-1: keras fp32 {keras_fp32:.4f}, tflite fp32 {tflite_fp32:.4f}, "
             "tflite int8 {tflite_int8:.4f} (delta {int8_minus_fp32:+.4f})".format(
@@ -162,33 +229,38 @@ def export_model(
         for count in threads:
             for xnnpack in (True, False):
                 timing = latency(
-                    content, calibration[0], count, xnnpack, runs=latency_runs
+                    content,
+                    calibration[0],
+                    count,
+                    xnnpack,
+                    runs=options["latency_runs"],
                 )
                 timings.append({"model": name, **timing})
-    log(f"latency measured: {len(timings)} settings x {latency_runs} runs")
+    log(
+        f"latency measured: {len(timings)} settings x "
+        f"{options['latency_runs']} runs, batch {batch_size or 1} per invoke"
+    )
 
-    count = min(deploy_images or len(labels), len(labels))
+    count = min(options["deploy_images"] or len(labels), len(labels))
     log(f"deploy check on {count} test images")
     deploy = deploy_check(
-        output_dir / "model_int8.tflite",
+        folder / "model_int8.tflite",
         _first_images(test, count),
         labels[:count] if top1 else None,
         fp32_outputs[:count],
-        run_micro=run_micro,
+        run_micro=options["run_micro"],
         threads=threads,
-        latency_runs=latency_runs,
-        plot_path=output_dir / "activation_memory.png",
+        latency_runs=options["latency_runs"],
+        plot_path=folder / "activation_memory.png",
         log=log,
     )
 
     errors = layer_quantization_error(device, calibration, verbose=verbose)
     kernels = kernel_statistics(model)
-    histogram = output_dir / "kernel_histogram.png"
     if kernels:
-        kernel_histograms({model.name: deploy_kernels(model)}, histogram)
-    else:
-        histogram.unlink(missing_ok=True)  # not an older export's
-    report = {
+        histograms = {model.name: deploy_kernels(model)}
+        kernel_histograms(histograms, folder / "kernel_histogram.png")
+    return {
         "model": model.name,
         "input_shape": list(model.input_shape[1:]),
         "representative_images": len(calibration),
@@ -196,11 +268,15 @@ def export_model(
         "full_integer": True,
         "device_form": {
             "batch_size": batch_size,
-            "fold_padding": fold_padding,
+            "fold_padding": options["fold_padding"],
             "folded_convs": folded,
-            "conv_ops": conv_ops,
+            "conv_ops": options["conv_ops"],
         },
         "sizes_bytes": {"fp32": len(fp32), "int8": len(int8)},
+        "sha256": {
+            "fp32": hashlib.sha256(fp32).hexdigest(),
+            "int8": hashlib.sha256(int8).hexdigest(),
+        },
         "accuracy": accuracy,
         "agreement": agreement,
         "latency": timings,
@@ -209,9 +285,18 @@ def export_model(
         "deploy": deploy,
         "machine": machine_info(),
     }
-    write_text(output_dir / "export_report.json", json.dumps(report, indent=2))
-    write_text(output_dir / "export_report.md", markdown_report(report))
-    return report
+
+
+def _accuracy(model, test, fp32_outputs, int8_outputs, labels):
+    accuracy = {
+        "keras_fp32": keras_accuracy(model, test),
+        "tflite_fp32": float((fp32_outputs.argmax(-1) == labels).mean()),
+        "tflite_int8": float((int8_outputs.argmax(-1) == labels).mean()),
+    }
+    accuracy["int8_minus_fp32"] = (
+        accuracy["tflite_int8"] - accuracy["keras_fp32"]
+    )
+    return accuracy
 
 
 def _first_images(dataset, count):
@@ -227,11 +312,17 @@ def _first_images(dataset, count):
 
 def markdown_report(report):
     a, agreement = report["accuracy"], report["agreement"]
+    outputs = report.get("outputs") or [{"classifier": True}]
     if a is None:
+        why = (
+            "test labels are not the model's classes"
+            if outputs[0]["classifier"]
+            else "not a classifier"
+        )
         top1 = {
             "keras": "not measured",
             "fp32": "not measured",
-            "int8": "not measured (test labels are not the model's classes)",
+            "int8": f"not measured ({why})",
         }
     else:
         top1 = {
@@ -248,6 +339,7 @@ def markdown_report(report):
         f"{report['test_images']} test images. Machine: "
         f"{machine_line(report['machine'])}.",
         "",
+        *_provenance(report),
         "| model | size (KB) | top-1 |",
         "| --- | --- | --- |",
         f"| Keras fp32 | - | {top1['keras']} |",
@@ -260,7 +352,8 @@ def markdown_report(report):
         f"{agreement['top1_agreement']:.4f}, relative RMSE "
         f"{agreement['relative_rmse']:.4f}.",
         "",
-        "Batch-1 latency (ms):",
+        f"Latency per invoke, batch "
+        f"{report['device_form']['batch_size'] or 1} (ms):",
         "",
         "| model | threads | XNNPACK | median | p90 |",
         "| --- | --- | --- | --- | --- |",
@@ -300,3 +393,22 @@ def markdown_report(report):
         )
     lines += ["", "![kernel histogram](kernel_histogram.png)", ""]
     return "\n".join(lines) + "\n" + deploy_markdown(report["deploy"])
+
+
+def _provenance(report):
+    """Markdown lines naming the model file and any unmeasured outputs."""
+    lines = []
+    source = report.get("source")
+    if source:
+        lines += [
+            f"Made from `{source['path']}` (SHA-256 {source['sha256']}).",
+            "",
+        ]
+    unmeasured = [o for o in report.get("outputs", []) if not o["measured"]]
+    if unmeasured:
+        names = ", ".join(f"{o['name']} {o['shape']}" for o in unmeasured)
+        lines += [
+            f"Converted but not measured (only the first output is): {names}.",
+            "",
+        ]
+    return lines

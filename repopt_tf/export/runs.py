@@ -78,11 +78,13 @@ def load_export_data(
 ):
     """`(train_source, test_source)`: calibration images come from "train",
     evaluation from `eval_split` ("validation" for imagenet2012, else
-    "test", when None). Nothing is downloaded."""
+    "test", when None), its labels mapped to train's classes by name
+    (`align_classes`). Nothing is downloaded."""
+    from repopt_tf.data import align_classes
     from repopt_tf.data import load_source
 
     common = dict(data_dir=data_dir, manual_dir=manual_dir, download=False)
     split = eval_split or ("validation" if name == "imagenet2012" else "test")
     train = load_source(name, "train", **common)
     test = load_source(name, split, limit=eval_limit or None, **common)
-    return train, test
+    return train, align_classes(train, test, split)

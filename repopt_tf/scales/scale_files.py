@@ -24,6 +24,7 @@ import numpy as np
 
 from repopt_tf.atomic import atomic_path
 from repopt_tf.checkpoints.state_files import read_state_dict
+from repopt_tf.finite import check_finite
 
 PRESET_DIR = Path(__file__).parent / "presets"
 _VGG_KEY = re.compile(
@@ -58,8 +59,32 @@ def load_scales(path_or_preset):
             f"{', '.join(list_presets())})."
         )
     if path.suffix == ".npz":
-        return _load_npz(path)[0]
-    return scales_from_state_dict(read_state_dict(path), source)
+        return checked_blocks(_load_npz(path)[0], source)
+    return checked_blocks(
+        scales_from_state_dict(read_state_dict(path), source), source
+    )
+
+
+def checked_blocks(blocks, source):
+    """`blocks`, once every block's branch scales are checked: vectors of
+    one length, finite (a `NonFiniteError` names the block).
+
+    Raises:
+        ValueError: naming the block and what is wrong.
+    """
+    for index, block in enumerate(blocks):
+        present = {k: v for k, v in block.items() if v is not None}
+        check_finite(
+            {f"block {index} {k}": v for k, v in present.items()}, source
+        )
+        lengths = {k: np.asarray(v).size for k, v in present.items()}
+        if len(set(lengths.values())) > 1:
+            said = ", ".join(f"{k} {n}" for k, n in lengths.items())
+            raise ValueError(
+                f"{source}: block {index}'s scales differ in length ({said}): "
+                "each branch has one scale per output channel."
+            )
+    return blocks
 
 
 def load_scales_metadata(path_or_preset):

@@ -2,6 +2,7 @@
 and the resume that reads the backup."""
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -18,11 +19,19 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf."""
 
 
-class StopOnNaN(keras.callbacks.TerminateOnNaN):
-    """TerminateOnNaN that remembers where it fired and says what to try."""
+def finite_loss(logs):
+    """Whether an epoch's logs hold a finite loss (or none at all)."""
+    loss = (logs or {}).get("loss")
+    return loss is None or math.isfinite(float(loss))
 
-    def __init__(self):
+
+class StopOnNaN(keras.callbacks.TerminateOnNaN):
+    """TerminateOnNaN that remembers where it fired, and says what to try
+    and where the last good state of the stage in `stage_dir` is."""
+
+    def __init__(self, stage_dir=None):
         super().__init__()
+        self.stage_dir = stage_dir
         self.message = None
         self._epoch = 0
 
@@ -34,11 +43,22 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
         if self.model.stop_training and self.message is None:
             self.message = (
                 f"Training diverged: the loss became {logs.get('loss')} at "
-                f"epoch {self._epoch + 1}, batch {batch + 1}. Try a lower "
+                f"epoch {self._epoch + 1}, step {batch + 1}; nothing of this "
+                f"epoch was saved. {self._resume_advice()}Try a lower "
                 "learning rate (--config.train.base_lr), more warm-up "
                 "epochs (--config.train.warmup_epochs), or check the inputs."
             )
             print(f"\n{self.message}", file=sys.stderr)
+
+    def _resume_advice(self):
+        if self.stage_dir is None or not self._epoch:
+            return ""
+        return (
+            f"The last good state ({self._epoch} epochs) is kept: the same "
+            "command resumes from it; to go on with other settings, "
+            f"fine-tune from {self.stage_dir.checkpoint} in a new --workdir "
+            "(--config.init_checkpoint=...). "
+        )
 
 
 class EpochBackup(keras.callbacks.Callback):
@@ -54,6 +74,8 @@ class EpochBackup(keras.callbacks.Callback):
         self.backup_dir = Path(backup_dir)
 
     def on_epoch_end(self, epoch, logs=None):
+        if not finite_loss(logs):  # diverged: keep the last good backup
+            return
         name = f"epoch_{epoch + 1}.weights.h5"
         with atomic_path(self.backup_dir / name) as temporary:
             self.model.save_weights(temporary)
@@ -127,7 +149,8 @@ class LastEpochModel(keras.callbacks.Callback):
         self.path = path
 
     def on_epoch_end(self, epoch, logs=None):
-        save_model(self.model, self.path)
+        if finite_loss(logs):
+            save_model(self.model, self.path)
 
 
 class FaultPoints(keras.callbacks.Callback):
@@ -183,6 +206,6 @@ def standard_callbacks(stage_dir, stage="", progress=None):
         keras.callbacks.CSVLogger(str(stage_dir.log), append=True),
         LastEpochModel(stage_dir.checkpoint),
         keras.callbacks.TensorBoard(str(stage_dir.tensorboard)),
-        StopOnNaN(),
+        StopOnNaN(stage_dir),
         FaultPoints(stage),
     ]

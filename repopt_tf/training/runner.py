@@ -21,6 +21,7 @@ Rule of Initialization, Grad Mults, fusion.
 
 import dataclasses
 import json
+import math
 import shutil
 import sys
 
@@ -34,6 +35,8 @@ from repopt_tf.atomic import write_text
 from repopt_tf.checkpoints import load_weights
 from repopt_tf.checkpoints import read_keras_model
 from repopt_tf.configs import base
+from repopt_tf.data import align_classes
+from repopt_tf.data import check_classes
 from repopt_tf.data import load_source
 from repopt_tf.data import make_dataset
 from repopt_tf.data import split_holdout
@@ -95,11 +98,21 @@ class Experiment:
             manual_dir=data.manual_dir or None,
             download=data.download,
         )
+        if data.name.startswith("folder:"):
+            common["skip_unreadable"] = data.skip_unreadable
         self.train_source = load_source(
             data.name, "train", limit=data.train_limit or None, **common
         )
-        self.test_source = load_source(
-            data.name, data.eval_split, limit=data.eval_limit or None, **common
+        check_classes(self.train_source)
+        self.test_source = align_classes(
+            self.train_source,
+            load_source(
+                data.name,
+                data.eval_split,
+                limit=data.eval_limit or None,
+                **common,
+            ),
+            data.eval_split,
         )
         validation_source = None
         if data.validation == "holdout":
@@ -533,6 +546,12 @@ class Experiment:
             return_dict=True,
             verbose=1 if sys.stdout.isatty() else 2,
         )
+        if not math.isfinite(float(metrics["loss"])):
+            raise TrainingDiverged(
+                f"The trained model's test loss is {metrics['loss']}: its "
+                "outputs are not finite (NaN/inf weights or statistics); "
+                "no accuracy is recorded and no model.keras written."
+            )
         return float(metrics["accuracy"])
 
     def _result(self, stage, kind, epochs, accuracy, repopt=False):

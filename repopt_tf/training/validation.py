@@ -106,6 +106,7 @@ RULES = {
     "data.data_dir": TEXT,
     "data.manual_dir": (existing_dir_or_empty, "an existing folder or ''"),
     "data.download": BOOLEAN,
+    "data.skip_unreadable": BOOLEAN,
     "train.optimizer": one_of(OPTIMIZERS),
     "train.epochs": integer(1),
     "train.batch_size": integer(1),
