@@ -253,8 +253,16 @@ class _Evil:
 API_CASES = [
     (lambda: RepOptSGD(-0.1), ValueError, "learning_rate` must be >= 0"),
     (lambda: RepOptSGD(0.1, weight_decay=-1.0), ValueError, "weight_decay"),
-    (lambda: RepOptSGD(0.1, clipnorm=1.0), ValueError, "clipnorm"),
-    (lambda: RepOptSGD(0.1, clipvalue=1.0), ValueError, "clipvalue"),
+    (
+        lambda: RepOptSGD(0.1, clipnorm=1.0, grad_mults={"k": np.ones(2)}),
+        ValueError,
+        "clipnorm",
+    ),
+    (
+        lambda: RepOptSGD(0.1, clipvalue=1.0, grad_mults={"k": np.ones(2)}),
+        ValueError,
+        "clipvalue",
+    ),
     (lambda: RepOptSGD(0.1, grad_mults=[1, 2]), ValueError, "must be a dict"),
     (lambda: RepOptSGD(0.1, grad_mults={3: np.ones(2)}), ValueError, "paths"),
     (

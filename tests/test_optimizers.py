@@ -123,14 +123,37 @@ def test_weight_decay_only_on_kernels_and_respects_exclusions():
     np.testing.assert_allclose(excluded.numpy(), 1.0)
 
 
+def _official_adamw(w0, grads, mult, lr, wd, eps, beta_1=0.9, beta_2=0.999):
+    """The update of the official `repoptimizer_adamw.py`
+    (`_single_tensor_adamw`), transcribed in float64 numpy."""
+    w, m, v = w0.astype(np.float64), np.zeros_like(w0, np.float64), 0.0
+    for step, g in enumerate(grads, start=1):
+        g = g * mult
+        w = w * (1 - lr * wd)
+        m = beta_1 * m + (1 - beta_1) * g
+        v = beta_2 * v + (1 - beta_2) * g * g
+        denom = np.sqrt(v) / np.sqrt(1 - beta_2**step) + eps
+        w = w - lr / (1 - beta_1**step) * (m * mult) / denom
+    return w
+
+
 @pytest.mark.backends
-def test_adamw_without_mults_equals_keras_adamw_on_kernels():
+@pytest.mark.parametrize("eps", [1e-8, 1e-3])
+def test_adamw_is_the_official_update_with_its_epsilon(eps):
     rng = np.random.default_rng(3)
     w0 = rng.normal(size=(4, 4)).astype(np.float32)
-    grads = rng.normal(size=(6, 4, 4)).astype(np.float32)
-    ours = _apply(RepOptAdamW(0.01, weight_decay=0.1), w0, grads)
-    theirs = _apply(keras.optimizers.AdamW(0.01, weight_decay=0.1), w0, grads)
-    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    grads = rng.normal(size=(10, 4, 4)).astype(np.float32) * 1e-3
+    mult = rng.uniform(0.5, 2.0, (4, 4)).astype(np.float32)
+    ours = _apply(
+        RepOptAdamW(
+            0.01, weight_decay=0.1, epsilon=eps, grad_mults={"w": mult}
+        ),
+        w0,
+        grads,
+    )
+    official = _official_adamw(w0, grads, mult, 0.01, 0.1, eps)
+    np.testing.assert_allclose(ours, official, rtol=0, atol=1e-5)
+    assert np.abs(ours - official).max() < 2e-6  # float32 rounding only
 
 
 def _mults_with_dense_fallback():
@@ -293,12 +316,13 @@ def test_bad_input_raises_clear_errors():
         RepOptSGD(learning_rate=-0.1)
     with pytest.raises(ValueError, match="weight_decay.*>= 0"):
         RepOptSGD(weight_decay=-1.0)
+    mult = {"w": np.ones(3)}
     with pytest.raises(ValueError, match="`clipnorm`.*CSLA"):
-        RepOptSGD(clipnorm=1.0)
+        RepOptSGD(clipnorm=1.0, grad_mults=mult)
     with pytest.raises(ValueError, match="`clipvalue`.*CSLA"):
-        RepOptAdamW(clipvalue=1.0)
+        RepOptAdamW(clipvalue=1.0, grad_mults=mult)
     with pytest.raises(ValueError, match="global_clipnorm"):
-        RepOptAdamW(global_clipnorm=1.0)
+        RepOptAdamW(global_clipnorm=1.0, grad_mults=mult)
     with pytest.raises(ValueError, match="NaN"):
         RepOptSGD(grad_mults={"w": [np.nan]})
     with pytest.raises(ValueError, match="must be a dict"):

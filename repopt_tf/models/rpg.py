@@ -62,6 +62,9 @@ class ParameterRing(keras.layers.Layer):
                 0.0, self.init_std, seed=self.seed
             ),
         )
+        # Decayed like the kernels it generates (the RepOpt optimizers'
+        # `decay_vectors=False` decays only kernels and these).
+        self.ring.decays_like_kernels = True
 
     def call(self, inputs):
         del inputs

@@ -23,8 +23,15 @@ from repopt_tf.optimizers.grad_mult import decode_grad_mult
 from repopt_tf.optimizers.grad_mult import encode_grad_mult
 
 
+def variable_path(variable):
+    """A variable's path; a raw backend variable (e.g. a `tf.Variable`
+    beside Keras ones) has only a name."""
+    return getattr(variable, "path", None) or variable.name
+
+
 def normalize_grad_mults(grad_mults):
-    """Returns `{path: float32 array}` from user input (paths or variables)."""
+    """Returns `{path: float32 array}` from user input (paths, or Keras
+    variables on backends where they are hashable)."""
     if grad_mults is None:
         return {}
     if not isinstance(grad_mults, Mapping):
@@ -55,13 +62,19 @@ class GradMultMixin:
     Subclasses call `_init_grad_mults` in `__init__` and use
     `self._multiply(gradient, variable)` (and `self._scale(tensor, variable)`)
     in `update_step`.
-    Weight decay (coupled or decoupled, per subclass) applies only to
-    kernels: variables with `ndim >= 2` not excluded by
-    `exclude_from_weight_decay` (by variable, name or path part).
+    Weight decay (coupled or decoupled, per subclass) applies to every
+    variable not excluded by `exclude_from_weight_decay` (by variable, name
+    or path part) with `decay_vectors=True`, as in Keras; with
+    `decay_vectors=False` only to kernels (`ndim >= 2`) and to variables
+    that generate kernels (`decays_like_kernels`: the RPG ring), as the
+    reference training scripts do.
     """
 
-    def _init_grad_mults(self, grad_mults, learning_rate, weight_decay):
+    def _init_grad_mults(
+        self, grad_mults, learning_rate, weight_decay, decay_vectors
+    ):
         self.grad_mults = normalize_grad_mults(grad_mults)
+        self.decay_vectors = bool(decay_vectors)
         if isinstance(learning_rate, (int, float)) and learning_rate < 0:
             raise ValueError(
                 f"`learning_rate` must be >= 0, got {learning_rate}."
@@ -71,11 +84,12 @@ class GradMultMixin:
                 f"`weight_decay` must be >= 0, got {weight_decay}."
             )
         for arg in ("clipnorm", "clipvalue"):
-            if getattr(self, arg) is not None:
+            if getattr(self, arg) is not None and self.grad_mults:
                 raise ValueError(
                     f"`{arg}` clips each gradient on its own, which breaks "
                     "the CSLA equivalence of a RepOptimizer (Ding et al., "
-                    "§3.2). Leave it None" + self._clip_advice
+                    "§3.2) where a variable has a Grad Mult. Leave it None"
+                    + self._clip_advice
                 )
 
     _clip_advice = "."
@@ -87,7 +101,7 @@ class GradMultMixin:
         self._build_grad_mults(variables)
 
     def _build_grad_mults(self, variables):
-        by_path = {variable.path: variable for variable in variables}
+        by_path = {variable_path(variable): variable for variable in variables}
         unknown = sorted(set(self.grad_mults) - set(by_path))
         if unknown:
             raise ValueError(
@@ -99,12 +113,12 @@ class GradMultMixin:
         self._decays_weight = [False] * len(variables)
         for index, variable in enumerate(variables):
             self._decays_weight[index] = self._use_weight_decay(variable)
-            mult = self.grad_mults.get(variable.path)
+            mult = self.grad_mults.get(variable_path(variable))
             if mult is None:
                 continue
             if tuple(mult.shape) != tuple(variable.shape):
                 raise ValueError(
-                    f"Grad mult for {variable.path!r} has shape "
+                    f"Grad mult for {variable_path(variable)!r} has shape "
                     f"{tuple(mult.shape)}, the variable has shape "
                     f"{tuple(variable.shape)}."
                 )
@@ -126,7 +140,7 @@ class GradMultMixin:
                 part.shape,
                 initializer=lambda shape, dtype, m=part: ops.cast(m, dtype),
                 dtype=variable.dtype,
-                name=f"{variable.path.replace('/', '_')}_grad_mult_{kind}",
+                name=f"{variable_path(variable).replace('/', '_')}_grad_mult_{kind}",
             )
             for kind, part in (
                 ("row", compact.surround),
@@ -170,14 +184,26 @@ class GradMultMixin:
 
     def _use_weight_decay(self, variable):
         excluded = getattr(self, "_excluded_path_parts", ())
+        kernel_like = len(variable.shape) >= 2 or getattr(
+            variable, "decays_like_kernels", False
+        )
         return (
-            len(variable.shape) >= 2
+            (self.decay_vectors or kernel_like)
             and super()._use_weight_decay(variable)
-            and not any(part in variable.path for part in excluded)
+            and not any(part in variable_path(variable) for part in excluded)
         )
 
     def _grad_mults_config(self):
         return {
-            path: encode_grad_mult(mult)
-            for path, mult in self.grad_mults.items()
+            "grad_mults": {
+                path: encode_grad_mult(mult)
+                for path, mult in self.grad_mults.items()
+            },
+            "decay_vectors": self.decay_vectors,
         }
+
+
+def auto_name(prefix):
+    """Keras-style unique names: `repopt_sgd`, `repopt_sgd_1`, ..."""
+    uid = keras.backend.get_uid(prefix)
+    return prefix if uid == 1 else f"{prefix}_{uid - 1}"

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from repopt_tf.optimizers.mult_state import GradMultMixin
+from repopt_tf.optimizers.mult_state import auto_name
 
 
 @keras.saving.register_keras_serializable(package="repopt_tf")
@@ -14,7 +15,7 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
     variables without one), with PyTorch momentum semantics::
 
         d = g * M
-        d = d + weight_decay * w      # coupled L2, kernels (ndim >= 2) only
+        d = d + weight_decay * w      # coupled L2 (kernels only by default)
         buf = momentum * buf + d      # buf starts at 0, so buf_1 = d_1
         d = d + momentum * buf if nesterov else buf
         w = w - learning_rate * d
@@ -24,10 +25,16 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
     `s*conv3x3(x) + t*conv1x1(x) (+ x)` with the same rule, from
     `W'(0) = s*W3 + t*pad(W1) (+ I)` (Ding et al., App. A).
 
-    Weight decay here is *coupled* L2 that passes through momentum, as in the
-    paper's code, not Keras's decoupled decay.
+    Where it deliberately differs from `keras.optimizers.SGD`: weight decay
+    is *coupled* L2 that passes through momentum, as in PyTorch and the
+    paper's code, not Keras's decoupled decay, and by default it decays
+    only kernels (`decay_vectors=False`); momentum is PyTorch's
+    (`buf = momentum * buf + d`, the learning rate applied after), which
+    under a learning-rate schedule is not Keras's `velocity = momentum *
+    velocity - lr * g`.
 
-    Clipping: `clipnorm` and `clipvalue` raise `ValueError` (they break the
+    Clipping: `clipnorm` and `clipvalue` work as in Keras while no variable
+    has a mult, and raise `ValueError` otherwise (they break the
     equivalence). `global_clipnorm=c` is supported and equivalence-preserving:
     the norm is the CSLA model's, `sqrt(sum over variables of sum(M * g**2))`,
     and every gradient is scaled by `c / max(norm, c)`.
@@ -36,11 +43,16 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
         learning_rate: float >= 0 or a `LearningRateSchedule`.
         momentum: float in [0, 1].
         nesterov: whether to use Nesterov momentum.
-        weight_decay: coupled L2 coefficient for kernels, or None.
-        grad_mults: dict `{variable.path or keras.Variable: array}` of arrays
-            shaped like their variable, e.g. from `grad_mult` or
-            `grad_mults_for_model`.
+        weight_decay: coupled L2 coefficient, or None.
+        grad_mults: dict `{variable.path: array}` of arrays shaped like
+            their variable, e.g. from `grad_mult` or `grad_mults_for_model`.
+        decay_vectors: also decay 1-D variables (biases, BN, scales);
+            default False: kernels (ndim >= 2) and the RPG ring only.
+        name: default `repopt_sgd`, `repopt_sgd_1`, ... as Keras names.
         **kwargs: the other `keras.optimizers.Optimizer` arguments.
+
+    Returns:
+        A Keras optimizer, for `model.compile(optimizer=...)`.
 
     Example:
 
@@ -63,7 +75,8 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
         nesterov=False,
         weight_decay=None,
         grad_mults=None,
-        name="repopt_sgd",
+        decay_vectors=False,
+        name=None,
         **kwargs,
     ):
         super().__init__(
@@ -71,10 +84,12 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
             momentum=float(momentum),
             nesterov=nesterov,
             weight_decay=weight_decay,
-            name=name,
+            name=name or auto_name("repopt_sgd"),
             **kwargs,
         )
-        self._init_grad_mults(grad_mults, learning_rate, weight_decay)
+        self._init_grad_mults(
+            grad_mults, learning_rate, weight_decay, decay_vectors
+        )
         if self.global_clipnorm and self.gradient_accumulation_steps:
             raise ValueError(
                 "`global_clipnorm` with `gradient_accumulation_steps` is not "
@@ -123,8 +138,11 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
         super()._backend_apply_gradients(grads, trainable_variables)
 
     def _clip_gradients(self, grads):
-        """Clipping already happened, by the CSLA norm, before this point."""
-        return grads
+        """Global clipping already happened, by the CSLA norm, before this
+        point; `clipnorm` / `clipvalue` (no mults) clip as in Keras."""
+        if self.global_clipnorm:
+            return grads
+        return super()._clip_gradients(grads)
 
     def _clip_by_csla_global_norm(self, grads, variables):
         squares = []
@@ -138,9 +156,7 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
         return [grad * ops.cast(scale, grad.dtype) for grad in grads]
 
     def get_config(self):
-        config = super().get_config()
-        config["grad_mults"] = self._grad_mults_config()
-        return config
+        return {**super().get_config(), **self._grad_mults_config()}
 
 
 def _tf_kernels():

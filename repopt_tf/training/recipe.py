@@ -55,7 +55,9 @@ def build_optimizer(
 
     `train.optimizer` is "sgd" (PyTorch-semantics SGD, coupled L2) or
     "adamw"; `clip_global_norm > 0` clips by the (CSLA) global norm.
-    Weight decay applies to kernels (ndim >= 2), which include RepOpt-VGG's
+    Weight decay applies to kernels (ndim >= 2) and the RPG ring, as in the
+    reference training scripts (`decay_vectors=False`; biases, BN and
+    per-channel scales are not decayed), which include RepOpt-VGG's
     kernel-like identity scales unless `decay_identity_scales` is False,
     except those whose path contains one of `no_decay`.
     """
@@ -78,6 +80,7 @@ def _optimizer(train, schedule, weight_decay, grad_mults, clip):
             nesterov=train.nesterov,
             weight_decay=weight_decay or None,
             grad_mults=grad_mults,
+            decay_vectors=False,
             global_clipnorm=clip,
         )
     if train.optimizer == "adamw":
@@ -85,6 +88,7 @@ def _optimizer(train, schedule, weight_decay, grad_mults, clip):
             schedule,
             weight_decay=weight_decay,
             grad_mults=grad_mults,
+            decay_vectors=False,
             global_clipnorm=clip,
         )
     raise ValueError(
