@@ -222,10 +222,16 @@ def test_trains_with_repoptsgd_and_under_mirrored_strategy():
 
 
 def test_bad_ring_settings_give_clear_errors():
-    for dof in (0, -0.5, 1.5):
-        with pytest.raises(ValueError, match="must be in \\(0, 1\\]"):
+    for dof in (0, -0.5):
+        with pytest.raises(ValueError, match="or rpg_dof .* > 0, got"):
             build_model("repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=dof)
-    with pytest.raises(ValueError, match="needs kind='plain'"):
+    with pytest.raises(ValueError, match="would leave entries unused"):
+        build_model("repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=1.5)
+    with pytest.raises(ValueError, match="rpg_scheme must be one of"):
+        build_model(
+            "repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=0.5, rpg_scheme="x"
+        )
+    with pytest.raises(ValueError, match="need kind='plain'"):
         build_model("repopt_vgg_tiny", 10, (16, 16, 1), kind="hs", rpg_dof=0.1)
     with pytest.raises(ValueError, match="size must be positive"):
         ParameterRing(0)
@@ -284,4 +290,97 @@ def test_ring_conv_zero_padding_equals_a_padding_layer():
     )
     assert not any(
         isinstance(layer, keras.layers.ZeroPadding2D) for layer in rpg.layers
+    )
+
+
+def _authors(size=None, dof=None, seed=0):
+    return build_model(
+        "repopt_vgg_tiny",
+        10,
+        (16, 16, 1),
+        rpg_dof=dof,
+        rpg_size=size,
+        rpg_seed=seed,
+        rpg_scheme="authors",
+    )
+
+
+def test_authors_scheme_draws_every_layer_from_the_whole_ring():
+    model = _authors(dof=0.1)
+    rings = ring_layers(model)
+    size, total = ring_usage(model)
+    assert "stage0_block0_conv" not in [r.name for r in rings]  # stem off
+    assert isinstance(
+        model.get_layer("stage0_block0_conv"), keras.layers.Conv2D
+    )
+    counts = np.bincount(
+        np.concatenate([r._indices for r in rings]), minlength=size
+    )
+    assert set(counts) <= {total // size, total // size + 1}
+    assert counts.sum() == total
+    for layer in rings:  # not a window: spread over the whole ring
+        spread = layer._indices.max() - layer._indices.min()
+        assert spread > 0.9 * size, layer.name
+    again = ring_layers(_authors(dof=0.1))
+    for a, b in zip(rings, again):  # from the seed alone
+        np.testing.assert_array_equal(a._indices, b._indices)
+        np.testing.assert_array_equal(a._scaled_signs, b._scaled_signs)
+    other = ring_layers(_authors(dof=0.1, seed=1))
+    assert any((a._indices != b._indices).any() for a, b in zip(rings, other))
+
+
+def test_authors_scheme_allows_a_ring_larger_than_its_kernels():
+    total = ring_usage(_authors(dof=0.5))[1]
+    model = _authors(size=total + 100)
+    assert ring_usage(model) == (total + 100, total)
+    used = np.concatenate([r._indices for r in ring_layers(model)])
+    assert len(np.unique(used)) == total  # no entry is shared
+
+
+def test_authors_init_and_fan_out_gains():
+    model = _authors(size=200_000)  # many entries: a clean std estimate
+    ring = next(x for x in model.layers if isinstance(x, ParameterRing))
+    ring_values = np.asarray(ring.ring)
+    assert ring.init_std == pytest.approx(np.sqrt(2 / 4608))
+    assert np.std(ring_values) == pytest.approx(np.sqrt(2 / 4608), rel=0.02)
+    for layer in ring_layers(model):
+        k, _, cin, cout = layer.kernel_shape
+        gain = np.abs(layer._scaled_signs)
+        np.testing.assert_allclose(gain, np.sqrt(4608 / (cout * k * k)), 1e-6)
+        kernel = np.asarray(layer.generate_kernel(ring.ring))
+        assert kernel.std() == pytest.approx(
+            np.sqrt(2 / (cout * k * k)), rel=0.2
+        )
+
+
+def test_the_ring_is_weight_decayed_like_the_kernels_it_makes():
+    from repopt_tf.configs import base
+    from repopt_tf.training.recipe import build_optimizer
+
+    train = base.get_config().train
+    for scheme in ("window", "authors"):
+        model = build_model(
+            "repopt_vgg_tiny", 10, (16, 16, 1), rpg_dof=0.2, rpg_scheme=scheme
+        )
+        optimizer = build_optimizer(train, 0.1, weight_decay=0.5)
+        variables = model.trainable_variables
+        before = {v.path: np.asarray(v).copy() for v in variables}
+        optimizer.apply_gradients(
+            [(keras.ops.zeros(v.shape), v) for v in variables]
+        )
+        changed = {
+            v.path for v in variables if not np.allclose(v, before[v.path])
+        }
+        assert "ring/ring" in changed, scheme
+        assert not any("gamma" in p or "bias" in p for p in changed)
+
+
+def test_authors_scheme_saves_loads_and_materializes(tmp_path):
+    model = _authors(dof=0.2)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 1))
+    model.save(tmp_path / "a.keras")
+    loaded = keras.models.load_model(tmp_path / "a.keras")
+    np.testing.assert_allclose(loaded(images), model(images), atol=1e-6)
+    np.testing.assert_allclose(
+        materialize(model)(images), model(images), atol=1e-5
     )

@@ -99,6 +99,10 @@ def get_config():
         "signed_permutation"  # shared | permutation | signed_permutation
     )
     config.rpg.seed = 0
+    # window (the paper's text) | authors (the authors' code), see
+    # repopt_tf.models.rpg
+    config.rpg.scheme = "window"
+    config.rpg.size = 0  # > 0: ring entries (instead of dof; authors: any)
 
     config.quickstart = ml_collections.ConfigDict()
     config.quickstart.baselines = True

@@ -70,6 +70,8 @@ def build_model(
     rpg_mode="signed_permutation",
     rpg_seed=0,
     weights=None,
+    rpg_scheme="window",
+    rpg_size=None,
 ):
     """Builds a variant of any family (`list_models()`).
 
@@ -85,11 +87,17 @@ def build_model(
             the model.
         mean, std: per-channel statistics in [0, 1] pixel units; default
             ImageNet's for 3 channels, Fashion-MNIST's for 1 channel.
-        rpg_dof: with kind "plain", generate every block's 3x3 kernel from one
-            shared ring (Recurrent Parameter Generators) of
-            `round(rpg_dof * T)` entries, T the generated weights; in (0, 1].
+        rpg_dof: with kind "plain", generate the blocks' 3x3 kernels from
+            one shared ring (Recurrent Parameter Generators) of
+            `round(rpg_dof * T)` entries, T the generated weights.
         rpg_mode, rpg_seed: the ring's mode (see `repopt_tf.models.rpg`) and
-            the seed of its permutations, signs and init.
+            the seed of its indices, signs and init.
+        rpg_scheme: "window" (the paper's text: contiguous windows, He
+            fan-in gains, the stem on the ring) or "authors" (the authors'
+            code: one global shuffled multiset, their init and fan-out
+            gains, the stem off the ring); `repopt_tf.models.rpg`.
+        rpg_size: the ring's entries instead of `rpg_dof` (above T: no
+            sharing, "authors" scheme only).
         weights: a file to load (Keras applications' convention): the
             authors' PyTorch checkpoint of this variant and kind (read
             without torch), a `.keras` model or `.weights.h5`. See
@@ -102,8 +110,14 @@ def build_model(
     options = dict(
         include_preprocessing=include_preprocessing, mean=mean, std=std
     )
-    if rpg_dof is not None:
-        options.update(rpg_dof=rpg_dof, rpg_mode=rpg_mode, rpg_seed=rpg_seed)
+    if rpg_dof is not None or rpg_size:
+        options.update(
+            rpg_dof=rpg_dof,
+            rpg_mode=rpg_mode,
+            rpg_seed=rpg_seed,
+            rpg_scheme=rpg_scheme,
+            rpg_size=rpg_size,
+        )
     model = family.build(name, num_classes, tuple(input_shape), kind, **options)
     if weights is not None:
         # Imported here: repopt_tf.checkpoints maps onto these models.

@@ -295,7 +295,7 @@ class RepOptGhostNet(ModelFamily):
         super().__init__(GHOST_CONV, (keras.layers.DepthwiseConv2D,))
 
     def build(self, variant, num_classes, input_shape, kind, **options):
-        if "rpg_dof" in options:
+        if any(key.startswith("rpg_") for key in options):
             raise ValueError(
                 "RPG rings (rpg_dof) are built for RepOpt-VGG's 3x3 convs, "
                 f"not {variant}."

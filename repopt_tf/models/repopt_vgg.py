@@ -178,6 +178,8 @@ def build_repopt_vgg(
     rpg_dof=None,
     rpg_mode="signed_permutation",
     rpg_seed=0,
+    rpg_scheme="window",
+    rpg_size=None,
 ):
     """Builds a RepOpt-VGG or RepVGG variant (arguments: `build_model`)."""
     spec = variant_spec(VARIANTS, name, "RepOpt-VGG")
@@ -191,20 +193,25 @@ def build_repopt_vgg(
     x = inputs
     if include_preprocessing:
         x = preprocessing(input_shape[-1], mean, std)(x)
-    conv_factory, form = FastGradConv2D, kind
-    if rpg_dof is not None:
+    factories, form = [FastGradConv2D] * len(plan), kind
+    if rpg_dof is not None or rpg_size:
         if kind != "plain":
-            raise ValueError(f"rpg_dof needs kind='plain', got kind={kind!r}.")
-        conv_factory = RingPlan.for_kernels(
+            raise ValueError(f"RPG rings need kind='plain', got kind={kind!r}.")
+        # The authors keep the stem conv off the ring.
+        first = 1 if rpg_scheme == "authors" else 0
+        ring = RingPlan.for_kernels(
             inputs,
-            [(3, 3, cin, cout) for _, cin, cout, _, _ in plan],
+            [(3, 3, cin, cout) for _, cin, cout, _, _ in plan[first:]],
             rpg_dof,
             rpg_mode,
             rpg_seed,
-        ).conv
-        form = f"rpg{rpg_dof:g}"
-    for (name_in_model, _, cout, stride, index), groups in zip(
-        plan, block_groups(spec)
+            scheme=rpg_scheme,
+            size=rpg_size,
+        )
+        factories[first:] = [ring.conv] * (len(plan) - first)
+        form = f"rpg{rpg_size or rpg_dof:g}"
+    for (name_in_model, _, cout, stride, index), groups, factory in zip(
+        plan, block_groups(spec), factories
     ):
         x = block(
             x,
@@ -213,7 +220,7 @@ def build_repopt_vgg(
             name_in_model,
             kind,
             hs_scale_init=hs_scale_init(index),
-            conv_factory=conv_factory,
+            conv_factory=factory,
             groups=groups,
         )
         if spec.get("se"):

@@ -1,17 +1,31 @@
 """Recurrent Parameter Generators (Wang et al., WACV 2023).
 
 All generated kernels come from one shared trainable ring `W` of `N`
-entries. Layer `i` with `n_i` weights takes the contiguous ring window that
-starts at its `offset` (the sum of the earlier layers' sizes, wrapping mod N),
-so each entry is used floor(T/N) or ceil(T/N) times over T generated weights;
-then::
+entries. Two schemes (`SCHEMES`) say which entries a layer takes and how
+the kernels are scaled:
+
+- `"window"`, the paper's text: layer `i` with `n_i` weights takes the
+  contiguous ring window that starts at its `offset` (the sum of the earlier
+  layers' sizes, wrapping mod N), shuffled within the window; each entry is
+  used floor(T/N) or ceil(T/N) times over T generated weights; gains give
+  every kernel He (fan-in) std from a ring of the weight-averaged He std;
+  every block's 3x3 conv, the stem's too, is on the ring.
+- `"authors"`, the authors' code (samaonline/Recurrent-Parameter-Generators,
+  `SuperParams`): one global multiset of T indices (floor(T/N) copies of
+  every entry, plus a random subset of N for the remainder), shuffled, and
+  consecutive slices for the layers, so a layer draws from the whole ring;
+  the ring starts with std sqrt(2 / 4608) and layer `i`'s kernel is scaled
+  by sqrt(4608 / fan_out_i) (He fan-out std); N > T is allowed (no
+  sharing); the stem conv and the classifier stay ordinary.
+
+Either way::
 
     K_i = reshape(W[P_i(window)] * S_i * g_i, kernel_shape)
 
-with `P_i` a fixed random permutation of the window, `S_i` fixed random
-+-1 signs (both drawn from `(seed, offset)`, so a checkpoint needs no side
-files) and `g_i = sqrt(2 / fan_in_i) / ring_std`: the ring starts as
-N(0, ring_std^2), so every kernel starts with He std. Choose `ring_std` near
+with `P_i` the layer's fixed random indices, `S_i` fixed random +-1 signs
+(all drawn from the seed, so a checkpoint needs no side files) and
+`g_i = sqrt(2 / fan_i) / ring_std`: the ring starts as N(0, ring_std^2), so
+every kernel starts with He std. Choose `ring_std` near
 the typical layer's He std so that gains are about 1: the gain also scales
 the ring's gradient, and gains far from 1 change the effective learning rate
 by g_i^2 (a unit-variance ring would make 3x3 kernels learn ~500x slower).
@@ -34,7 +48,12 @@ from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.fast_conv import fast_grad_conv2d
 
 MODES = ("shared", "permutation", "signed_permutation")
+SCHEMES = ("window", "authors")
+ASSIGNMENTS = ("window", "global")
+FANS = ("fan_in", "fan_out")
 DEFAULT_RING_STD = 0.05  # He std of a 3x3 conv with ~90 input channels
+# The authors' ring init: He std with fan_out = 512 * 3 * 3 for any network.
+AUTHORS_RING_FAN = 4608
 
 
 @keras.saving.register_keras_serializable(package="repopt_tf")
@@ -83,7 +102,8 @@ class ParameterRing(keras.layers.Layer):
 
 
 def ring_indices(count, ring_size, offset, seed, mode):
-    """`(indices int32 (count,), signs float32 (count,))` of one layer."""
+    """`(indices int32 (count,), signs float32 (count,))` of one layer of
+    the window scheme."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     if mode == "shared":
@@ -99,14 +119,54 @@ def ring_indices(count, ring_size, offset, seed, mode):
     return indices, signs
 
 
+def global_indices(total, ring_size, seed):
+    """The authors' assignment: all `total` indices of a model, as one
+    shuffled multiset of floor(total / N) copies of every ring entry plus
+    a random subset of N for the remainder (entries used at most once
+    when N >= total); layers take consecutive slices.
+
+    Example:
+        >>> sorted(np.bincount(global_indices(10, 4, seed=0)))
+        [2, 2, 3, 3]
+    """
+    rng = np.random.default_rng([seed, ring_size, total])
+    copies = np.tile(np.arange(ring_size), total // ring_size)
+    rest = rng.choice(ring_size, total % ring_size, replace=False)
+    return rng.permutation(np.concatenate([copies, rest])).astype(np.int32)
+
+
+def layer_indices(count, ring_size, offset, seed, mode, assignment, total):
+    """`(indices, signs)` of the layer whose weights start at `offset`,
+    under `assignment` ("window" or "global", module docstring)."""
+    if assignment not in ASSIGNMENTS:
+        raise ValueError(
+            f"assignment must be one of {ASSIGNMENTS}, got {assignment!r}."
+        )
+    if assignment == "window" or mode == "shared":
+        return ring_indices(count, ring_size, offset, seed, mode)
+    indices = global_indices(total, ring_size, seed)[offset : offset + count]
+    if len(indices) != count:
+        raise ValueError(
+            f"a layer of {count} weights at offset {offset} does not fit the "
+            f"{total} weights the ring was planned for."
+        )
+    if mode == "permutation":
+        return indices, np.ones(count, np.float32)
+    rng = np.random.default_rng([seed, offset])
+    return indices, rng.integers(0, 2, count).astype(np.float32) * 2 - 1
+
+
 class _RingKernel:
     """Shared logic of ring layers: indices, signs, gain and generation."""
 
-    def _init_ring(self, offset, seed, mode, ring_std):
+    def _init_ring(self, offset, seed, mode, ring_std, assignment, total, fan):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        if fan not in FANS:
+            raise ValueError(f"fan must be one of {FANS}, got {fan!r}.")
         self.offset, self.seed, self.mode = int(offset), int(seed), mode
         self.ring_std = float(ring_std)
+        self.assignment, self.total, self.fan = assignment, int(total), fan
 
     def _build_ring(self, kernel_shape, ring_shape):
         if len(ring_shape) != 1 or ring_shape[0] is None:
@@ -116,13 +176,22 @@ class _RingKernel:
             )
         ring_size = ring_shape[-1]
         count = int(np.prod(kernel_shape))
-        indices, signs = ring_indices(
-            count, ring_size, self.offset, self.seed, self.mode
+        indices, signs = layer_indices(
+            count,
+            ring_size,
+            self.offset,
+            self.seed,
+            self.mode,
+            self.assignment,
+            self.total,
         )
-        fan_in = int(np.prod(kernel_shape[:-1]))
+        if self.fan == "fan_in":
+            fan = int(np.prod(kernel_shape[:-1]))
+        else:  # receptive field x output channels, as torch's fan_out
+            fan = int(np.prod(kernel_shape[:-2])) * int(kernel_shape[-1])
         self.kernel_shape = tuple(kernel_shape)
         self._indices = indices
-        gain = np.sqrt(2.0 / fan_in) / self.ring_std
+        gain = np.sqrt(2.0 / fan) / self.ring_std
         self._scaled_signs = (signs * gain).astype(np.float32)
 
     def generate_kernel(self, ring):
@@ -147,6 +216,9 @@ class _RingKernel:
             "seed": self.seed,
             "mode": self.mode,
             "ring_std": self.ring_std,
+            "assignment": self.assignment,
+            "total": self.total,
+            "fan": self.fan,
         }
 
 
@@ -170,6 +242,9 @@ class RingConv2D(_RingKernel, keras.layers.Layer):
         mode="signed_permutation",
         ring_std=DEFAULT_RING_STD,
         zero_padding=0,
+        assignment="window",
+        total=0,
+        fan="fan_in",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -179,7 +254,7 @@ class RingConv2D(_RingKernel, keras.layers.Layer):
         self.padding = padding
         self.use_bias = use_bias
         self.zero_padding = int(zero_padding)
-        self._init_ring(offset, seed, mode, ring_std)
+        self._init_ring(offset, seed, mode, ring_std, assignment, total, fan)
 
     def build(self, input_shape):
         x_shape, ring_shape = input_shape
@@ -249,12 +324,15 @@ class RingDense(_RingKernel, keras.layers.Layer):
         seed=0,
         mode="signed_permutation",
         ring_std=DEFAULT_RING_STD,
+        assignment="window",
+        total=0,
+        fan="fan_in",
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.units = int(units)
         self.use_bias = use_bias
-        self._init_ring(offset, seed, mode, ring_std)
+        self._init_ring(offset, seed, mode, ring_std, assignment, total, fan)
 
     def build(self, input_shape):
         x_shape, ring_shape = input_shape
@@ -292,49 +370,49 @@ class RingDense(_RingKernel, keras.layers.Layer):
 
 
 class RingPlan:
-    """Hands out consecutive windows of one ring to the convs of a model.
+    """Hands out the entries of one ring to the convs of a model.
 
-    `RingPlan.for_kernels(inputs, shapes, dof, mode, seed)` adds the ring
-    layer for kernels of the given shapes: `round(dof * T)` entries for `T`
-    generated weights, `ring_std` the weight-averaged He std (so per-layer
-    gains are about 1). `plan.conv(filters, strides, name, **conv_args)` is a
-    conv factory: it returns a layer that applies the next `RingConv2D`.
+    `RingPlan.for_kernels(inputs, shapes, dof, mode, seed, scheme, size)`
+    adds the ring layer for kernels of the given shapes (module docstring
+    for the schemes): `size` entries, or `round(dof * T)` for `T` generated
+    weights. `plan.conv(filters, kernel_size, strides, name, **conv_args)`
+    is a conv factory: it returns a layer that applies the next
+    `RingConv2D`.
     """
 
-    def __init__(self, ring, seed, mode, ring_std):
-        self.ring, self.seed, self.mode, self.ring_std = (
-            ring,
-            seed,
-            mode,
-            ring_std,
-        )
+    def __init__(self, ring, seed, mode, ring_std, scheme="window", total=0):
+        self.ring, self.seed, self.mode = ring, seed, mode
+        self.ring_std, self.scheme, self.total = ring_std, scheme, total
         self.offset = 0
 
     @classmethod
-    def for_kernels(cls, inputs, shapes, dof, mode, seed):
-        total = sum(int(np.prod(shape)) for shape in shapes)
-        if not 0 < dof <= 1:
+    def for_kernels(
+        cls, inputs, shapes, dof, mode, seed, scheme="window", size=None
+    ):
+        if scheme not in SCHEMES:
             raise ValueError(
-                f"rpg_dof is the ring size as a fraction of the {total} "
-                f"generated weights and must be in (0, 1], got {dof}."
+                f"rpg_scheme must be one of {SCHEMES}, got {scheme!r}."
             )
-        he_variance = sum(
-            int(np.prod(shape)) * 2 / int(np.prod(shape[:-1]))
-            for shape in shapes
+        total = sum(int(np.prod(shape)) for shape in shapes)
+        size = ring_size_for(total, dof, size, scheme)
+        if scheme == "authors":
+            ring_std = float(np.sqrt(2.0 / AUTHORS_RING_FAN))
+        else:
+            he_variance = sum(
+                int(np.prod(shape)) * 2 / int(np.prod(shape[:-1]))
+                for shape in shapes
+            )
+            ring_std = float(np.sqrt(he_variance / total))
+        ring = ParameterRing(size, seed=seed, init_std=ring_std, name="ring")(
+            inputs
         )
-        ring_std = float(np.sqrt(he_variance / total))
-        ring = ParameterRing(
-            max(1, round(dof * total)),
-            seed=seed,
-            init_std=ring_std,
-            name="ring",
-        )(inputs)
-        return cls(ring, seed, mode, ring_std)
+        return cls(ring, seed, mode, ring_std, scheme, total)
 
     def conv(self, filters, kernel_size, strides=1, name=None, **conv_args):
-        """A callable `x -> RingConv2D(...)([x, ring])` on the next window."""
+        """A callable `x -> RingConv2D(...)([x, ring])` on the next slice."""
 
         def apply(x):
+            authors = self.scheme == "authors"
             layer = RingConv2D(
                 filters,
                 kernel_size,
@@ -343,6 +421,9 @@ class RingPlan:
                 seed=self.seed,
                 mode=self.mode,
                 ring_std=self.ring_std,
+                assignment="global" if authors else "window",
+                total=self.total,
+                fan="fan_out" if authors else "fan_in",
                 name=name,
                 **conv_args,
             )
@@ -350,6 +431,31 @@ class RingPlan:
             return layer([x, self.ring])
 
         return apply
+
+
+def ring_size_for(total, dof=None, size=None, scheme="window"):
+    """The ring's entries: `size`, else `round(dof * total)`; more than
+    `total` only in the authors' scheme (no sharing).
+
+    Raises:
+        ValueError: neither given, or out of range, with the reason.
+    """
+    if size:
+        size = int(size)
+    elif dof is not None and dof > 0:
+        size = max(1, round(dof * total))
+    else:
+        raise ValueError(
+            f"An RPG ring needs rpg_size (entries) or rpg_dof (a fraction of "
+            f"the {total} generated weights) > 0, got {dof!r}."
+        )
+    if size > total and scheme != "authors":
+        raise ValueError(
+            f"A window-scheme ring of {size} entries for {total} generated "
+            "weights would leave entries unused (rpg_dof <= 1); the authors' "
+            "scheme allows it (rpg_scheme='authors': no sharing)."
+        )
+    return size
 
 
 def ring_layers(model):
@@ -369,17 +475,18 @@ def _the_ring(model, caller):
 
 
 def ring_usage(model):
-    """`(N, T)`: ring size and generated weights; raises if N > T.
+    """`(N, T)`: ring size and generated weights; raises if N > T under the
+    window scheme.
 
-    A ring larger than the weights it generates leaves entries that no layer
-    uses (they would never train): build custom RPG models, then check them
-    with this.
+    A window-scheme ring larger than the weights it generates leaves entries
+    that no layer uses (they would never train); under the authors' global
+    assignment N > T means no sharing. Build custom RPG models, then check
+    them with this.
     """
     size = _the_ring(model, "ring_usage").size
-    total = sum(
-        int(np.prod(layer.kernel_shape)) for layer in ring_layers(model)
-    )
-    if size > total:
+    layers = ring_layers(model)
+    total = sum(int(np.prod(layer.kernel_shape)) for layer in layers)
+    if size > total and any(ring.assignment == "window" for ring in layers):
         raise ValueError(
             f"The ring has {size} entries but the model generates only {total} "
             f"weights: {size - total} entries would never be used."

@@ -238,8 +238,9 @@ class Experiment:
         epochs = self.config.train.epochs
         _, accuracy = self._train("baseline_sgd", "plain", epochs)
         form = "plain"
-        if self.config.rpg.dof:  # named like the model: <variant>_rpg<dof>
-            form = f"rpg{self.config.rpg.dof:g} ({self.config.rpg.mode})"
+        rpg = self.config.rpg
+        if rpg_options(rpg):  # named like the model: <variant>_rpg<dof>
+            form = f"rpg{rpg.size or rpg.dof:g} ({rpg.mode}, {rpg.scheme})"
         return self._result("baseline_sgd", form, epochs, accuracy)
 
     def baseline_repvgg(self):
@@ -322,8 +323,9 @@ class Experiment:
         keras.utils.set_random_seed(config.seed)
         lr, weight_decay = scaled_hyperparameters(train, self.global_batch)
         form = kind
-        if config.rpg.dof:
-            form = f"RPG ring {config.rpg.dof:g} of the 3x3 weights, {config.rpg.mode}"
+        if rpg_options(config.rpg):
+            ring = config.rpg.size or f"{config.rpg.dof:g} of the 3x3 weights"
+            form = f"RPG ring {ring}, {config.rpg.mode}, {config.rpg.scheme}"
         log(
             f"{stage}: {config.model} ({form}), {epochs} epochs x "
             f"{self.steps_per_epoch} steps, global batch {self.global_batch} "
@@ -376,13 +378,7 @@ class Experiment:
         config, train = self.config, self.config.train
         stage_dir = self.run_dir.stage(stage)
         with self.strategy.scope():
-            rpg = {}
-            if config.rpg.dof:
-                rpg = dict(
-                    rpg_dof=config.rpg.dof,
-                    rpg_mode=config.rpg.mode,
-                    rpg_seed=config.rpg.seed,
-                )
+            rpg = rpg_options(config.rpg)
             model = build_model(
                 config.model,
                 self.num_classes,
@@ -608,6 +604,19 @@ def _differences(saved, current):
         for key in sorted(set(saved) | set(current))
         if value(saved, key) != value(current, key)
     ]
+
+
+def rpg_options(rpg):
+    """`build_model`'s RPG arguments from `config.rpg` ({}: no ring)."""
+    if not (rpg.dof or rpg.size):
+        return {}
+    return dict(
+        rpg_dof=rpg.dof or None,
+        rpg_mode=rpg.mode,
+        rpg_seed=rpg.seed,
+        rpg_scheme=rpg.scheme,
+        rpg_size=rpg.size or None,
+    )
 
 
 def results_table(results):

@@ -14,6 +14,7 @@ from pathlib import Path
 from repopt_tf.data.pipeline import AUGMENTATIONS
 from repopt_tf.models import list_models
 from repopt_tf.models.rpg import MODES as RPG_MODES
+from repopt_tf.models.rpg import SCHEMES as RPG_SCHEMES
 from repopt_tf.optimizers.grad_mult import saved_grad_mults
 from repopt_tf.scales import load_scales
 from repopt_tf.training.recipe import JIT_MODES
@@ -127,6 +128,8 @@ RULES = {
     "rpg.dof": number(0, 1),
     "rpg.mode": one_of(RPG_MODES),
     "rpg.seed": integer(0),
+    "rpg.scheme": one_of(RPG_SCHEMES),
+    "rpg.size": integer(0),
     "quickstart.baselines": BOOLEAN,
 }
 
@@ -184,7 +187,7 @@ def _cross_field_problems(config):
             "config.train.warmup_epochs must be at most train.epochs "
             f"({config.train.epochs}), got {config.train.warmup_epochs!r}"
         )
-    if config.rpg.dof and config.mode != "baseline_sgd":
+    if (config.rpg.dof or config.rpg.size) and config.mode != "baseline_sgd":
         problems.append(
             "RPG models (--config.rpg.dof) train in baseline_sgd mode, got "
             f"mode {config.mode!r}: the ring has no per-kernel Grad Mults or "
