@@ -1,15 +1,17 @@
-"""RPG: Fashion-MNIST accuracy vs ring size (DoF), and the sharing ablation.
+"""RPG: Fashion-MNIST accuracy vs ring size (DoF), both schemes, several
+seeds, and (optionally) the sharing ablation.
 
-Trains the RPG form of a RepOpt-VGG variant (every block's 3x3 kernel
-generated from one ring) for each DoF fraction (ring size / generated
-weights), the ordinary model as the 100%-free reference, and, at one fixed
-DoF, the paper's ablation: naive sharing (ring prefix, no permutation, no
-signs) vs permutation vs permutation + signs. Same data, budget and seed for
-all; each run is a train.py `baseline_sgd` stage in its own folder, so an
-interrupted sweep resumes. Prints the table, a least-squares fit of accuracy
-against log10(DoF), and writes WORKDIR/rpg_dof_sweep.{md,png}.
+Trains the RPG form of a RepOpt-VGG variant for each DoF fraction (ring
+size / generated weights) under each scheme of `repopt_tf.models.rpg`
+("window": the paper's text; "authors": the authors' code), for each seed,
+and the ordinary model as the free reference; with `--ablation`, at one
+DoF, naive sharing vs permutation vs permutation + signs. Each run is a
+train.py `baseline_sgd` stage in its own folder, so an interrupted sweep
+resumes. Prints the table (mean +- std over seeds), a least-squares fit of
+accuracy against log10(DoF) per scheme, and writes
+WORKDIR/rpg_dof_sweep.{md,png}.
 
-    python benchmarks/rpg_dof_sweep.py --workdir=runs/rpg_sweep
+    python benchmarks/rpg_dof_sweep.py --workdir=runs/rpg_sweep2
 """
 
 import os
@@ -35,6 +37,15 @@ flags.DEFINE_string("model", "repopt_vgg_s", "Variant.")
 flags.DEFINE_list(
     "dofs", ["0.002", "0.01", "0.05", "0.2", "1.0"], "DoF fractions."
 )
+flags.DEFINE_list(
+    "schemes",
+    ["window", "authors"],
+    "RPG schemes to compare (repopt_tf.models.rpg.SCHEMES).",
+)
+flags.DEFINE_list("seeds", ["0", "1"], "Seeds (weights, data, ring).")
+flags.DEFINE_bool(
+    "ablation", False, "Also run the sharing ablation (seed 0, window)."
+)
 flags.DEFINE_float(
     "ablation_dof",
     0.01,
@@ -52,102 +63,148 @@ check_fractions("dofs")
 FLAGS = flags.FLAGS
 
 
-def run(name, dof=0.0, mode="signed_permutation"):
+def run(name, seed, dof=0.0, mode="signed_permutation", scheme="window"):
+    """Test accuracy of one train.py baseline_sgd stage in its own folder
+    (a finished one is reused: the sweep resumes)."""
     config = base.get_config()
     config.mode = "baseline_sgd"
     config.model = FLAGS.model
+    config.seed = seed
     config.data.train_limit = FLAGS.train_limit
     config.data.eval_limit = FLAGS.eval_limit
     config.train.epochs = FLAGS.epochs
     config.train.batch_size = FLAGS.batch
     config.rpg.dof = dof
     config.rpg.mode = mode
+    config.rpg.seed = seed
+    config.rpg.scheme = scheme
     (result,) = Experiment(
-        config, Path(FLAGS.workdir) / name, get_strategy()
+        config, Path(FLAGS.workdir) / f"{name}_s{seed}", get_strategy()
     ).run()
     return result.test_accuracy
+
+
+def mean_std(values):
+    """`0.8012 +- 0.0031` (sample std over seeds; one seed: no spread)."""
+    values = np.asarray(values)
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.4f} +- {spread:.4f}", values.mean()
+
+
+def ring_sizes(generated_by_scheme, dof):
+    return {s: max(1, round(dof * t)) for s, t in generated_by_scheme.items()}
 
 
 def main(argv):
     del argv
     require_models("model", FLAGS.model)
     from repopt_tf.models import build_model
+    from repopt_tf.models.rpg import SCHEMES
+    from repopt_tf.models.rpg import ring_usage
 
+    unknown = sorted(set(FLAGS.schemes) - set(SCHEMES))
+    if unknown:
+        raise app.UsageError(f"--schemes: unknown {unknown}; known {SCHEMES}")
+    seeds = [int(s) for s in FLAGS.seeds]
     shape = (28, 28, 1)
     free = build_model(FLAGS.model, 10, shape)
-    generated = sum(
-        int(np.prod(layer.kernel.shape))
-        for layer in free.layers
-        if layer.name.endswith("_conv")
-    )
     trainable = sum(int(np.prod(w.shape)) for w in free.trainable_weights)
-    other = trainable - generated
-    rows, points = [], []
-    reference = run("free")
-    for dof in sorted(float(d) for d in FLAGS.dofs):
-        accuracy = run(f"dof{dof:g}", dof)
-        size = max(1, round(dof * generated))
-        points.append((dof, accuracy))
-        rows.append(f"| {dof:g} | {size} | {size + other} | {accuracy:.4f} |")
-    slope, intercept = np.polyfit(
-        np.log10([p[0] for p in points]), [p[1] for p in points], 1
-    )
-    fitted = slope * np.log10([p[0] for p in points]) + intercept
-    residual = np.array([p[1] for p in points]) - fitted
-    r2 = 1 - residual.var() / np.var([p[1] for p in points])
-    ablation = [
-        (mode, run(f"ablation_{mode}", FLAGS.ablation_dof, mode))
-        for mode in ("shared", "permutation", "signed_permutation")
-    ]
-
-    lines = [
-        f"{FLAGS.model} on Fashion-MNIST, {FLAGS.epochs} epochs on "
-        f"{FLAGS.train_limit or 60000} images, batch {FLAGS.batch}, seed 0; "
-        f"{generated} generated 3x3 weights; {other} other trainable "
-        "parameters (BN, classifier) stay free.",
-        "",
-        "| DoF (ring / generated) | ring size | trainable params | test accuracy |",
-        "| --- | --- | --- | --- |",
-        *rows,
-        f"| free (no ring) | - | {trainable} | {reference:.4f} |",
-        "",
-        f"Fit: accuracy = {slope:.4f} * log10(DoF) + {intercept:.4f} "
-        f"(R^2 = {r2:.3f}).",
-        "",
-        f"Sharing ablation at DoF {FLAGS.ablation_dof:g}:",
-        "",
-        "| mode | test accuracy |",
-        "| --- | --- |",
-        *(f"| {mode} | {accuracy:.4f} |" for mode, accuracy in ablation),
-    ]
+    generated = {
+        scheme: ring_usage(
+            build_model(FLAGS.model, 10, shape, rpg_dof=1.0, rpg_scheme=scheme)
+        )[1]
+        for scheme in FLAGS.schemes
+    }
+    dofs = sorted(float(d) for d in FLAGS.dofs)
+    free_text, free_mean = mean_std([run("free", seed) for seed in seeds])
+    cells, fits = {}, {}
+    for scheme in FLAGS.schemes:
+        means = []
+        for dof in dofs:
+            accuracies = [
+                run(f"{scheme}_dof{dof:g}", seed, dof, scheme=scheme)
+                for seed in seeds
+            ]
+            cells[scheme, dof], mean = mean_std(accuracies)
+            means.append(mean)
+        fits[scheme] = np.polyfit(np.log10(dofs), means, 1)
+    lines = _table(dofs, generated, trainable, cells, fits, free_text, seeds)
+    if FLAGS.ablation:
+        lines += _ablation(seeds[0])
     table = "\n".join(lines)
     workdir = Path(FLAGS.workdir)
     (workdir / "rpg_dof_sweep.md").write_text(table + "\n")
-    plot(points, reference, slope, intercept, workdir / "rpg_dof_sweep.png")
+    plot(dofs, cells, fits, free_mean, workdir / "rpg_dof_sweep.png")
     print(table)
 
 
-def plot(points, reference, slope, intercept, path):
+def _table(dofs, generated, trainable, cells, fits, free_text, seeds):
+    schemes = list(generated)
+    lines = [
+        f"{FLAGS.model} on Fashion-MNIST, {FLAGS.epochs} epochs on "
+        f"{FLAGS.train_limit or 60000} images, batch {FLAGS.batch}, seeds "
+        f"{', '.join(map(str, seeds))} (mean +- sample std); generated 3x3 "
+        "weights: "
+        + ", ".join(f"{s} {t}" for s, t in generated.items())
+        + f"; the free model has {trainable} trainable parameters.",
+        "",
+        "| DoF | "
+        + " | ".join(f"{s}: ring | {s}: accuracy" for s in schemes)
+        + " |",
+        "| --- |" + " --- | --- |" * len(schemes),
+    ]
+    for dof in dofs:
+        sizes = ring_sizes(generated, dof)
+        lines.append(
+            f"| {dof:g} | "
+            + " | ".join(f"{sizes[s]} | {cells[s, dof]}" for s in schemes)
+            + " |"
+        )
+    lines += [f"| free (no ring) | {free_text} |", ""]
+    for scheme, (slope, intercept) in fits.items():
+        lines.append(
+            f"Fit, {scheme}: accuracy = {slope:.4f} * log10(DoF) + "
+            f"{intercept:.4f}."
+        )
+    return lines
+
+
+def _ablation(seed):
+    rows = [
+        f"| {mode} | {run(f'ablation_{mode}', seed, FLAGS.ablation_dof, mode):.4f} |"
+        for mode in ("shared", "permutation", "signed_permutation")
+    ]
+    return [
+        "",
+        f"Sharing ablation at DoF {FLAGS.ablation_dof:g} (window, seed {seed}):",
+        "",
+        "| mode | test accuracy |",
+        "| --- | --- |",
+        *rows,
+    ]
+
+
+def plot(dofs, cells, fits, free_mean, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    dofs = np.array([p[0] for p in points])
     fig, axis = plt.subplots(figsize=(5.5, 3.8))
-    axis.semilogx(
-        dofs, [p[1] for p in points], "o-", label="RPG (signed permutation)"
-    )
-    grid = np.logspace(np.log10(dofs.min()), np.log10(dofs.max()), 50)
-    axis.semilogx(
-        grid,
-        slope * np.log10(grid) + intercept,
-        "--",
-        color="gray",
-        label=f"log-linear fit, slope {slope:.3f}/decade",
-    )
+    for scheme, (slope, intercept) in fits.items():
+        means = [float(cells[scheme, d].split(" +- ")[0]) for d in dofs]
+        spreads = [float(cells[scheme, d].split(" +- ")[1]) for d in dofs]
+        axis.errorbar(dofs, means, spreads, marker="o", capsize=3, label=scheme)
+        axis.plot(
+            dofs,
+            slope * np.log10(dofs) + intercept,
+            "--",
+            color="gray",
+            linewidth=0.8,
+        )
+    axis.set_xscale("log")
     axis.axhline(
-        reference, color="tab:green", linestyle=":", label="free model"
+        free_mean, color="tab:green", linestyle=":", label="free model"
     )
     axis.set_xlabel("DoF (ring size / generated weights)")
     axis.set_ylabel("test accuracy")

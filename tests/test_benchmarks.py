@@ -104,9 +104,15 @@ def test_rpg_dof_sweep_prints_table_and_plot(tmp_path):
         "--train_limit=256",
         "--eval_limit=100",
         "--ablation_dof=0.3",
+        "--ablation",
+        "--seeds=0,1",
     )
-    assert re.search(r"\| 0.05 \| 551 \| \d+ \| [\d.]+ \|", out)
-    assert re.search(r"Fit: accuracy = -?[\d.]+ \* log10\(DoF\)", out)
+    cell = r"0\.\d{4} \+- 0\.\d{4}"
+    # window: 5% of 11016 weights; authors: of 10944 (the stem is off)
+    assert re.search(rf"\| 0.05 \| 551 \| {cell} \| 547 \| {cell} \|", out)
+    assert re.search(rf"\| free \(no ring\) \| {cell} \|", out)
+    for scheme in ("window", "authors"):
+        assert re.search(rf"Fit, {scheme}: accuracy = -?[\d.]+ \* log10", out)
     for mode in ("shared", "permutation", "signed_permutation"):
         assert re.search(rf"\| {mode} \| [\d.]+ \|", out)
     assert (tmp_path / "rpg_dof_sweep.png").stat().st_size > 0
