@@ -126,7 +126,7 @@ def global_indices(total, ring_size, seed):
     when N >= total); layers take consecutive slices.
 
     Example:
-        >>> sorted(np.bincount(global_indices(10, 4, seed=0)))
+        >>> sorted(np.bincount(global_indices(10, 4, seed=0)).tolist())
         [2, 2, 3, 3]
     """
     rng = np.random.default_rng([seed, ring_size, total])

@@ -39,10 +39,10 @@ class RepOptAdamW(GradMultMixin, keras.optimizers.AdamW):
         learning_rate: float >= 0 or a `LearningRateSchedule`.
         weight_decay: decoupled decay coefficient.
         grad_mults: dict `{variable.path: array}`.
+        name: default `repopt_adamw`, `repopt_adamw_1`, ... as Keras names.
         decay_vectors: decay 1-D variables (biases, BN, scales) too, as
             Keras does (default); False decays only kernels (ndim >= 2) and
             the RPG ring, as the reference training scripts do.
-        name: default `repopt_adamw`, `repopt_adamw_1`, ... as Keras names.
         **kwargs: the other `keras.optimizers.AdamW` arguments.
 
     Returns:
@@ -52,8 +52,8 @@ class RepOptAdamW(GradMultMixin, keras.optimizers.AdamW):
         >>> import keras, numpy as np
         >>> w = keras.Variable(np.ones((2, 2), np.float32), name="kernel")
         >>> opt = RepOptAdamW(0.1, grad_mults={w.path: np.full((2, 2), 2.0)})
-        >>> opt.apply_gradients([(np.ones((2, 2), np.float32), w)])
-        >>> round(float(w.numpy()[0, 0]), 4)  # decay 1e-3, step 0.1 * 2
+        >>> _ = opt.apply_gradients([(np.ones((2, 2), np.float32), w)])
+        >>> round(float(w.numpy()[0, 0]), 4)  # decay 4e-4, step 0.1 * 2
         0.7996
 
     References:
@@ -69,8 +69,8 @@ class RepOptAdamW(GradMultMixin, keras.optimizers.AdamW):
         learning_rate=0.001,
         weight_decay=0.004,
         grad_mults=None,
-        decay_vectors=True,
         name=None,
+        decay_vectors=True,
         **kwargs,
     ):
         super().__init__(

@@ -46,9 +46,9 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
         weight_decay: coupled L2 coefficient, or None.
         grad_mults: dict `{variable.path: array}` of arrays shaped like
             their variable, e.g. from `grad_mult` or `grad_mults_for_model`.
+        name: default `repopt_sgd`, `repopt_sgd_1`, ... as Keras names.
         decay_vectors: also decay 1-D variables (biases, BN, scales);
             default False: kernels (ndim >= 2) and the RPG ring only.
-        name: default `repopt_sgd`, `repopt_sgd_1`, ... as Keras names.
         **kwargs: the other `keras.optimizers.Optimizer` arguments.
 
     Returns:
@@ -75,8 +75,8 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
         nesterov=False,
         weight_decay=None,
         grad_mults=None,
-        decay_vectors=False,
         name=None,
+        decay_vectors=False,
         **kwargs,
     ):
         super().__init__(
