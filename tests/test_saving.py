@@ -93,7 +93,8 @@ def test_every_kind_loads_in_a_fresh_process(tmp_path):
                                        rtol=1e-5, atol=1e-5)
             optimizer = getattr(model, "optimizer", None)
             optimizer = type(optimizer).__name__ if optimizer else None
-            print(name, type(model).__name__, optimizer)
+            identity = getattr(model, "identity", None) or dict()
+            print(name, type(model).__name__, optimizer, identity.get("kind"))
     """)
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -103,7 +104,7 @@ def test_every_kind_loads_in_a_fresh_process(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
-    assert lines["plain"] == "Functional RepOptSGD"
-    assert lines["multirate"] == "MultirateModel MultirateOptimizer"
-    assert lines["deploy"] == "Functional None"
+    assert lines["plain"] == "RepOptModel RepOptSGD plain"
+    assert lines["multirate"] == "MultirateModel MultirateOptimizer None"
+    assert lines["deploy"] == "RepOptModel None deploy"
     assert set(lines) == set(files)

@@ -21,7 +21,7 @@ import numpy as np
 
 from repopt_tf.models.blocks import ChannelScale
 from repopt_tf.models.blocks import split_block_layer
-from repopt_tf.models.registry import variant_of
+from repopt_tf.models.registry import model_identity
 
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 
@@ -164,13 +164,12 @@ def _reshape_like(variable):
 
 
 def model_kind(model):
-    """The form (`kind`) of a model built by `build_model`: the suffix of its
-    name (`model_name`; RPG rings are plain models); for other models, the
-    block layers it has."""
-    _, variant = variant_of(model)
-    if variant is not None:
-        form = model.name[len(variant) + 1 :]
-        return "plain" if form.startswith("rpg") else form
+    """The form (`kind`) of a model built by `build_model`: its identity's
+    (RPG rings are plain models); for other models, the block layers it
+    has."""
+    identity = model_identity(model)
+    if identity is not None:
+        return identity["kind"]
     parts = {
         split[3]
         for layer in model.layers

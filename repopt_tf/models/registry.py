@@ -2,14 +2,15 @@
 
 `FAMILIES` lists every family (`repopt_tf.models.family.ModelFamily`);
 `build_model`, `extract_scales`, `reinitialize` and `fuse_repvgg` find a
-model's family from its variant (model names are `model_name(variant,
-form)`), so adding a family is a module and a line here.
+model's family from its `identity` (`repopt_tf.models.identity`, saved
+with the model), so adding a family is a module and a line here.
 """
 
 from repopt_tf.models import repopt_ghostnet
 from repopt_tf.models import repopt_vgg
 from repopt_tf.models.blocks import BLOCK_CONV
 from repopt_tf.models.family import ConvBlocks
+from repopt_tf.models.identity import identity_of
 
 FAMILIES = {
     family.name: family
@@ -35,18 +36,22 @@ def family_of(variant):
 
 
 def variant_of(model):
-    """`(family, variant)` of a model built by `build_model`, else
-    `(None, None)` (the longest variant that prefixes its name wins)."""
-    matches = [
-        (len(variant), family, variant)
+    """`(family, variant)` of a model built by `build_model` (its
+    `identity`; `repopt_tf.models.identity`), else `(None, None)`."""
+    identity = model_identity(model)
+    if identity is None or identity["family"] not in FAMILIES:
+        return None, None
+    return FAMILIES[identity["family"]], identity["variant"]
+
+
+def model_identity(model):
+    """`identity_of(model)` over the registered families' variants."""
+    variants = {
+        variant: family.name
         for family in FAMILIES.values()
         for variant in family.variants
-        if model.name.startswith(f"{variant}_")
-    ]
-    if not matches:
-        return None, None
-    _, family, variant = max(matches, key=lambda match: match[0])
-    return family, variant
+    }
+    return identity_of(model, variants)
 
 
 def block_handler(model, layer_pattern=None):

@@ -43,6 +43,8 @@ from repopt_tf.models.blocks import squeeze_excite
 from repopt_tf.models.family import ModelFamily
 from repopt_tf.models.family import variant_spec
 from repopt_tf.models.fast_conv import FastGradConv2D
+from repopt_tf.models.identity import RepOptModel
+from repopt_tf.models.identity import make_identity
 from repopt_tf.models.preprocessing import preprocessing
 
 KINDS = ("plain", "hs", "repghost", "repvgg", "deploy")
@@ -279,7 +281,14 @@ def build_repopt_ghostnet(
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dropout(DROPOUT, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, outputs, name=model_name(name, kind))
+    return RepOptModel(
+        inputs,
+        outputs,
+        name=model_name(name, kind),
+        identity=make_identity(
+            "repopt_ghostnet", name, kind, num_classes, input_shape
+        ),
+    )
 
 
 class RepOptGhostNet(ModelFamily):

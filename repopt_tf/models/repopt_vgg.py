@@ -20,6 +20,8 @@ from repopt_tf.models.blocks import squeeze_excite
 from repopt_tf.models.family import ModelFamily
 from repopt_tf.models.family import variant_spec
 from repopt_tf.models.fast_conv import FastGradConv2D
+from repopt_tf.models.identity import RepOptModel
+from repopt_tf.models.identity import make_identity
 from repopt_tf.models.preprocessing import preprocessing
 from repopt_tf.models.rpg import RingPlan
 
@@ -227,7 +229,14 @@ def build_repopt_vgg(
             x = squeeze_excite(x, name_in_model)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, outputs, name=model_name(name, form))
+    return RepOptModel(
+        inputs,
+        outputs,
+        name=model_name(name, form),
+        identity=make_identity(
+            "repopt_vgg", name, kind, num_classes, input_shape
+        ),
+    )
 
 
 def block_plan(spec, channels):

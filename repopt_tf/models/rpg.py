@@ -46,6 +46,7 @@ from keras import ops
 
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.fast_conv import fast_grad_conv2d
+from repopt_tf.models.identity import with_identity
 
 MODES = ("shared", "permutation", "signed_permutation")
 SCHEMES = ("window", "authors")
@@ -525,4 +526,5 @@ def materialize(model):
             layer, (_RingKernel, ParameterRing)
         ):
             plain.get_layer(layer.name).set_weights(layer.get_weights())
-    return plain
+    identity = getattr(model, "identity", None)
+    return with_identity(plain, identity) if identity else plain
