@@ -37,8 +37,8 @@ from repopt_tf.data import load_source  # noqa: E402
 from repopt_tf.data import make_dataset  # noqa: E402
 from repopt_tf.data import steps_per_epoch  # noqa: E402
 from repopt_tf.export import export_model  # noqa: E402
-from repopt_tf.export.deploy import describe_top1  # noqa: E402
-from repopt_tf.export.deploy import micro_status  # noqa: E402
+from repopt_tf.export.deploy_render import describe_top1  # noqa: E402
+from repopt_tf.export.deploy_render import micro_status  # noqa: E402
 from repopt_tf.export.litert_eval import machine_info  # noqa: E402
 from repopt_tf.export.litert_eval import machine_line  # noqa: E402
 from repopt_tf.export.runs import load_export_data  # noqa: E402

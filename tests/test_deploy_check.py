@@ -19,7 +19,7 @@ from repopt_tf.export import convert_float32
 from repopt_tf.export import convert_int8
 from repopt_tf.export import micro
 from repopt_tf.export.deploy import deploy_check
-from repopt_tf.export.deploy import deploy_markdown
+from repopt_tf.export.deploy_render import deploy_markdown
 from repopt_tf.export.device_form import device_model
 from repopt_tf.export.device_form import fold_candidates
 from repopt_tf.export.device_form import same_kernel_size

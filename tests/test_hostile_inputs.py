@@ -38,9 +38,9 @@ from repopt_tf.export.export_set import MANIFEST
 from repopt_tf.export.export_set import read_export_set
 from repopt_tf.export.export_set import staged_export
 from repopt_tf.export.litert_eval import TFLiteModel
+from repopt_tf.export.render import markdown_report
 from repopt_tf.export.report import describe_outputs
 from repopt_tf.export.report import exportable
-from repopt_tf.export.report import markdown_report
 from repopt_tf.finite import NonFiniteError
 from repopt_tf.models import build_model
 from repopt_tf.run_lock import LOCK_NAME

@@ -132,7 +132,7 @@ def main(argv):
 
     quiet_logs(FLAGS.verbose)
     try:
-        model, train, test, output_dir, options = _model_and_data()
+        model, train, test, output_dir, source, options = _model_and_data()
         with run_lock(
             output_dir, "export_tflite.py", FLAGS.wait_for_lock, _log
         ):
@@ -141,17 +141,9 @@ def main(argv):
                 train,
                 test,
                 output_dir,
-                representative=FLAGS.representative,
-                latency_runs=FLAGS.latency_runs,
-                threads=[int(t) for t in FLAGS.threads],
-                verbose=FLAGS.verbose,
                 log=_log,
-                batch_size=FLAGS.batch_size or None,
-                fold_padding=FLAGS.fold_padding,
-                conv_ops=FLAGS.conv_ops,
-                run_micro=FLAGS.deploy_check,
-                deploy_images=FLAGS.deploy_images,
-                **options,
+                source=source,
+                options=options,
             )
     except (ValueError, OSError, RunLockedError) as error:
         print(f"error: {error}", file=sys.stderr)  # OSError: missing files too
@@ -159,19 +151,37 @@ def main(argv):
     return _summary(report, output_dir)
 
 
+def _options(**defaults):
+    """`ExportOptions` from the flags (`defaults`: what the source sets)."""
+    from repopt_tf.export.options import ExportOptions
+
+    return ExportOptions(
+        representative=FLAGS.representative,
+        latency_runs=FLAGS.latency_runs,
+        threads=tuple(int(t) for t in FLAGS.threads),
+        verbose=FLAGS.verbose,
+        batch_size=FLAGS.batch_size or None,
+        fold_padding=FLAGS.fold_padding,
+        conv_ops=FLAGS.conv_ops,
+        run_micro=FLAGS.deploy_check,
+        deploy_images=FLAGS.deploy_images,
+        **defaults,
+    )
+
+
 def _log(message):
     print(f"[export] {message}", flush=True)
 
 
 def _model_and_data():
-    """`(model, train, test, output_dir, export options)` from the flags:
-    an imported checkpoint, or a trained `.keras` model."""
+    """`(model, train, test, output_dir, source file, ExportOptions)` from
+    the flags: an imported checkpoint, or a trained `.keras` model."""
     from repopt_tf.cli.run_flags import load_trained_model
 
     if not FLAGS.checkpoint:
         path, model, train, test, output_dir = load_trained_model(_log)
-        options = dict(crop_fraction=FLAGS.crop_fraction or 1.0, source=path)
-        return model, train, test, output_dir, options
+        options = _options(crop_fraction=FLAGS.crop_fraction or 1.0)
+        return model, train, test, output_dir, path, options
     from repopt_tf.checkpoints import model_from_checkpoint
     from repopt_tf.export.runs import load_export_data
 
@@ -203,18 +213,17 @@ def _model_and_data():
         FLAGS.output_dir
         or checkpoint.parent / f"{checkpoint.name.split('.')[0]}_tflite"
     )
-    options = dict(
+    options = _options(
         crop_fraction=FLAGS.crop_fraction or 0.875,
         measure_top1=bool(FLAGS.data),
-        source=checkpoint,
     )
-    return model, train, test, output_dir, options
+    return model, train, test, output_dir, checkpoint, options
 
 
 def _summary(report, output_dir):
     """Prints what was written and the deploy check's verdict; the exit
     status (1 when TFLite Micro cannot run the model)."""
-    from repopt_tf.export.deploy import deploy_summary
+    from repopt_tf.export.deploy_render import deploy_summary
 
     a, agreement = report["accuracy"], report["agreement"]
     quality = (

@@ -17,6 +17,7 @@ from repopt_tf.export.litert_eval import latency
 from repopt_tf.export.litert_eval import output_agreement
 from repopt_tf.export.litert_eval import tflite_accuracy
 from repopt_tf.export.litert_eval import tflite_outputs
+from repopt_tf.export.options import ExportOptions
 from repopt_tf.export.report import export_model
 from repopt_tf.export.verify import NotFullyIntegerError
 from repopt_tf.export.verify import check_full_integer
@@ -29,6 +30,7 @@ __all__ = [
     "convert_int8",
     "deploy_check",
     "device_model",
+    "ExportOptions",
     "export_model",
     "kernel_statistics",
     "latency",

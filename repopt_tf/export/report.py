@@ -6,6 +6,7 @@
 deploy check's plot) and, last, `export_manifest.json`.
 """
 
+import dataclasses
 import hashlib
 import json
 
@@ -22,7 +23,6 @@ from repopt_tf.export.convert import convert_float32
 from repopt_tf.export.convert import convert_int8
 from repopt_tf.export.convert import float32_model
 from repopt_tf.export.deploy import deploy_check
-from repopt_tf.export.deploy import deploy_markdown
 from repopt_tf.export.device_form import device_model
 from repopt_tf.export.diagnostics import deploy_kernels
 from repopt_tf.export.diagnostics import kernel_histograms
@@ -32,9 +32,10 @@ from repopt_tf.export.export_set import source_record
 from repopt_tf.export.export_set import staged_export
 from repopt_tf.export.litert_eval import latency
 from repopt_tf.export.litert_eval import machine_info
-from repopt_tf.export.litert_eval import machine_line
 from repopt_tf.export.litert_eval import output_agreement
 from repopt_tf.export.litert_eval import tflite_outputs
+from repopt_tf.export.options import ExportOptions
+from repopt_tf.export.render import markdown_report
 from repopt_tf.export.verify import check_full_integer
 from repopt_tf.finite import check_model_finite
 from repopt_tf.models.rpg import materialize
@@ -46,19 +47,10 @@ def export_model(
     train_source,
     test_source,
     output_dir,
-    representative=300,
-    latency_runs=100,
-    threads=(1, 2),
-    verbose=False,
     log=print,
-    crop_fraction=1.0,
-    measure_top1=True,
-    batch_size=None,
-    fold_padding="none",
-    conv_ops=True,
-    run_micro=None,
-    deploy_images=500,
     source=None,
+    options=None,
+    **settings,
 ):
     """Exports `model` and returns the report dict (also written as JSON).
 
@@ -67,39 +59,35 @@ def export_model(
     accuracy is measured when the model is a classifier, the test data has
     its classes (and `measure_top1`: off when the data is a stand-in);
     int8-vs-fp32 agreement (`output_agreement`) always, on the first
-    output. `crop_fraction`: see `make_dataset` (0.875 for ImageNet
-    checkpoints). `batch_size` (a fixed input batch, None: dynamic; checked
-    by `check_fixed_batch`), `fold_padding` and `conv_ops` convert the
-    model's device form (`device_model`). The deploy check
-    (`deploy_check`, TFLM when `run_micro` allows) runs on the first
-    `deploy_images` test images (0: all). The files are written as one set
-    (`staged_export`): a kill leaves the old set or the new one, and the
-    report and manifest name `source` (the model file) and its SHA-256.
+    output. A fixed `batch_size` is checked by `check_fixed_batch`. The
+    files are written as one set (`staged_export`): a kill leaves the old
+    set or the new one, and the report and manifest name `source` (the
+    model file) and its SHA-256.
+
+    Args:
+        model: a Keras model taking raw 0-255 pixels.
+        train_source, test_source: `repopt_tf.data.Source`s (calibration,
+            evaluation).
+        output_dir: where the set is written.
+        log: a function taking a progress line.
+        source: the model's file, recorded with its hash (or None).
+        options: an `ExportOptions`; or its fields as keywords
+            (`representative=300`, `batch_size=1`, ...).
+
+    Returns:
+        The report dict (`export_report.json`).
+
+    Raises:
+        ValueError: a model or setting that cannot be exported, named.
     """
+    options = dataclasses.replace(options or ExportOptions(), **settings)
     model = exportable(model, log)
     outputs = describe_outputs(model, log)
-    check_fixed_batch(model, batch_size, representative)
+    check_fixed_batch(model, options.batch_size, options.representative)
     record = source_record(source)
     with staged_export(output_dir, record) as folder:
-        report = _export_into(
-            folder,
-            model,
-            train_source,
-            test_source,
-            dict(
-                representative=representative,
-                latency_runs=latency_runs,
-                threads=threads,
-                verbose=verbose,
-                log=log,
-                crop_fraction=crop_fraction,
-                measure_top1=measure_top1 and outputs[0]["classifier"],
-                batch_size=batch_size,
-                fold_padding=fold_padding,
-                conv_ops=conv_ops,
-                run_micro=run_micro,
-                deploy_images=deploy_images,
-            ),
+        report = _measure(
+            folder, model, outputs, train_source, test_source, options, log
         )
         report = {"source": record, "outputs": outputs, **report}
         write_text(folder / "export_report.json", json.dumps(report, indent=2))
@@ -171,30 +159,92 @@ def describe_outputs(model, log=print):
     return rows
 
 
-def _export_into(folder, model, train_source, test_source, options):
-    """Converts, evaluates and checks; writes into `folder` (staging) and
-    returns the report's measured sections."""
-    log, verbose = options["log"], options["verbose"]
-    batch_size, threads = options["batch_size"], options["threads"]
+def _measure(folder, model, outputs, train_source, test_source, options, log):
+    """The export's steps, writing into `folder` (staging); returns the
+    report's measured sections."""
     device, folded = device_model(
-        model, batch_size, options["fold_padding"], options["conv_ops"]
+        model, options.batch_size, options.fold_padding, options.conv_ops
     )
     if folded:
         log(f"padding folded into 'same' convs: {', '.join(folded)}")
+    calibration, fp32, int8 = _convert(
+        folder, model, device, train_source, options, log
+    )
+    test, fp32_outputs, labels, agreement, accuracy = _evaluate(
+        model, outputs, fp32, int8, test_source, options, log
+    )
+    count = min(options.deploy_images or len(labels), len(labels))
+    log(f"deploy check on {count} test images")
+    deploy = deploy_check(
+        folder / "model_int8.tflite",
+        _first_images(test, count),
+        labels[:count] if accuracy else None,
+        fp32_outputs[:count],
+        run_micro=options.run_micro,
+        threads=options.threads,
+        latency_runs=options.latency_runs,
+        plot_path=folder / "activation_memory.png",
+        log=log,
+    )
+    return {
+        "model": model.name,
+        "input_shape": list(model.input_shape[1:]),
+        "representative_images": len(calibration),
+        "test_images": test_source.num_examples,
+        "full_integer": True,
+        "device_form": {
+            "batch_size": options.batch_size,
+            "fold_padding": options.fold_padding,
+            "folded_convs": folded,
+            "conv_ops": options.conv_ops,
+        },
+        "sizes_bytes": {"fp32": len(fp32), "int8": len(int8)},
+        "sha256": {
+            "fp32": hashlib.sha256(fp32).hexdigest(),
+            "int8": hashlib.sha256(int8).hexdigest(),
+        },
+        "accuracy": accuracy,
+        "agreement": agreement,
+        "latency": _latency(fp32, int8, calibration[0], options, log),
+        **_diagnose(folder, model, device, calibration, options.verbose),
+        "deploy": deploy,
+        "machine": machine_info(),
+    }
+
+
+def _convert(folder, model, device, train_source, options, log):
+    """Calibrates, converts and verifies; writes both `.tflite` files;
+    returns `(calibration images, fp32 bytes, int8 bytes)`."""
     _, size, _, channels = model.input_shape
-    images = dict(channels=channels, crop_fraction=options["crop_fraction"])
     calibration = representative_images(
-        train_source, size, options["representative"], **images
+        train_source,
+        size,
+        options.representative,
+        channels=channels,
+        crop_fraction=options.crop_fraction,
     )
     log(f"converting with {len(calibration)} representative training images")
-    fp32 = convert_float32(device, verbose)
-    int8 = convert_int8(device, calibration, verbose)
+    fp32 = convert_float32(device, options.verbose)
+    int8 = convert_int8(device, calibration, options.verbose)
     check_full_integer(int8)
     write_bytes(folder / "model_fp32.tflite", fp32)
     write_bytes(folder / "model_int8.tflite", int8)
     log("int8 model verified fully integer (int8 I/O, int8/int32 tensors)")
+    return calibration, fp32, int8
 
-    test = make_dataset(test_source, size, 256, training=False, **images)
+
+def _evaluate(model, outputs, fp32, int8, test_source, options, log):
+    """fp32 and int8 TFLite on the test images: `(test dataset, fp32
+    outputs, labels, agreement, accuracy or None)`."""
+    _, size, _, channels = model.input_shape
+    test = make_dataset(
+        test_source,
+        size,
+        256,
+        training=False,
+        channels=channels,
+        crop_fraction=options.crop_fraction,
+    )
     count = test_source.num_examples
     log(f"running fp32 and int8 TFLite on {count} test images")
     fp32_outputs, labels = tflite_outputs(
@@ -209,82 +259,49 @@ def _export_into(folder, model, train_source, test_source, options):
         "{relative_rmse:.4f}".format(**agreement)
     )
     top1 = (
-        options["measure_top1"]
+        options.measure_top1
+        and outputs[0]["classifier"]
         and test_source.num_classes == model.output_shape[-1]
     )
-    accuracy = None
-    if top1:
-        accuracy = _accuracy(model, test, fp32_outputs, int8_outputs, labels)
-        log(
-            "top-1: keras fp32 {keras_fp32:.4f}, tflite fp32 {tflite_fp32:.4f}, "
-            "tflite int8 {tflite_int8:.4f} (delta {int8_minus_fp32:+.4f})".format(
-                **accuracy
-            )
-        )
-    else:
+    if not top1:
         log("top-1 not measured: the test labels are not the model's classes")
+        return test, fp32_outputs, labels, agreement, None
+    accuracy = _accuracy(model, test, fp32_outputs, int8_outputs, labels)
+    log(
+        "top-1: keras fp32 {keras_fp32:.4f}, tflite fp32 {tflite_fp32:.4f}, "
+        "tflite int8 {tflite_int8:.4f} (delta {int8_minus_fp32:+.4f})".format(
+            **accuracy
+        )
+    )
+    return test, fp32_outputs, labels, agreement, accuracy
 
+
+def _latency(fp32, int8, sample, options, log):
+    """Per-invoke latency rows: fp32/int8 x threads x XNNPACK on/off."""
     timings = []
     for name, content in (("fp32", fp32), ("int8", int8)):
-        for count in threads:
+        for count in options.threads:
             for xnnpack in (True, False):
                 timing = latency(
-                    content,
-                    calibration[0],
-                    count,
-                    xnnpack,
-                    runs=options["latency_runs"],
+                    content, sample, count, xnnpack, runs=options.latency_runs
                 )
                 timings.append({"model": name, **timing})
     log(
         f"latency measured: {len(timings)} settings x "
-        f"{options['latency_runs']} runs, batch {batch_size or 1} per invoke"
+        f"{options.latency_runs} runs, batch {options.batch_size or 1} "
+        "per invoke"
     )
+    return timings
 
-    count = min(options["deploy_images"] or len(labels), len(labels))
-    log(f"deploy check on {count} test images")
-    deploy = deploy_check(
-        folder / "model_int8.tflite",
-        _first_images(test, count),
-        labels[:count] if top1 else None,
-        fp32_outputs[:count],
-        run_micro=options["run_micro"],
-        threads=threads,
-        latency_runs=options["latency_runs"],
-        plot_path=folder / "activation_memory.png",
-        log=log,
-    )
 
+def _diagnose(folder, model, device, calibration, verbose):
+    """Per-layer int8 error and 3x3 kernel statistics (and histogram)."""
     errors = layer_quantization_error(device, calibration, verbose=verbose)
     kernels = kernel_statistics(model)
     if kernels:
         histograms = {model.name: deploy_kernels(model)}
         kernel_histograms(histograms, folder / "kernel_histogram.png")
-    return {
-        "model": model.name,
-        "input_shape": list(model.input_shape[1:]),
-        "representative_images": len(calibration),
-        "test_images": test_source.num_examples,
-        "full_integer": True,
-        "device_form": {
-            "batch_size": batch_size,
-            "fold_padding": options["fold_padding"],
-            "folded_convs": folded,
-            "conv_ops": options["conv_ops"],
-        },
-        "sizes_bytes": {"fp32": len(fp32), "int8": len(int8)},
-        "sha256": {
-            "fp32": hashlib.sha256(fp32).hexdigest(),
-            "int8": hashlib.sha256(int8).hexdigest(),
-        },
-        "accuracy": accuracy,
-        "agreement": agreement,
-        "latency": timings,
-        "quantization_error": errors,
-        "kernel_statistics": kernels,
-        "deploy": deploy,
-        "machine": machine_info(),
-    }
+    return {"quantization_error": errors, "kernel_statistics": kernels}
 
 
 def _accuracy(model, test, fp32_outputs, int8_outputs, labels):
@@ -308,107 +325,3 @@ def _first_images(dataset, count):
         if seen >= count:
             break
     return np.concatenate(images)
-
-
-def markdown_report(report):
-    a, agreement = report["accuracy"], report["agreement"]
-    outputs = report.get("outputs") or [{"classifier": True}]
-    if a is None:
-        why = (
-            "test labels are not the model's classes"
-            if outputs[0]["classifier"]
-            else "not a classifier"
-        )
-        top1 = {
-            "keras": "not measured",
-            "fp32": "not measured",
-            "int8": f"not measured ({why})",
-        }
-    else:
-        top1 = {
-            "keras": f"{a['keras_fp32']:.4f}",
-            "fp32": f"{a['tflite_fp32']:.4f}",
-            "int8": f"{a['tflite_int8']:.4f} "
-            f"({100 * a['int8_minus_fp32']:+.2f} pts)",
-        }
-    lines = [
-        f"# Export report: {report['model']}",
-        "",
-        f"Input {report['input_shape']} (raw pixels), "
-        f"{report['representative_images']} representative images, "
-        f"{report['test_images']} test images. Machine: "
-        f"{machine_line(report['machine'])}.",
-        "",
-        *_provenance(report),
-        "| model | size (KB) | top-1 |",
-        "| --- | --- | --- |",
-        f"| Keras fp32 | - | {top1['keras']} |",
-        f"| TFLite fp32 | {report['sizes_bytes']['fp32'] / 1024:.0f} | "
-        f"{top1['fp32']} |",
-        f"| TFLite int8 | {report['sizes_bytes']['int8'] / 1024:.0f} | "
-        f"{top1['int8']} |",
-        "",
-        f"int8 vs fp32 outputs: top-1 agreement "
-        f"{agreement['top1_agreement']:.4f}, relative RMSE "
-        f"{agreement['relative_rmse']:.4f}.",
-        "",
-        f"Latency per invoke, batch "
-        f"{report['device_form']['batch_size'] or 1} (ms):",
-        "",
-        "| model | threads | XNNPACK | median | p90 |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for t in report["latency"]:
-        lines.append(
-            f"| {t['model']} | {t['threads']} | "
-            f"{'on' if t['xnnpack'] else 'off'} | "
-            f"{t['median_ms']:.3f} | {t['p90_ms']:.3f} |"
-        )
-    lines += [
-        "",
-        "Worst per-layer int8 error (RMS error / quantization step):",
-        "",
-        "| layer | op | rmse/scale | max abs error |",
-        "| --- | --- | --- | --- |",
-    ]
-    for row in report["quantization_error"][:10]:
-        lines.append(
-            f"| {row['layer']} | {row['op']} | {row['rmse/scale']:.3f} "
-            f"| {row['max_abs_error']:.4f} |"
-        )
-    if not report["kernel_statistics"]:
-        lines += ["", "The model has no 3x3 convs: no kernel statistics.", ""]
-        return "\n".join(lines) + "\n" + deploy_markdown(report["deploy"])
-    lines += [
-        "",
-        "3x3 kernel std as quantized (BN folded): overall / centre / surround:",
-        "",
-        "| layer | std | centre | surround |",
-        "| --- | --- | --- | --- |",
-    ]
-    for row in report["kernel_statistics"]:
-        lines.append(
-            f"| {row['layer']} | {row['std']:.4f} | "
-            f"{row['std_centre']:.4f} | {row['std_surround']:.4f} |"
-        )
-    lines += ["", "![kernel histogram](kernel_histogram.png)", ""]
-    return "\n".join(lines) + "\n" + deploy_markdown(report["deploy"])
-
-
-def _provenance(report):
-    """Markdown lines naming the model file and any unmeasured outputs."""
-    lines = []
-    source = report.get("source")
-    if source:
-        lines += [
-            f"Made from `{source['path']}` (SHA-256 {source['sha256']}).",
-            "",
-        ]
-    unmeasured = [o for o in report.get("outputs", []) if not o["measured"]]
-    if unmeasured:
-        names = ", ".join(f"{o['name']} {o['shape']}" for o in unmeasured)
-        lines += [
-            f"Converted but not measured (only the first output is): {names}.",
-            "",
-        ]
-    return lines
