@@ -14,8 +14,8 @@ Fashion-MNIST resized to RGB, and report int8-vs-fp32 agreement. The A0 and
 GhostNet rows are measured with `--fold_padding=none` and `peak` (A0 also
 `all`).
 
-    python benchmarks/deploy_table.py
-    python benchmarks/deploy_table.py --rows=vgg_a0_224,vgg_a0_224_peak --images_224=50
+    python -m benchmarks.deploy_table
+    python -m benchmarks.deploy_table --rows=vgg_a0_224,vgg_a0_224_peak --images_224=50
 """
 
 import json
@@ -25,7 +25,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -7,17 +7,15 @@ count in one run; a table of median / p90 ms, the int8 speed-up and the file
 sizes is printed with the machine it ran on. Weights are random (latency and
 size do not depend on them); calibration uses random images.
 
-    python benchmarks/edge_latency.py
-    python benchmarks/edge_latency.py --models=repopt_ghostnet_1_0x --threads=1,2,4
+    python -m benchmarks.edge_latency
+    python -m benchmarks.edge_latency --models=repopt_ghostnet_1_0x --threads=1,2,4
 """
 
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from absl import app  # noqa: E402

@@ -33,7 +33,7 @@ docs/results.md "Training on a GPU" for how they are fetched):
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site \\
         .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-    KERAS_BACKEND=jax python3 benchmarks/gpu_proof.py \\
+    KERAS_BACKEND=jax python3 -m benchmarks.gpu_proof \\
         --reference=.cache/RepOptimizers --out=$OUT/gpu_proof.json
 
 `--dry_run` runs the same code at toy size on a CPU (RepOpt-VGG-tiny at
@@ -50,15 +50,16 @@ from pathlib import Path
 
 from absl import app
 from absl import flags
-from step_timing import Clock
-from step_timing import RunnerDied
-from step_timing import alternating_step_times
-from step_timing import compiled_form
-from step_timing import define_choice_list
-from step_timing import largest_batch
-from step_timing import synthetic_batch
-from torch_side import check_reference
-from torch_side import start_runner
+
+from benchmarks.step_timing import Clock
+from benchmarks.step_timing import RunnerDied
+from benchmarks.step_timing import alternating_step_times
+from benchmarks.step_timing import compiled_form
+from benchmarks.step_timing import define_choice_list
+from benchmarks.step_timing import largest_batch
+from benchmarks.step_timing import synthetic_batch
+from benchmarks.torch_side import check_reference
+from benchmarks.torch_side import start_runner
 
 flags.DEFINE_string("variant", "repopt_vgg_b1", "RepOpt-VGG variant.")
 flags.DEFINE_integer(
@@ -349,5 +350,4 @@ def report(results):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     app.run(main)

@@ -8,14 +8,12 @@ which: the last column) in alternating windows, and measures the
 memory each allocates beyond its inputs (TF's BFC allocator, switched on
 below before TF starts). Prints one line per conv and the totals.
 
-    python benchmarks/kernel_gradient.py --model=repopt_vgg_s --batch=128
+    python -m benchmarks.kernel_gradient --model=repopt_vgg_s --batch=128
 """
 
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
@@ -128,5 +126,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     app.run(main)

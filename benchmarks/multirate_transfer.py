@@ -7,18 +7,16 @@ linear drift on and off. Prints wall-clock per epoch (median over epochs),
 its ratio to full fine-tuning and test accuracy on classes 5-9, and writes
 WORKDIR/multirate_transfer.md.
 
-    python benchmarks/multirate_transfer.py --workdir=runs/multirate
+    python -m benchmarks.multirate_transfer --workdir=runs/multirate
 """
 
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -4,7 +4,7 @@ Both optimizers train identical copies of a RepOpt-VGG (default: S) in one proce
 timed windows alternate between them after a warm-up, and the script prints
 the median step time of each and the ratio RepOptSGD / SGD (target <= 1.03).
 
-    python benchmarks/optimizer_overhead.py --batch=128 --windows=5
+    python -m benchmarks.optimizer_overhead --batch=128 --windows=5
 """
 
 import statistics
@@ -13,8 +13,8 @@ import keras
 import numpy as np
 from absl import app
 from absl import flags
-from step_timing import alternating_step_times
 
+from benchmarks.step_timing import alternating_step_times
 from repopt_tf import RepOptSGD
 from repopt_tf import grad_mults_for_model
 from repopt_tf.cli.flag_checks import require_models

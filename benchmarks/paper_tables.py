@@ -2,9 +2,9 @@
 (ablation), Table 8 (fp32 vs int8 PTQ) and Table 11 / Fig. 3 (kernel
 statistics and histograms).
 
-    python benchmarks/paper_tables.py                  # the whole study
-    python benchmarks/paper_tables.py --seeds=0        # one seed's stages
-    python benchmarks/paper_tables.py --workdir=runs/rerun \
+    python -m benchmarks.paper_tables                  # the whole study
+    python -m benchmarks.paper_tables --seeds=0        # one seed's stages
+    python -m benchmarks.paper_tables --workdir=runs/rerun \
         --output=runs/rerun.md --compare_workdir=runs/paper_tables  # again
 
 Every run is a train.py stage in `WORKDIR/seed<k>/<row>/` with
@@ -41,7 +41,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 from absl import app  # noqa: E402
@@ -260,7 +259,7 @@ def report(seeds, ptq_rows, test_images):
     lines = [
         "# The paper's tables on Fashion-MNIST, with seeds",
         "",
-        f"Made by `python benchmarks/paper_tables.py --seeds="
+        f"Made by `python -m benchmarks.paper_tables --seeds="
         f"{','.join(map(str, seeds))} --epochs={FLAGS.epochs} "
         f"--hs_epochs={FLAGS.hs_epochs}"
         + (

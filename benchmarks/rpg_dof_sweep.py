@@ -11,16 +11,14 @@ resumes. Prints the table (mean +- std over seeds), a least-squares fit of
 accuracy against log10(DoF) per scheme, and writes
 WORKDIR/rpg_dof_sweep.{md,png}.
 
-    python benchmarks/rpg_dof_sweep.py --workdir=runs/rpg_sweep2
+    python -m benchmarks.rpg_dof_sweep --workdir=runs/rpg_sweep2
 """
 
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from absl import app  # noqa: E402

@@ -12,7 +12,7 @@ threads, so a category's share is of the summed op time; the wall time per
 step is printed beside it. No input pipeline: the batch is resident
 (`train_throughput.py --input_wait` measures the wait for tf.data).
 
-    python benchmarks/step_profile.py --precisions=float32,bfloat16
+    python -m benchmarks.step_profile --precisions=float32,bfloat16
 """
 
 import collections
@@ -26,12 +26,13 @@ from pathlib import Path
 
 from absl import app
 from absl import flags
-from step_timing import RunnerDied
-from step_timing import compiled_form
-from step_timing import define_choice_list
-from step_timing import synthetic_batch
-from torch_side import check_reference
-from torch_side import start_runner
+
+from benchmarks.step_timing import RunnerDied
+from benchmarks.step_timing import compiled_form
+from benchmarks.step_timing import define_choice_list
+from benchmarks.step_timing import synthetic_batch
+from benchmarks.torch_side import check_reference
+from benchmarks.torch_side import start_runner
 
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
@@ -218,5 +219,4 @@ def markdown(profiles):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     app.run(main)

@@ -11,8 +11,8 @@ of the 3x3 kernels as int8 sees them (BN folded): mean std, centre/surround
 std (Table 11) and the largest |w| / std (the tail a per-tensor scale must
 cover).
 
-    python benchmarks/table8_ptq.py                        # the quick start's three models
-    python benchmarks/table8_ptq.py --models=RepOpt=RepOpt-VGG-B1-acc78.62.pth,\\
+    python -m benchmarks.table8_ptq                        # the quick start's three models
+    python -m benchmarks.table8_ptq --models=RepOpt=RepOpt-VGG-B1-acc78.62.pth,\\
         RepVGG=RepVGG-B1-train.pth --data=imagenet2012 --manual_dir=/data/imagenet
 
 `--models` takes `label=source` entries; a source is a `.keras` file, a
@@ -32,7 +32,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 from absl import app  # noqa: E402

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from step_timing import RunnerDied
+from benchmarks.step_timing import RunnerDied
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -18,8 +18,8 @@ allocator), in total and above the resting weights and optimizer state,
 and as the peak of live tensor bytes above resting, summed from the
 allocation events of TF's profiler (without the allocator's rounding).
 
-    python benchmarks/train_throughput.py --model=repopt_vgg_s --batch=128
-    python benchmarks/train_throughput.py --model=repopt_vgg_b1 --image_size=224 \\
+    python -m benchmarks.train_throughput --model=repopt_vgg_s --batch=128
+    python -m benchmarks.train_throughput --model=repopt_vgg_b1 --image_size=224 \\
         --batch=64 --strategy=mirrored          # GPU machines
 """
 
@@ -34,8 +34,9 @@ from pathlib import Path
 
 from absl import app
 from absl import flags
-from step_timing import alternating_step_times
-from step_timing import compiled_form
+
+from benchmarks.step_timing import alternating_step_times
+from benchmarks.step_timing import compiled_form
 
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("batch", 128, "Global batch size.", lower_bound=1)
@@ -207,7 +208,8 @@ def measure_memory():
     env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="true")
     for form in FORMS:
         out = subprocess.run(
-            [sys.executable, __file__, *args, f"--form={form}"],
+            [sys.executable, "-m", "benchmarks.train_throughput", *args]
+            + [f"--form={form}"],
             stdout=subprocess.PIPE,
             text=True,
             check=True,
@@ -321,5 +323,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     app.run(main)

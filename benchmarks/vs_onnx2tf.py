@@ -1,7 +1,7 @@
 """int8 on the device: this library's export against the path users take
 today, torch -> ONNX -> onnx2tf, on the same checkpoint.
 
-    python benchmarks/vs_onnx2tf.py --torch_python=/tmp/timmenv/bin/python \\
+    python -m benchmarks.vs_onnx2tf --torch_python=/tmp/timmenv/bin/python \\
         --onnx2tf_python=/tmp/o2tfenv/bin/python
 
 The other side runs in throwaway environments (never dependencies of this
@@ -131,7 +131,6 @@ def compare(argv):
     """Steps 1 and 4 (this library's environment)."""
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import numpy as np
     from absl import flags
 
@@ -159,13 +158,17 @@ def compare(argv):
     evaluation = representative_images(test, 224, FLAGS.images, channels=3)
     np.save(folder / "calibration.npy", calibration)
     np.save(folder / "eval.npy", evaluation)
-    script = str(Path(__file__).resolve())
+    root = Path(__file__).resolve().parents[1]
     for python, side in (
         (FLAGS.torch_python, "--torch_side"),
         (FLAGS.onnx2tf_python, "--onnx2tf_side"),
     ):
         print(f"[vs_onnx2tf] {side[2:]} with {python}", flush=True)
-        subprocess.run([python, script, side, str(folder)], check=True)
+        subprocess.run(
+            [python, "-m", "benchmarks.vs_onnx2tf", side, str(folder)],
+            check=True,
+            cwd=root,
+        )
     theirs = next((folder / "onnx2tf").glob("*_full_integer_quant.tflite"))
     model, _ = model_from_checkpoint(folder / CHECKPOINT, fuse=True)
     device, folded = device_model(model, 1, FLAGS.fold_padding, conv_ops=True)

@@ -23,8 +23,8 @@ PyTorch per form, float32 against float32, and RepOpt / RepVGG per
 framework at its best, with the CPU model and flags. Needs torch
 (`pip install '.[bench]'`); never needed by the tests.
 
-    python benchmarks/vs_pytorch.py --model=repopt_vgg_s --batch=128
-    python benchmarks/vs_pytorch.py --model=repopt_vgg_a0 --image_size=224 --batch=32 \
+    python -m benchmarks.vs_pytorch --model=repopt_vgg_s --batch=128
+    python -m benchmarks.vs_pytorch --model=repopt_vgg_a0 --image_size=224 --batch=32 \
         --reference=/path/to/RepOptimizers --steps=2 --windows=3
 """
 
@@ -33,17 +33,17 @@ import itertools
 import os
 import statistics
 import sys
-from pathlib import Path
 
 from absl import app
 from absl import flags
-from step_timing import alternating_step_times
-from step_timing import compiled_form
-from step_timing import define_choice_list
-from step_timing import synthetic_batch
-from torch_side import TorchRunner
-from torch_side import check_reference
-from torch_side import start_runner
+
+from benchmarks.step_timing import alternating_step_times
+from benchmarks.step_timing import compiled_form
+from benchmarks.step_timing import define_choice_list
+from benchmarks.step_timing import synthetic_batch
+from benchmarks.torch_side import TorchRunner
+from benchmarks.torch_side import check_reference
+from benchmarks.torch_side import start_runner
 
 flags.DEFINE_string("model", "repopt_vgg_s", "Variant (see list_models()).")
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
@@ -216,5 +216,4 @@ def report(seconds, died, tf, keras, torch_version):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     app.run(main)

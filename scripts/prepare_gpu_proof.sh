@@ -10,7 +10,7 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile \
 #     --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
 #     && export PYTHONPATH=/tmp/site:$PWD || exit; KERAS_BACKEND=jax \
-#     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_proof.py \
+#     PYTHONUNBUFFERED=1 python3 -m benchmarks.gpu_proof \
 #     --reference=.cache/RepOptimizers --out=$OUT/gpu_proof.json
 set -euo pipefail
 cd "$(dirname "$0")/.."

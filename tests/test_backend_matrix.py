@@ -80,7 +80,14 @@ def test_marked_tests_pass_without_tensorflow(backend, marked_count):
     )
     summary = process.stdout.strip().splitlines()[-1]
     assert process.returncode == 0, process.stdout[-4000:]
-    assert re.match(rf"{marked_count} passed, \d+ deselected", summary), summary
+    found = re.match(
+        r"(\d+) passed(?:, (\d+) skipped)?, \d+ deselected", summary
+    )
+    assert found, summary
+    passed, skipped = int(found.group(1)), int(found.group(2) or 0)
+    assert passed + skipped == marked_count, summary
+    # Only Keras's own LossScaleOptimizer, which cannot apply eagerly on JAX.
+    assert skipped == (2 if backend == "jax" else 0), summary
     assert marked_count >= 60
 
 

@@ -140,6 +140,8 @@ def test_workdir_must_be_a_writable_folder(tmp_path):
 
 def _cli(script, *args, module=None):
     command = [sys.executable]
+    if script and script.startswith("benchmarks/"):
+        module = "benchmarks." + Path(script).stem
     command += ["-m", module] if module else [str(ROOT / script)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(

@@ -15,14 +15,20 @@ from repopt_tf.scales import load_scales
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _module(script):
+    """`python -m benchmarks.NAME` for `NAME.py` (run from ROOT)."""
+    return [sys.executable, "-m", f"benchmarks.{Path(script).stem}"]
+
+
 def _run(script, *args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        [*_module(script), *args],
         capture_output=True,
         text=True,
         timeout=600,
         env=env,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -285,14 +291,11 @@ def test_torch_side_refuses_a_folder_that_is_no_reference_checkout(
     script, tmp_path
 ):
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / script),
-            f"--reference={tmp_path}",
-        ],
+        [*_module(script), f"--reference={tmp_path}"],
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=ROOT,
     )
     assert result.returncode == 1
     assert "is not a RepOptimizers checkout" in result.stderr
@@ -354,14 +357,11 @@ def test_edge_latency_prints_fp32_int8_table():
 
 def test_edge_latency_refuses_bad_flags():
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks/edge_latency.py"),
-            "--models=resnet50",
-        ],
+        [*_module("edge_latency.py"), "--models=resnet50"],
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=ROOT,
     )
     assert result.returncode != 0
     assert "--models: unknown model(s) resnet50" in result.stderr
@@ -446,18 +446,18 @@ def test_deploy_table_measures_rows_and_reuses_them(tmp_path):
     again = _run("deploy_table.py", *args)
     assert "reused" in again and row.group(0) in again
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/deploy_table.py"), "--rows=x"],
+        [*_module("deploy_table.py"), "--rows=x"],
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=ROOT,
     )
     assert result.returncode == 1 and "unknown rows ['x']" in result.stderr
 
 
 def test_largest_batch_doubles_then_bisects():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from step_timing import Clock
-    from step_timing import largest_batch
+    from benchmarks.step_timing import Clock
+    from benchmarks.step_timing import largest_batch
 
     tried = []
 
@@ -485,7 +485,8 @@ def test_gpu_proof_dry_run_on_jax_without_tensorflow(tmp_path):
     process = run_without_tensorflow(
         "jax",
         [
-            "benchmarks/gpu_proof.py",
+            "-m",
+            "benchmarks.gpu_proof",
             "--dry_run",
             "--torch_formats=channels_last",
             f"--out={tmp_path / 'proof.json'}",
@@ -518,11 +519,12 @@ def test_gpu_proof_dry_run_on_jax_without_tensorflow(tmp_path):
 
 def test_gpu_proof_needs_the_jax_backend():
     process = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/gpu_proof.py"), "--dry_run"],
+        [*_module("gpu_proof.py"), "--dry_run"],
         capture_output=True,
         text=True,
         timeout=300,
         env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+        cwd=ROOT,
     )
     assert process.returncode == 1
     assert "KERAS_BACKEND=jax" in process.stderr

@@ -214,10 +214,10 @@ def test_core_installs_and_runs_on_jax_without_tensorflow(tmp_path):
     ran = _run([python, "-c", code], env=env, cwd=tmp_path, timeout=300)
     assert ran.stdout.split()[0] == "jax" and ran.stdout.split()[2] == "False"
     proof = _run(
-        [python, str(ROOT / "benchmarks/gpu_proof.py"), "--dry_run"]
+        [python, "-m", "benchmarks.gpu_proof", "--dry_run"]
         + ["--precisions=float32"],
         env=env,
-        cwd=tmp_path,
+        cwd=ROOT,
         timeout=600,
     )
     assert "torch is not installed" in proof.stdout
