@@ -18,7 +18,7 @@ seed (one hyper-search per seed gives the scales of the RepOpt rows):
 - `repopt`: RepOpt-VGG (searched scales, both);
 - `repvgg`: RepVGG's training form with SGD, evaluated fused;
 - `b1_scales`: RepOpt-VGG with the authors' B1 scales instead of the
-  seed's search, mapped by stage position (`repopt_tf.scales.transfer`);
+  seed's search, mapped by stage position (`repopt_tf.models.repopt_vgg.scale_transfer`);
 - `repvgg_recipe`: RepVGG with its own recipe, where its int8 collapse was
   reported: custom L2 on the equivalent kernel (`repvgg.custom_l2`) with
   RepVGG's coefficient 1e-4, and twice the epochs.

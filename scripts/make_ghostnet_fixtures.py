@@ -10,7 +10,7 @@ the models; nothing of it is copied here):
         --reference=/path/to/RepOptimizers
 
 The network is `repopt_ghostnet_tiny` (the `TINY_STAGES` of
-repopt_tf/models/repopt_ghostnet.py, read from the source without importing
+repopt_tf/models/repopt_ghostnet/model.py, read from the source without importing
 Keras; width 0.5) with 10 classes, in the reference's modes `target`, `hs`
 and `rep`. Every BN gets random statistics and affine parameters, every
 scale random values, so that folding and scales are exercised.
@@ -37,7 +37,7 @@ CLASSES, SIZE, WIDTH = 10, 32, 0.5
 
 def tiny_stages():
     """`TINY_STAGES` from the library's source, as the reference's cfgs."""
-    source = (ROOT / "repopt_tf/models/repopt_ghostnet.py").read_text()
+    source = (ROOT / "repopt_tf/models/repopt_ghostnet/model.py").read_text()
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and node.targets[0].id == "TINY_STAGES":
             return [

@@ -14,7 +14,7 @@ dependencies of this library):
   after timm's `reparameterize_model`.
 - `timm_repghostnet_tiny.safetensors`: timm's `RepGhostNet` with our
   `repopt_ghostnet_tiny` stages (`TINY_STAGES` of
-  repopt_tf/models/repopt_ghostnet.py, read from the source) at width 0.5.
+  repopt_tf/models/repopt_ghostnet/model.py, read from the source) at width 0.5.
 
 `pretrained=False`, 10 classes; every BN gets random statistics and affine
 parameters so that folding is exercised. `timm_reference.npz` holds

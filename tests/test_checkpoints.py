@@ -20,11 +20,11 @@ from repopt_tf.checkpoints import load_weights
 from repopt_tf.checkpoints import matching_variants
 from repopt_tf.checkpoints import read_state_dict
 from repopt_tf.checkpoints import read_torch_file
-from repopt_tf.checkpoints.synthetic import synthetic_state_dict
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
 from repopt_tf.models import fuse_repvgg
 from repopt_tf.models.fast_conv import FastGradConv2D
+from repopt_tf.models.repopt_vgg.fixtures import synthetic_state_dict
 from repopt_tf.scales import load_scales
 
 FIXTURES = Path(__file__).parent / "fixtures/checkpoints"

@@ -498,7 +498,7 @@ def test_a_pth_storage_shorter_than_its_tensor_is_refused(tmp_path):
 
 def test_a_conv_weight_of_the_wrong_rank_is_named(tmp_path):
     from repopt_tf.checkpoints import load_state_dict
-    from repopt_tf.checkpoints.synthetic import synthetic_state_dict
+    from repopt_tf.models.repopt_vgg.fixtures import synthetic_state_dict
 
     state = synthetic_state_dict("repopt_vgg_tiny", "repopt_target", 10, 1)
     key = next(k for k in state if k.endswith("conv.weight"))

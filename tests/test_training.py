@@ -357,7 +357,9 @@ def test_rpg_runs_are_named_as_such(tmp_path, capsys):
     (result,) = Experiment(config, tmp_path, get_strategy()).run()
     assert result.kind == "rpg0.05 (signed_permutation, window)"
     assert "RPG ring 0.05 of the 3x3 weights" in capsys.readouterr().out
-    assert "| rpg0.05 (signed_permutation, window) | SGD |" in results_table([result])
+    assert "| rpg0.05 (signed_permutation, window) | SGD |" in results_table(
+        [result]
+    )
 
 
 @pytest.mark.parametrize("identity_decay", [True, False])

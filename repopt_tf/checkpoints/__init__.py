@@ -2,7 +2,6 @@
 .safetensors; no torch needed) and .keras files."""
 
 from repopt_tf.checkpoints.layout import LoadReport
-from repopt_tf.checkpoints.loading import LAYOUTS
 from repopt_tf.checkpoints.loading import detect_form
 from repopt_tf.checkpoints.loading import is_torch_checkpoint
 from repopt_tf.checkpoints.loading import layout_of
@@ -17,15 +16,10 @@ from repopt_tf.checkpoints.state_files import is_state_dict_file
 from repopt_tf.checkpoints.state_files import read_state_dict
 from repopt_tf.checkpoints.torch_file import UnsafeCheckpointError
 from repopt_tf.checkpoints.torch_file import read_torch_file
-from repopt_tf.checkpoints.torch_layouts import FORMS
-from repopt_tf.checkpoints.torch_layouts import describe_state
 
 __all__ = [
-    "FORMS",
-    "LAYOUTS",
     "LoadReport",
     "UnsafeCheckpointError",
-    "describe_state",
     "detect_form",
     "is_state_dict_file",
     "is_torch_checkpoint",

@@ -1,9 +1,9 @@
 """`load_weights`: one entry point for every weights file a user may hold.
 
 - `.pth` / `.pt` / `.pth.tar` / `.safetensors`: a state dict in a
-  reference layout (`LAYOUTS`: `torch_layouts` for RepOpt-VGG / RepVGG,
-  `ghostnet_layout` for RepOpt-GhostNet / RepGhostNet, `timm_layouts` for
-  timm's RepVGG and RepGhostNet), read without torch (`state_files`);
+  reference layout of a registered family (`ModelFamily.layouts`: the
+  authors' and timm's, in each family's folder), read without torch
+  (`state_files`);
 - `.keras`: a model saved by this library (`model.keras`), copied layer by
   layer by name;
 - `.weights.h5`: Keras weights of the same architecture.
@@ -15,32 +15,29 @@ from pathlib import Path
 import keras
 
 from repopt_tf.checkpoints import layout
-from repopt_tf.checkpoints.ghostnet_layout import GHOSTNET
 from repopt_tf.checkpoints.layout import LoadReport
 from repopt_tf.checkpoints.layout import model_kind
 from repopt_tf.checkpoints.state_files import STATE_DICT_SUFFIXES
 from repopt_tf.checkpoints.state_files import TORCH_SUFFIXES
 from repopt_tf.checkpoints.state_files import is_state_dict_file
 from repopt_tf.checkpoints.state_files import read_state_dict
-from repopt_tf.checkpoints.timm_layouts import TIMM_REPGHOSTNET
-from repopt_tf.checkpoints.timm_layouts import TIMM_REPVGG
-from repopt_tf.checkpoints.torch_layouts import VGG
 from repopt_tf.finite import check_model_finite
-from repopt_tf.models import build_model
-from repopt_tf.models import fuse_repvgg
-
-LAYOUTS = (TIMM_REPVGG, TIMM_REPGHOSTNET, VGG, GHOSTNET)
+from repopt_tf.models.api import build_model
+from repopt_tf.models.api import fuse_repvgg
+from repopt_tf.models.registry import FAMILIES
+from repopt_tf.models.registry import registered_layouts
 
 
 def layout_of(state, source="state dict"):
-    """The `Layout` (model family) a reference state dict is in."""
-    for candidate in LAYOUTS:
+    """The `Layout` a reference state dict is in: the first of the
+    registered families' layouts that recognizes it."""
+    for candidate in registered_layouts():
         if candidate.recognizes(state):
             return candidate
+    families = ", ".join(f.label or f.name for f in FAMILIES.values())
     raise ValueError(
-        f"{source} is not a RepOpt-VGG, RepVGG, RepOpt-GhostNet or "
-        "RepGhostNet state dict in the authors' or timm's layout (no "
-        "stage0.*, stem.conv_kxk.* or conv_stem keys); its first keys: "
+        f"{source} is in none of the registered families' state-dict "
+        f"layouts ({families}; the authors' and timm's); its first keys: "
         f"{', '.join(list(state)[:5])}."
     )
 

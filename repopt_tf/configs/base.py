@@ -120,11 +120,3 @@ def paper_schedule(config):
     config.train.momentum = 0.9
     config.train.nesterov = True
     return config
-
-
-def ghostnet(config):
-    """RepOpt-GhostNet 0.5x with the reference's weight decay (1e-5; its
-    ImageNet recipe: LR 0.6 at batch 1024, i.e. 0.075 at 128)."""
-    config.model = "repopt_ghostnet_0_5x"
-    config.train.weight_decay = 1e-5
-    return config

@@ -1,23 +1,24 @@
 """One stage on Fashion-MNIST: `--config=configs/fashion_mnist.py:MODE`.
 
 MODE is hs, target, baseline_sgd or baseline_repvgg (RepOpt-VGG-S), or the
-same with a `ghost_` prefix for RepOpt-GhostNet 0.5x: ghost_hs, ghost_target,
-ghost_baseline_sgd, ghost_baseline_repghost (the RepGhostNet baseline). For
-target pass `--config.scales=WORKDIR/hs/scales.npz` (from an hs run).
+same with a family's `mode_prefix` for another registered family:
+`ghost_hs`, `ghost_target`, `ghost_baseline_sgd`, `ghost_baseline_repghost`
+(the RepGhostNet baseline) for RepOpt-GhostNet 0.5x. For target pass
+`--config.scales=WORKDIR/hs/scales.npz` (from an hs run).
 """
 
 from repopt_tf.configs import base
-
-GHOST_PREFIX = "ghost_"
+from repopt_tf.models.registry import FAMILIES
 
 
 def get_config(mode="target"):
     config = base.get_config()
-    if mode.startswith(GHOST_PREFIX):
-        base.ghostnet(config)
-        mode = mode.removeprefix(GHOST_PREFIX)
-        # The family's multi-branch baseline is the runner's baseline_repvgg.
-        mode = {"baseline_repghost": "baseline_repvgg"}.get(mode, mode)
+    for family in FAMILIES.values():
+        if family.mode_prefix and mode.startswith(family.mode_prefix):
+            family.configure(config)
+            mode = mode.removeprefix(family.mode_prefix)
+            mode = family.mode_aliases.get(mode, mode)
+            break
     config.mode = mode
     config.train.epochs = 10
     config.hs.epochs = 10

@@ -1,12 +1,20 @@
-"""Model families (RepOpt-VGG / RepVGG), their forms and block handlers."""
+"""Model families, their forms and block handlers.
 
+Each family is a folder that registers itself (`repopt_tf.models.registry`):
+`repopt_vgg` (RepOpt-VGG and RepVGG) and `repopt_ghostnet` (RepOpt-GhostNet
+and RepGhostNet) are imported here, after the entry points they use.
+"""
+
+from repopt_tf.models import repopt_ghostnet
+from repopt_tf.models import repopt_vgg  # noqa: I001 (registers, then ghostnet)
+from repopt_tf.models.api import block_convs
+from repopt_tf.models.api import build_model
+from repopt_tf.models.api import extract_scales
+from repopt_tf.models.api import fuse_repvgg
+from repopt_tf.models.api import reinitialize
 from repopt_tf.models.csla_form import csla_form
-from repopt_tf.models.registry import block_convs
-from repopt_tf.models.registry import build_model
-from repopt_tf.models.registry import extract_scales
-from repopt_tf.models.registry import fuse_repvgg
 from repopt_tf.models.registry import list_models
-from repopt_tf.models.registry import reinitialize
+from repopt_tf.models.registry import register_family
 from repopt_tf.models.repopt_vgg import VARIANTS
 from repopt_tf.models.repopt_vgg import block_names
 
@@ -19,5 +27,8 @@ __all__ = [
     "extract_scales",
     "fuse_repvgg",
     "list_models",
+    "register_family",
     "reinitialize",
+    "repopt_ghostnet",
+    "repopt_vgg",
 ]

@@ -6,8 +6,8 @@ questions (the reference's "handler"): which kernels are re-parameterised
 (`extract_scales`), how a target model starts (`reinitialize`, the Rule of
 Initialization) and what each kernel's Grad Mult is (`grad_mults`). A
 `ModelFamily` adds its variant table, its builder and RepVGG-style fusion.
-Families are listed in `repopt_tf.models.registry`; a new one is a module
-with a `ModelFamily` and a line there.
+Families register themselves with `repopt_tf.models.registry`; a new one
+is a folder (or a module) with a `ModelFamily` and a `register_family` call.
 
 `ConvBlocks(layer_pattern)` answers the four questions for blocks whose
 CSLA form is `s*conv3x3(x) (+ t*conv1x1(x)) (+ gamma*x)` on the 3x3 conv
@@ -250,20 +250,43 @@ class ConvBlocks:
 
 
 class ModelFamily(ConvBlocks):
-    """A family of models: its variant table, builder and block handling.
+    """A family of models: everything the library knows about it.
 
-    Subclasses set `name`, `variants` (`{variant: spec}` with a
-    `description`), `kinds` (the forms `build` makes) and `branch_kind`,
-    and implement `build`; `fuse` folds the branch form into `"deploy"`.
-    The block methods are `ConvBlocks` on the family's `layer_pattern` and
-    `layer_types`.
+    Subclasses set `name` (saved in each model's identity), `label` (for
+    people), `variants` (`{variant: spec}` with a `description`), `kinds`
+    (the forms `build` makes) and `branch_kind`, and implement `build`;
+    `fuse` folds the branch form into `"deploy"`. The block methods are
+    `ConvBlocks` on the family's `layer_pattern` and `layer_types`. What the
+    rest of the library reads from a family, so that none of it names one:
+
+    - `layouts`: its reference state-dict layouts
+      (`repopt_tf.models.state_dict_layout.Layout`), most specific first;
+    - `scale_keys`: how its scales are named in the authors' files
+      (`repopt_tf.models.scale_keys.ScaleKeys`), or None;
+    - `config_name`, `configure(config)`: the family as a train.py config
+      argument (`configs/quickstart.py:NAME`) and its defaults;
+      `mode_prefix` and `mode_aliases` its single-stage modes
+      (`configs/fashion_mnist.py:PREFIX_MODE`).
+
+    A family is registered with `repopt_tf.models.registry.register_family`.
     """
 
     name = None
+    label = None
     variants = {}
     kinds = ()
     # The structural multi-branch baseline's kind (`fuse` takes it).
     branch_kind = "repvgg"
+    layouts = ()
+    scale_keys = None
+    config_name = None
+    mode_prefix = ""
+    mode_aliases = {}
+
+    def configure(self, config):
+        """Sets a train.py config to this family's default variant and
+        recipe (`repopt_tf.configs.base`); the default keeps the config."""
+        return config
 
     def build(self, variant, num_classes, input_shape, kind, **options):
         """A functional model of `variant` in form `kind` (see `build_model`)."""

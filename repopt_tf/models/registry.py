@@ -1,25 +1,58 @@
-"""The model families and the entry points that dispatch to them.
+"""The registry of model families.
 
-`FAMILIES` lists every family (`repopt_tf.models.family.ModelFamily`);
-`build_model`, `extract_scales`, `reinitialize` and `fuse_repvgg` find a
-model's family from its `identity` (`repopt_tf.models.identity`, saved
-with the model), so adding a family is a module and a line here.
+A family (`repopt_tf.models.family.ModelFamily`) registers itself with
+`register_family`, timm's `@register_model` pattern: the built-in families
+do so in their folders (`repopt_tf.models.repopt_vgg`,
+`repopt_tf.models.repopt_ghostnet`), a user's in their own module. Every
+part of the library that depends on a family (model building, checkpoint
+layouts, scale files, configs, training) iterates `FAMILIES`, so adding one
+edits no library file.
 """
 
-from repopt_tf.models import repopt_ghostnet
-from repopt_tf.models import repopt_vgg
-from repopt_tf.models.blocks import BLOCK_CONV
-from repopt_tf.models.family import ConvBlocks
 from repopt_tf.models.identity import identity_of
 
-FAMILIES = {
-    family.name: family
-    for family in (repopt_vgg.FAMILY, repopt_ghostnet.FAMILY)
-}
+FAMILIES = {}
+
+
+def register_family(family):
+    """Adds a model family to the registry.
+
+    Args:
+        family: a `ModelFamily` instance, or a subclass (then used as a class
+            decorator: it is instantiated with no arguments).
+
+    Returns:
+        What was passed (the instance, or the class).
+
+    Raises:
+        ValueError: another family has the same name or one of its variants.
+
+    Example:
+        >>> from repopt_tf.models.registry import FAMILIES
+        >>> sorted(FAMILIES)
+        ['repopt_ghostnet', 'repopt_vgg']
+    """
+    instance = family() if isinstance(family, type) else family
+    if not instance.name or not instance.variants:
+        raise ValueError(
+            f"{type(instance).__name__} needs a name and variants."
+        )
+    known = FAMILIES.get(instance.name)
+    if known is not None and type(known) is not type(instance):
+        raise ValueError(f"A family named {instance.name!r} is registered.")
+    for other in FAMILIES.values():
+        shared = set(other.variants) & set(instance.variants)
+        if other.name != instance.name and shared:
+            raise ValueError(
+                f"{instance.name} and {other.name} both have the variants "
+                f"{', '.join(sorted(shared))}."
+            )
+    FAMILIES[instance.name] = instance
+    return family
 
 
 def list_models():
-    """Names accepted by `build_model`."""
+    """Names accepted by `build_model`, over every registered family."""
     return sorted(
         name for family in FAMILIES.values() for name in family.variants
     )
@@ -33,6 +66,17 @@ def family_of(variant):
     raise ValueError(
         f"Unknown model {variant!r}. Available: {', '.join(list_models())}."
     )
+
+
+def family_named(config_name):
+    """The family whose `config_name` (train.py's name for it) is given."""
+    names = {f.config_name: f for f in FAMILIES.values() if f.config_name}
+    if config_name not in names:
+        raise ValueError(
+            f"Unknown model family {config_name!r}; registered: "
+            f"{', '.join(sorted(names))}."
+        )
+    return names[config_name]
 
 
 def variant_of(model):
@@ -54,125 +98,9 @@ def model_identity(model):
     return identity_of(model, variants)
 
 
-def block_handler(model, layer_pattern=None):
-    """The block handler for `model`: `ConvBlocks(layer_pattern)` when a
-    pattern is given, else its family's, else `ConvBlocks(BLOCK_CONV)`."""
-    if layer_pattern is not None:
-        return ConvBlocks(layer_pattern)
-    family, _ = variant_of(model)
-    return family or ConvBlocks(BLOCK_CONV)
-
-
-def build_model(
-    name,
-    num_classes=1000,
-    input_shape=(224, 224, 3),
-    kind="plain",
-    include_preprocessing=True,
-    mean=None,
-    std=None,
-    rpg_dof=None,
-    rpg_mode="signed_permutation",
-    rpg_seed=0,
-    weights=None,
-    rpg_scheme="window",
-    rpg_size=None,
-):
-    """Builds a variant of any family (`list_models()`).
-
-    Args:
-        name: one of `list_models()`.
-        num_classes: classifier width (logits, no softmax).
-        input_shape: `(H, W, C)` of raw 0-255 pixels.
-        kind: `"plain"` (RepOpt target / plain net), `"hs"` (hyper-search
-            CSLA model), `"repvgg"` (multi-branch training form; for
-            RepOpt-GhostNet also `"repghost"`, the same), `"deploy"` (fused
-            multi-branch form: conv with bias, no BN).
-        include_preprocessing: put `x / 255` and `(x - mean) / std` inside
-            the model.
-        mean, std: per-channel statistics in [0, 1] pixel units; default
-            ImageNet's for 3 channels, Fashion-MNIST's for 1 channel.
-        rpg_dof: with kind "plain", generate the blocks' 3x3 kernels from
-            one shared ring (Recurrent Parameter Generators) of
-            `round(rpg_dof * T)` entries, T the generated weights.
-        rpg_mode, rpg_seed: the ring's mode (see `repopt_tf.models.rpg`) and
-            the seed of its indices, signs and init.
-        rpg_scheme: "window" (the paper's text: contiguous windows, He
-            fan-in gains, the stem on the ring) or "authors" (the authors'
-            code: one global shuffled multiset, their init and fan-out
-            gains, the stem off the ring); `repopt_tf.models.rpg`.
-        rpg_size: the ring's entries instead of `rpg_dof` (above T: no
-            sharing, "authors" scheme only).
-        weights: a file to load (Keras applications' convention): the
-            authors' PyTorch checkpoint of this variant and kind (read
-            without torch), a `.keras` model or `.weights.h5`. See
-            `repopt_tf.checkpoints.load_weights` for EMA weights and for
-            loading all but the classifier.
-    """
-    family = family_of(name)
-    if kind not in family.kinds:
-        raise ValueError(f"kind must be one of {family.kinds}, got {kind!r}.")
-    options = dict(
-        include_preprocessing=include_preprocessing, mean=mean, std=std
+def registered_layouts():
+    """Every registered family's state-dict layouts, in registration order
+    (within a family, its own order: most specific first)."""
+    return tuple(
+        layout for family in FAMILIES.values() for layout in family.layouts
     )
-    if rpg_dof is not None or rpg_size:
-        options.update(
-            rpg_dof=rpg_dof,
-            rpg_mode=rpg_mode,
-            rpg_seed=rpg_seed,
-            rpg_scheme=rpg_scheme,
-            rpg_size=rpg_size,
-        )
-    model = family.build(name, num_classes, tuple(input_shape), kind, **options)
-    if weights is not None:
-        # Imported here: repopt_tf.checkpoints maps onto these models.
-        from repopt_tf.checkpoints import load_weights
-
-        load_weights(model, weights)
-    return model
-
-
-def block_convs(model, layer_pattern=None):
-    """The re-parameterised convs of `model` in model order (its family's,
-    or the 3x3 convs whose names fully match `layer_pattern`)."""
-    return block_handler(model, layer_pattern).block_convs(model)
-
-
-def extract_scales(hs_model, layer_pattern=None):
-    """The trained scales of a hyper-search model (`kind="hs"` or
-    `csla_form(model, layer_pattern)`), in `load_scales` format:
-    `[{"conv": s, "1x1": t, "identity": gamma or None}, ...]`."""
-    return block_handler(hs_model, layer_pattern).extract_scales(hs_model)
-
-
-def reinitialize(
-    model, blocks, use_identity_scales=True, seed=None, layer_pattern=None
-):
-    """Sets every block kernel of a plain model by the Rule of Initialization.
-
-    Args:
-        model: a `kind="plain"` model, or any model whose 3x3 convs matching
-            `layer_pattern` are its RepOpt blocks.
-        blocks: scales in `load_scales` format, one per block.
-        use_identity_scales: add the searched identity scale on the identity
-            tap (the official code's default) instead of 1.
-        seed: for the random branch kernels.
-        layer_pattern: regex (full match) of the block convs' names.
-
-    Warns when the model's BN gammas are not all 1: reinitialising a trained
-    model throws its training away (fine-tuning should skip this).
-    """
-    block_handler(model, layer_pattern).reinitialize(
-        model, blocks, use_identity_scales, seed
-    )
-
-
-def fuse_repvgg(model):
-    """Returns the deploy (`kind="deploy"`) twin of a multi-branch model."""
-    family, variant = variant_of(model)
-    if family is None:
-        raise ValueError(
-            f"fuse_repvgg expects a model built with kind='repvgg', got "
-            f"{model.name!r}."
-        )
-    return family.fuse(model, variant)

@@ -12,6 +12,8 @@ import numpy as np
 
 from repopt_tf.csla import CompactMult
 from repopt_tf.csla import csla_grad_mult
+from repopt_tf.models.family import ConvBlocks
+from repopt_tf.models.registry import variant_of
 
 
 def grad_mult(scale_conv, scale_1x1, has_identity, in_channels, power=2):
@@ -46,10 +48,6 @@ def grad_mults_for_model(model, blocks, layer_pattern=None, power=2):
         ValueError: naming the block, when the number of matched layers,
             a width, or the presence of an identity branch does not fit.
     """
-    # Imported here: the model side depends on this module, not the reverse.
-    from repopt_tf.models.family import ConvBlocks
-    from repopt_tf.models.registry import variant_of
-
     handler = ConvBlocks(layer_pattern or r".*")
     if layer_pattern is None:
         handler = variant_of(model)[0] or handler

@@ -17,7 +17,6 @@ Our format is an `.npz` with arrays `block{i}_conv`, optional
 """
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +24,9 @@ import numpy as np
 from repopt_tf.atomic import atomic_path
 from repopt_tf.checkpoints.state_files import read_state_dict
 from repopt_tf.finite import check_finite
+from repopt_tf.models.registry import FAMILIES
 
 PRESET_DIR = Path(__file__).parent / "presets"
-_VGG_KEY = re.compile(
-    r"stage(\d+)(?:\.(\d+))?\.scale_(conv|1x1|identity)\.weight"
-)
-_GHOST_KEY = re.compile(
-    r"blocks\.(\d+)\.(\d+)\.ghost(\d)\."
-    r"(cheap_operation\.1|fusion_scale)\.weight"
-)
-_GHOST_BRANCH = {"cheap_operation.1": "conv", "fusion_scale": "identity"}
 
 
 def list_presets():
@@ -110,60 +102,47 @@ def save_scales(path, blocks, **metadata):
 
 
 def scales_from_state_dict(state, source="state dict"):
-    """Converts the scale tensors of a RepOpt-VGG or RepOpt-GhostNet
-    hyper-search state dict (module docstring) to the block list."""
-    found = {}
+    """Converts the scale tensors of a hyper-search state dict of any
+    registered family (its `ScaleKeys`; module docstring) to the block
+    list."""
+    found = {}  # family name -> {block id: {branch: vector}}
     for key, value in state.items():
-        match = _VGG_KEY.fullmatch(key)
-        if match is not None:
-            stage, index, branch = match.groups()
-            block = (int(stage), int(index or 0))
-        elif (match := _GHOST_KEY.fullmatch(key)) is not None:
-            stage, index, module, branch = match.groups()
-            block = (int(stage), int(index), int(module))
-            branch = _GHOST_BRANCH[branch]
-        else:
-            continue
-        found.setdefault(block, {})[branch] = np.asarray(
-            value, np.float32
-        ).reshape(-1)
+        for family in FAMILIES.values():
+            parsed = family.scale_keys and family.scale_keys.parse(key)
+            if parsed:
+                block, branch = parsed
+                vector = np.asarray(value, np.float32).reshape(-1)
+                found.setdefault(family.name, {}).setdefault(block, {})
+                found[family.name][block][branch] = vector
     if not found:
         raise ValueError(
-            f"{source}: no 'stageN.i.scale_*.weight' (RepOpt-VGG) or "
-            "'blocks.i.j.ghostK.fusion_scale.weight' (RepOpt-GhostNet) "
-            "entries found."
+            f"{source}: no "
+            + " or ".join(
+                f"{family.scale_keys.example!r} ({family.label})"
+                for family in FAMILIES.values()
+                if family.scale_keys
+            )
+            + " entries found."
         )
-    if len({len(block_id) for block_id in found}) > 1:
+    if len(found) > 1:
         raise ValueError(
-            f"{source} mixes RepOpt-VGG and RepOpt-GhostNet scale keys."
+            f"{source} mixes "
+            + " and ".join(FAMILIES[name].label for name in sorted(found))
+            + " scale keys."
         )
-    blocks = []
-    for block_id in sorted(found):
-        branches = found[block_id]
-        ghost = len(block_id) == 3
-        required = {"conv", "identity"} if ghost else {"conv", "1x1"}
-        missing = required - set(branches)
-        if missing:
-            where = (
-                f"blocks.{block_id[0]}.{block_id[1]}.ghost{block_id[2]}"
-                if ghost
-                else f"stage{block_id[0]}.{block_id[1]}"
-            )
-            name = {"conv": "the cheap scale", "identity": "fusion_scale"}
-            lacking = sorted(missing)[0]
-            raise ValueError(
-                f"{source}: block {where} lacks "
-                + (name[lacking] if ghost else f"scale_{lacking}")
-                + "."
-            )
-        blocks.append(
-            {
-                "conv": branches["conv"],
-                "1x1": branches.get("1x1"),
-                "identity": branches.get("identity"),
-            }
-        )
-    return blocks
+    ((name, blocks),) = found.items()
+    keys = FAMILIES[name].scale_keys
+    for block_id in sorted(blocks):
+        problem = keys.missing_branch(block_id, blocks[block_id])
+        if problem:
+            raise ValueError(f"{source}: {problem}.")
+    return [
+        {
+            part: blocks[block_id].get(part)
+            for part in ("conv", "1x1", "identity")
+        }
+        for block_id in sorted(blocks)
+    ]
 
 
 def _load_npz(path):

@@ -1,27 +1,20 @@
-"""timm's RepVGG and RepGhostNet state-dict layouts (`.safetensors` from the
-Hugging Face hub, or `.pth`), mapped onto our models.
+"""timm's RepVGG state-dict layout (`.safetensors` from the Hugging Face
+hub, or `.pth`), mapped onto our models.
 
-- `TIMM_REPVGG` (timm `byobnet.py`, `repvgg_a0` ... `repvgg_b3g4`): the
-  stem `stem`, block i of stage N `stages.{N-1}.{i}` (our
-  `stage{N}_block{i}`), the head `head.fc`. Training form (kind repvgg):
-  `conv_kxk.conv/bn`, `conv_1x1.conv/bn`, `identity` (a BN); after
-  timm's `reparameterize()` (kind deploy): `reparam_conv`. These are the
-  authors' RepVGG modules under other names, so the architecture is read
-  the same way (`torch_layouts.describe_state` of the renamed keys).
-  `repvgg_d2se` is refused: its SE sits before the ReLU at C/16, where
-  RepOpt-VGG's (`repopt_vgg_l2_se`) sits after it at C/4.
-- `TIMM_REPGHOSTNET` (timm `repghost.py`, `repghostnet_050` ...
-  `repghostnet_200`): the RepGhostNet baseline form (kind repghost) of
-  `ghostnet_layout`, whose keys it shares but for the identity BN of each
-  ghost module, `fusion_bn.0` (a one-BN `Sequential`).
+`TIMM_REPVGG` (timm `byobnet.py`, `repvgg_a0` ... `repvgg_b3g4`): the
+stem `stem`, block i of stage N `stages.{N-1}.{i}` (our
+`stage{N}_block{i}`), the head `head.fc`. Training form (kind repvgg):
+`conv_kxk.conv/bn`, `conv_1x1.conv/bn`, `identity` (a BN); after
+timm's `reparameterize()` (kind deploy): `reparam_conv`. These are the
+authors' RepVGG modules under other names, so the architecture is read
+the same way (`layouts.describe_state` of the renamed keys).
+`repvgg_d2se` is refused: its SE sits before the ReLU at C/16, where
+RepOpt-VGG's (`repopt_vgg_l2_se`) sits after it at C/4.
 """
 
-import re
-
-from repopt_tf.checkpoints import torch_layouts
-from repopt_tf.checkpoints.ghostnet_layout import RepOptGhostNetLayout
-from repopt_tf.checkpoints.layout import Form
-from repopt_tf.checkpoints.torch_layouts import RepOptVGGLayout
+from repopt_tf.models.repopt_vgg.layouts import HEAD
+from repopt_tf.models.repopt_vgg.layouts import RepOptVGGLayout
+from repopt_tf.models.state_dict_layout import Form
 
 _RENAMES = {  # timm module -> the authors' RepVGG module
     "conv_kxk": "rbr_dense",
@@ -39,7 +32,7 @@ def reference_key(key):
     elif parts[0] == "stages" and len(parts) > 2 and parts[1].isdigit():
         parts = [f"stage{int(parts[1]) + 1}", *parts[2:]]
     elif parts[:2] == ["head", "fc"]:
-        parts = [torch_layouts.HEAD, *parts[2:]]
+        parts = [HEAD, *parts[2:]]
     return ".".join(_RENAMES.get(part, part) for part in parts)
 
 
@@ -117,23 +110,4 @@ class TimmRepVGGLayout(RepOptVGGLayout):
         return "repvgg_"
 
 
-class TimmRepGhostNetLayout(RepOptGhostNetLayout):
-    """timm's RepGhostNet (module docstring)."""
-
-    forms = (
-        Form(
-            "timm_repghost",
-            "repghost",
-            "timm RepGhostNet form (fusion_bn.0)",
-            {"bn": "cheap_operation.1", "bn_identity": "fusion_bn.0"},
-            "fusion_bn",
-        ),
-    )
-    _FUSION = re.compile(r".*\.fusion_bn\.0\.\w+")
-
-    def recognizes(self, state):
-        return any(self._FUSION.fullmatch(key) for key in state)
-
-
 TIMM_REPVGG = TimmRepVGGLayout()
-TIMM_REPGHOSTNET = TimmRepGhostNetLayout()

@@ -20,11 +20,11 @@ Tensors convert as `repopt_tf.checkpoints.layout` says.
 
 import typing
 
-from repopt_tf.checkpoints.layout import Form
-from repopt_tf.checkpoints.layout import Layout
 from repopt_tf.models.blocks import split_block_layer
-from repopt_tf.models.repopt_vgg import VARIANTS
-from repopt_tf.models.repopt_vgg import block_groups
+from repopt_tf.models.repopt_vgg.model import VARIANTS
+from repopt_tf.models.repopt_vgg.model import block_groups
+from repopt_tf.models.state_dict_layout import Form
+from repopt_tf.models.state_dict_layout import Layout
 
 HEAD = "linear"
 _SE = {"se_reduce": "post_se.down", "se_expand": "post_se.up"}

@@ -20,8 +20,8 @@ narrower or shallower model: a heuristic, measured as its own row in
 import numpy as np
 
 from repopt_tf.models.family import variant_spec
-from repopt_tf.models.repopt_vgg import VARIANTS
-from repopt_tf.models.repopt_vgg import block_plan
+from repopt_tf.models.repopt_vgg.model import VARIANTS
+from repopt_tf.models.repopt_vgg.model import block_plan
 
 
 def transfer_scales(blocks, source, target):

@@ -1,4 +1,4 @@
-"""RepOpt-VGG family: one functional builder over a variant table.
+"""RepOpt-VGG models: one functional builder over a variant table.
 
 Topology (Ding et al., ICLR 2023, Table 1): a stride-2 stem block
 `stage0_block0`, then four stages whose first block has stride 2, every block
@@ -11,13 +11,10 @@ int8 models take raw pixels.
 import keras
 import numpy as np
 
-from repopt_tf.models.blocks import BLOCK_CONV
-from repopt_tf.models.blocks import BLOCK_KINDS
 from repopt_tf.models.blocks import block
 from repopt_tf.models.blocks import block_name
 from repopt_tf.models.blocks import model_name
 from repopt_tf.models.blocks import squeeze_excite
-from repopt_tf.models.family import ModelFamily
 from repopt_tf.models.family import variant_spec
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.identity import RepOptModel
@@ -255,22 +252,3 @@ def block_plan(spec, channels):
                 index,
             )
             channels = width
-
-
-class RepOptVGG(ModelFamily):
-    """RepOpt-VGG and RepVGG: 3x3 conv blocks (`ConvBlocks` on `BLOCK_CONV`)."""
-
-    name = "repopt_vgg"
-    variants = VARIANTS
-    kinds = BLOCK_KINDS
-
-    def __init__(self):
-        super().__init__(BLOCK_CONV, (keras.layers.Conv2D,))
-
-    def build(self, variant, num_classes, input_shape, kind, **options):
-        return build_repopt_vgg(
-            variant, num_classes, input_shape, kind, **options
-        )
-
-
-FAMILY = RepOptVGG()

@@ -19,10 +19,10 @@ and `conv_dw` / `bn_dw` (stride 2), `se.conv_reduce` / `se.conv_expand`,
 
 import re
 
-from repopt_tf.checkpoints.layout import Form
-from repopt_tf.checkpoints.layout import Layout
-from repopt_tf.models.repopt_ghostnet import VARIANTS
-from repopt_tf.models.repopt_ghostnet import bottleneck_plan
+from repopt_tf.models.repopt_ghostnet.model import VARIANTS
+from repopt_tf.models.repopt_ghostnet.model import bottleneck_plan
+from repopt_tf.models.state_dict_layout import Form
+from repopt_tf.models.state_dict_layout import Layout
 
 HEAD = "classifier"
 FORMS = (

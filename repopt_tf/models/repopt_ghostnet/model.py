@@ -40,7 +40,6 @@ from repopt_tf.models.blocks import block_name
 from repopt_tf.models.blocks import csla_sum
 from repopt_tf.models.blocks import model_name
 from repopt_tf.models.blocks import squeeze_excite
-from repopt_tf.models.family import ModelFamily
 from repopt_tf.models.family import variant_spec
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.identity import RepOptModel
@@ -289,29 +288,3 @@ def build_repopt_ghostnet(
             "repopt_ghostnet", name, kind, num_classes, input_shape
         ),
     )
-
-
-class RepOptGhostNet(ModelFamily):
-    """RepOpt-GhostNet and RepGhostNet: `ConvBlocks` on the ghost modules'
-    depthwise convs (`GHOST_CONV`)."""
-
-    name = "repopt_ghostnet"
-    variants = VARIANTS
-    kinds = KINDS
-    branch_kind = "repghost"
-
-    def __init__(self):
-        super().__init__(GHOST_CONV, (keras.layers.DepthwiseConv2D,))
-
-    def build(self, variant, num_classes, input_shape, kind, **options):
-        if any(key.startswith("rpg_") for key in options):
-            raise ValueError(
-                "RPG rings (rpg_dof) are built for RepOpt-VGG's 3x3 convs, "
-                f"not {variant}."
-            )
-        return build_repopt_ghostnet(
-            variant, num_classes, input_shape, kind, **options
-        )
-
-
-FAMILY = RepOptGhostNet()

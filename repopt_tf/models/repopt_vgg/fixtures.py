@@ -9,13 +9,13 @@ from a Keras model, so loading one checks the mapping independently.
 
 import numpy as np
 
-from repopt_tf.checkpoints.torch_layouts import FORMS
-from repopt_tf.checkpoints.torch_layouts import HEAD
-from repopt_tf.checkpoints.torch_layouts import torch_block_prefix
 from repopt_tf.csla import identity_fits
-from repopt_tf.models.repopt_vgg import VARIANTS
-from repopt_tf.models.repopt_vgg import block_groups
-from repopt_tf.models.repopt_vgg import block_plan
+from repopt_tf.models.repopt_vgg.layouts import FORMS
+from repopt_tf.models.repopt_vgg.layouts import HEAD
+from repopt_tf.models.repopt_vgg.layouts import torch_block_prefix
+from repopt_tf.models.repopt_vgg.model import VARIANTS
+from repopt_tf.models.repopt_vgg.model import block_groups
+from repopt_tf.models.repopt_vgg.model import block_plan
 
 _IDENTITY_PARTS = ("bn_identity", "scale_identity")
 
