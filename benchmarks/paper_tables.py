@@ -24,7 +24,7 @@ seed (one hyper-search per seed gives the scales of the RepOpt rows):
   RepVGG's coefficient 1e-4, and twice the epochs.
 
 After training, each model's fp32 and int8 PTQ numbers (per-channel and
-per-tensor weights, `repopt_tf.export.ptq`) are cached beside it
+per-tensor weights, `benchmarks.ptq`) are cached beside it
 (`ptq.json`). The report, written after every finished stage, gives mean
 +- std over the seeds, each row's paired difference to `plain` seed by
 seed, and kernel statistics; `--output` (default docs/paper_tables.md) and
@@ -46,6 +46,8 @@ import keras  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from benchmarks.ptq import ptq_row  # noqa: E402
+from benchmarks.ptq import ptq_table  # noqa: E402
 from repopt_tf.atomic import write_text  # noqa: E402
 from repopt_tf.checkpoints import read_keras_model  # noqa: E402
 from repopt_tf.cli.flag_checks import require_models  # noqa: E402
@@ -53,8 +55,6 @@ from repopt_tf.configs import base  # noqa: E402
 from repopt_tf.data import load_source  # noqa: E402
 from repopt_tf.export.diagnostics import deploy_kernels  # noqa: E402
 from repopt_tf.export.diagnostics import kernel_histograms  # noqa: E402
-from repopt_tf.export.ptq import ptq_row  # noqa: E402
-from repopt_tf.export.ptq import ptq_table  # noqa: E402
 from repopt_tf.models.repopt_vgg import VARIANTS  # noqa: E402
 from repopt_tf.rundir import RunDir  # noqa: E402
 from repopt_tf.scales import load_scales  # noqa: E402

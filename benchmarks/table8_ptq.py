@@ -37,6 +37,8 @@ import keras  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from benchmarks.ptq import ptq_row  # noqa: E402
+from benchmarks.ptq import ptq_table  # noqa: E402
 from repopt_tf.checkpoints import is_state_dict_file  # noqa: E402
 from repopt_tf.checkpoints import model_from_checkpoint  # noqa: E402
 from repopt_tf.checkpoints import model_from_state_dict  # noqa: E402
@@ -45,8 +47,6 @@ from repopt_tf.cli.flag_checks import require_models  # noqa: E402
 from repopt_tf.configs import quickstart  # noqa: E402
 from repopt_tf.export.diagnostics import deploy_kernels  # noqa: E402
 from repopt_tf.export.diagnostics import kernel_histograms  # noqa: E402
-from repopt_tf.export.ptq import ptq_row  # noqa: E402
-from repopt_tf.export.ptq import ptq_table  # noqa: E402
 from repopt_tf.export.runs import load_export_data  # noqa: E402
 from repopt_tf.models.repopt_vgg.fixtures import synthetic_state_dict  # noqa: E402
 from repopt_tf.rundir import RunDir  # noqa: E402

@@ -25,7 +25,7 @@ from repopt_tf.export.litert_eval import dequantize
 from repopt_tf.export.litert_eval import quantize
 from repopt_tf.export.verify import integer_report
 from repopt_tf.models import build_model
-from repopt_tf.models.repvgg import fold_layer
+from repopt_tf.models.fusion import fold_layer
 from repopt_tf.optimizers import RepOptSGD
 
 ROOT = Path(__file__).resolve().parents[1]

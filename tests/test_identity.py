@@ -47,6 +47,10 @@ def test_identity_survives_saving_and_renaming(variant, kind, tmp_path):
         "kind": kind,
         "num_classes": 7,
         "input_shape": list(SHAPE),
+        "preprocessing": {
+            "mean": [pytest.approx(0.2860)],
+            "std": [pytest.approx(0.3530)],
+        },
     }
     assert model_kind(loaded) == kind
     assert variant_of(loaded)[1] == variant
@@ -54,9 +58,13 @@ def test_identity_survives_saving_and_renaming(variant, kind, tmp_path):
 
 def test_a_renamed_model_is_fused_read_and_loaded(tmp_path):
     repvgg = _renamed_and_reloaded(
-        build_model("repopt_vgg_tiny", 10, SHAPE, kind="repvgg"), tmp_path
+        build_model(
+            "repopt_vgg_tiny", 10, SHAPE, kind="repvgg", mean=[0.5], std=[0.25]
+        ),
+        tmp_path,
     )
     deploy = fuse_repvgg(repvgg)
+    assert deploy.identity["preprocessing"] == {"mean": [0.5], "std": [0.25]}
     images = np.random.default_rng(0).uniform(0, 255, (2, *SHAPE))
     np.testing.assert_allclose(
         deploy.predict_on_batch(images),

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from repopt_tf.models.blocks import split_block_layer
+from repopt_tf.models.identity import num_classes_of
 from repopt_tf.models.registry import model_identity
 
 IGNORED_SUFFIXES = (".num_batches_tracked",)
@@ -75,7 +76,7 @@ def load_state_dict(model, state, layout, skip_head=False, source="state dict"):
         )
     head = layout.head
     head_classes = layout.num_classes(state)
-    model_classes = model.get_layer("classifier").units
+    model_classes = num_classes_of(model)
     head_mismatch = head_classes is not None and head_classes != model_classes
     if head_mismatch and not skip_head:
         raise ValueError(

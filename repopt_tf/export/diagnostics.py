@@ -23,8 +23,8 @@ from repopt_tf.models import block_convs
 from repopt_tf.models.conv_layout import grouped_layout
 from repopt_tf.models.family import is_3x3_conv
 from repopt_tf.models.family import iter_layers
+from repopt_tf.models.fusion import fold_layer
 from repopt_tf.models.graph import consumers
-from repopt_tf.models.repvgg import fold_layer
 from repopt_tf.quiet import quiet
 
 _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)

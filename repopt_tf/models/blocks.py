@@ -1,4 +1,5 @@
-"""The four forms of one RepOpt-VGG block, with aligned layer names.
+"""Building blocks the families share: the four forms of a 3x3 CSLA block
+(RepOpt-VGG's, and any csla_form network's), with aligned layer names.
 
 Every block maps `x` to `ReLU(BN(...))` (RepVGG: `ReLU(sum of BN branches)`)
 with a 3x3 conv of stride 1 or 2 and symmetric zero padding 1, so that the

@@ -37,9 +37,10 @@ from repopt_tf.models.blocks import csla_layer_name
 from repopt_tf.models.conv_layout import conv_geometry
 from repopt_tf.models.conv_layout import grouped_layout
 from repopt_tf.models.conv_layout import variable_layout
+from repopt_tf.models.fusion import fuse_into
+from repopt_tf.models.fusion import has_branches
+from repopt_tf.models.identity import num_classes_of
 from repopt_tf.models.preprocessing import preprocessing_options
-from repopt_tf.models.repvgg import fuse_into
-from repopt_tf.models.repvgg import has_branches
 
 # The layers a user's network may point at: regular and depthwise 3x3 convs.
 CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
@@ -302,7 +303,7 @@ class ModelFamily(ConvBlocks):
             )
         deploy = self.build(
             variant,
-            model.get_layer("classifier").units,
+            num_classes_of(model),
             model.input_shape[1:],
             "deploy",
             **preprocessing_options(model),

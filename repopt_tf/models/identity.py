@@ -47,15 +47,28 @@ class RepOptModel(keras.Model):
         return model
 
 
-def make_identity(family, variant, kind, num_classes, input_shape):
-    """The identity dict a builder gives its model."""
+def make_identity(
+    family, variant, kind, num_classes, input_shape, preprocessing=None
+):
+    """The identity dict a builder gives its model; `preprocessing` is the
+    `preprocessing_stats` inside the model, or None without them."""
     return {
         "family": family,
         "variant": variant,
         "kind": kind,
         "num_classes": int(num_classes),
         "input_shape": [int(d) for d in input_shape],
+        "preprocessing": preprocessing,
     }
+
+
+def num_classes_of(model):
+    """A model's class count: its identity's, else its `classifier`'s
+    width (a model of no family, or saved before identities)."""
+    identity = getattr(model, "identity", None) or {}
+    if "num_classes" in identity:
+        return identity["num_classes"]
+    return model.get_layer("classifier").units
 
 
 def with_identity(model, identity):

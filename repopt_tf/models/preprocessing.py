@@ -8,11 +8,15 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 
 
-def preprocessing(channels, mean=None, std=None):
-    """`Rescaling` layer `preprocessing`: `(x / 255 - mean) / std`.
+def preprocessing_stats(channels, mean=None, std=None):
+    """`{"mean": [...], "std": [...]}` of `preprocessing`, defaults filled in
+    (what a model's identity records).
 
     `mean`, `std`: per-channel, in [0, 1] pixel units; default ImageNet's
     for 3 channels, Fashion-MNIST's otherwise.
+
+    Raises:
+        ValueError: `mean` or `std` does not have `channels` values.
     """
     if mean is None or std is None:
         if channels == 3:
@@ -20,13 +24,22 @@ def preprocessing(channels, mean=None, std=None):
         else:
             mean = FASHION_MNIST_MEAN * channels
             std = FASHION_MNIST_STD * channels
-    mean = np.asarray(mean, np.float32)
-    std = np.asarray(std, np.float32)
+    mean = np.asarray(mean, np.float32).reshape(-1)
+    std = np.asarray(std, np.float32).reshape(-1)
     if mean.shape != (channels,) or std.shape != (channels,):
         raise ValueError(
             f"mean and std need {channels} values, got {mean.tolist()} and "
             f"{std.tolist()}."
         )
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def preprocessing(channels, mean=None, std=None):
+    """`Rescaling` layer `preprocessing`: `(x / 255 - mean) / std`, with
+    the statistics of `preprocessing_stats`."""
+    stats = preprocessing_stats(channels, mean, std)
+    mean = np.asarray(stats["mean"], np.float32)
+    std = np.asarray(stats["std"], np.float32)
     return keras.layers.Rescaling(
         scale=(1.0 / (255.0 * std)).tolist(),
         offset=(-mean / std).tolist(),
@@ -35,7 +48,13 @@ def preprocessing(channels, mean=None, std=None):
 
 
 def preprocessing_options(model):
-    """`build_model` arguments that rebuild `model`'s preprocessing."""
+    """`build_model` arguments that rebuild `model`'s preprocessing: from
+    its identity (`repopt_tf.models.identity`), or, for a model saved
+    before identities recorded it, from its `preprocessing` layer."""
+    identity = getattr(model, "identity", None) or {}
+    if "preprocessing" in identity:
+        stats = identity["preprocessing"]
+        return dict(stats) if stats else {"include_preprocessing": False}
     try:
         layer = model.get_layer("preprocessing")
     except ValueError:

@@ -45,6 +45,7 @@ from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.identity import RepOptModel
 from repopt_tf.models.identity import make_identity
 from repopt_tf.models.preprocessing import preprocessing
+from repopt_tf.models.preprocessing import preprocessing_stats
 
 KINDS = ("plain", "hs", "repghost", "repvgg", "deploy")
 # The re-parameterised convs: the cheap operation of every ghost module.
@@ -262,8 +263,10 @@ def build_repopt_ghostnet(
         kind = "repghost"
     inputs = keras.Input(input_shape, name="image")
     x = inputs
+    stats = None
     if include_preprocessing:
-        x = preprocessing(input_shape[-1], mean, std)(x)
+        stats = preprocessing_stats(input_shape[-1], mean, std)
+        x = preprocessing(input_shape[-1], **stats)(x)
     stem = make_divisible(16 * spec["width"])
     x = FastGradConv2D(
         stem, 3, strides=2, zero_padding=1, use_bias=False, name="stem_conv"
@@ -285,6 +288,6 @@ def build_repopt_ghostnet(
         outputs,
         name=model_name(name, kind),
         identity=make_identity(
-            "repopt_ghostnet", name, kind, num_classes, input_shape
+            "repopt_ghostnet", name, kind, num_classes, input_shape, stats
         ),
     )

@@ -20,6 +20,7 @@ from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.identity import RepOptModel
 from repopt_tf.models.identity import make_identity
 from repopt_tf.models.preprocessing import preprocessing
+from repopt_tf.models.preprocessing import preprocessing_stats
 from repopt_tf.models.rpg import RingPlan
 
 # blocks: 3x3 layers per stage 1-4; widths: channels per stage 1-4; stem: the
@@ -190,8 +191,10 @@ def build_repopt_vgg(
     plan = list(block_plan(spec, input_shape[-1]))
     inputs = keras.Input(input_shape, name="image")
     x = inputs
+    stats = None
     if include_preprocessing:
-        x = preprocessing(input_shape[-1], mean, std)(x)
+        stats = preprocessing_stats(input_shape[-1], mean, std)
+        x = preprocessing(input_shape[-1], **stats)(x)
     factories, form = [FastGradConv2D] * len(plan), kind
     if rpg_dof is not None or rpg_size:
         if kind != "plain":
@@ -231,7 +234,7 @@ def build_repopt_vgg(
         outputs,
         name=model_name(name, form),
         identity=make_identity(
-            "repopt_vgg", name, kind, num_classes, input_shape
+            "repopt_vgg", name, kind, num_classes, input_shape, stats
         ),
     )
 
