@@ -93,3 +93,18 @@ def run_without_tensorflow(backend, args, timeout=900, env=None):
         cwd=ROOT,
         env=env,
     )
+
+
+@pytest.fixture
+def third_family():
+    """tests/third_family.py, registered for one test (importing it
+    registers it), then taken out so that other tests see the built-in
+    families only."""
+    import third_family as module
+
+    from repopt_tf.models.registry import FAMILIES
+    from repopt_tf.models.registry import register_family
+
+    register_family(module.FAMILY)  # again after an earlier teardown
+    yield module
+    FAMILIES.pop(module.FAMILY.name)

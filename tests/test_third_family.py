@@ -16,8 +16,6 @@ from repopt_tf.export import export_model
 from repopt_tf.models import build_model
 from repopt_tf.models import list_models
 from repopt_tf.models import reinitialize
-from repopt_tf.models.registry import FAMILIES
-from repopt_tf.models.registry import register_family
 from repopt_tf.models.registry import variant_of
 from repopt_tf.optimizers import RepOptSGD
 from repopt_tf.optimizers import grad_mult
@@ -25,17 +23,6 @@ from repopt_tf.optimizers import grad_mults_for_model
 from repopt_tf.scales import scales_from_state_dict
 
 CLASSES, SHAPE = 10, (28, 28, 1)
-
-
-@pytest.fixture
-def family():
-    """The family registered for one test (importing it registers it),
-    then taken out so that other tests see the built-in families only."""
-    import third_family
-
-    register_family(third_family.FAMILY)  # again after an earlier teardown
-    yield third_family
-    FAMILIES.pop(third_family.FAMILY.name)
 
 
 def _torch_state(widths, channels, rng):
@@ -63,19 +50,19 @@ def _searched_scales(widths, rng):
     }
 
 
-def test_it_is_listed_built_and_known_by_its_identity(family):
+def test_it_is_listed_built_and_known_by_its_identity(third_family):
     assert {"twostage_tiny", "twostage_wide"} <= set(list_models())
     model = build_model("twostage_tiny", CLASSES, SHAPE)
     model.name = "renamed"  # identity, not the name, says what it is
-    assert variant_of(model) == (family.FAMILY, "twostage_tiny")
+    assert variant_of(model) == (third_family.FAMILY, "twostage_tiny")
     assert model.output_shape == (None, CLASSES)
     with pytest.raises(ValueError, match="kind must be one of"):
         build_model("twostage_tiny", CLASSES, SHAPE, kind="hs")
 
 
-def test_its_scale_files_give_grad_mults_and_the_initial_kernels(family):
+def test_its_scale_files_give_grad_mults_and_the_initial_kernels(third_family):
     rng = np.random.default_rng(0)
-    widths = family.VARIANTS["twostage_tiny"]["widths"]
+    widths = third_family.VARIANTS["twostage_tiny"]["widths"]
     blocks = scales_from_state_dict(_searched_scales(widths, rng))
     assert [b["conv"].size for b in blocks] == list(widths)
     assert all(b["identity"] is None for b in blocks)  # stride 2: none
@@ -98,7 +85,7 @@ def test_its_scale_files_give_grad_mults_and_the_initial_kernels(family):
         scales_from_state_dict(incomplete)
 
 
-def test_a_checkpoint_in_its_own_layout_loads(family):
+def test_a_checkpoint_in_its_own_layout_loads(third_family):
     rng = np.random.default_rng(1)
     state = _torch_state((16, 32), 1, rng)
     model, report = model_from_state_dict(state, image_size=28)
@@ -123,7 +110,7 @@ def test_a_checkpoint_in_its_own_layout_loads(family):
         load_state_dict(build_model("twostage_wide", CLASSES, SHAPE), state)
 
 
-def test_a_repoptsgd_step_scales_the_plain_sgd_step_by_the_mults(family):
+def test_a_repoptsgd_step_scales_the_plain_sgd_step_by_the_mults(third_family):
     """One step from the same weights and batch: RepOptSGD's kernel update
     is SGD's times the Grad Mult (no momentum, no decay)."""
     rng = np.random.default_rng(2)
@@ -153,7 +140,7 @@ def test_a_repoptsgd_step_scales_the_plain_sgd_step_by_the_mults(family):
     )
 
 
-def test_configs_reach_it_by_its_names(family):
+def test_configs_reach_it_by_its_names(third_family):
     config = quickstart.get_config("twostage")
     assert (config.model, config.train.weight_decay) == ("twostage_tiny", 1e-4)
     config = fashion_mnist.get_config("two_baseline_sgd")
@@ -162,7 +149,7 @@ def test_configs_reach_it_by_its_names(family):
         quickstart.get_config("fourstage")
 
 
-def test_it_exports_to_a_full_integer_model(family, tmp_path):
+def test_it_exports_to_a_full_integer_model(third_family, tmp_path):
     keras.utils.set_random_seed(0)
     train = load_source("fashion_mnist", "train", limit=256)
     test = load_source("fashion_mnist", "test", limit=200)

@@ -16,6 +16,9 @@ from repopt_tf.checkpoints.state_files import is_state_dict_file
 from repopt_tf.checkpoints.state_files import read_state_dict
 from repopt_tf.checkpoints.torch_file import UnsafeCheckpointError
 from repopt_tf.checkpoints.torch_file import read_torch_file
+from repopt_tf.models.api import set_weights_loader
+
+set_weights_loader(load_weights)  # build_model(weights=...) reads files
 
 __all__ = [
     "LoadReport",

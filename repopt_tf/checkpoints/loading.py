@@ -25,6 +25,7 @@ from repopt_tf.finite import check_model_finite
 from repopt_tf.models.api import build_model
 from repopt_tf.models.api import fuse_repvgg
 from repopt_tf.models.registry import FAMILIES
+from repopt_tf.models.registry import family_of
 from repopt_tf.models.registry import registered_layouts
 
 
@@ -159,7 +160,7 @@ def model_from_state_dict(
         kind=form.kind,
     )
     report = load_state_dict(model, state, source=source)
-    if fuse and form.kind in ("repvgg", "repghost"):
+    if fuse and form.kind == family_of(variant).branch_kind:
         model = fuse_repvgg(model)
     return model, report
 

@@ -12,6 +12,17 @@ from repopt_tf.models.family import ConvBlocks
 from repopt_tf.models.registry import family_of
 from repopt_tf.models.registry import variant_of
 
+# What reads a weights file into a model: `repopt_tf.checkpoints` (which
+# depends on this module) plugs its `load_weights` in when imported.
+_weights_loader = None
+
+
+def set_weights_loader(loader):
+    """Sets the function `build_model(weights=...)` calls as
+    `loader(model, path)` (`repopt_tf.checkpoints.load_weights`)."""
+    global _weights_loader
+    _weights_loader = loader
+
 
 def block_handler(model, layer_pattern=None):
     """The block handler for `model`: `ConvBlocks(layer_pattern)` when a
@@ -84,10 +95,7 @@ def build_model(
         )
     model = family.build(name, num_classes, tuple(input_shape), kind, **options)
     if weights is not None:
-        # Imported here: repopt_tf.checkpoints maps onto these models.
-        from repopt_tf.checkpoints import load_weights
-
-        load_weights(model, weights)
+        _weights_loader(model, weights)
     return model
 
 

@@ -16,6 +16,7 @@ from repopt_tf.models import list_models
 from repopt_tf.models.rpg import MODES as RPG_MODES
 from repopt_tf.models.rpg import SCHEMES as RPG_SCHEMES
 from repopt_tf.optimizers.grad_mult import saved_grad_mults
+from repopt_tf.scales import list_presets
 from repopt_tf.scales import load_scales
 from repopt_tf.training.recipe import JIT_MODES
 from repopt_tf.training.recipe import PRECISIONS
@@ -167,8 +168,8 @@ def _cross_field_problems(config):
         and not saved_grad_mults(config.init_checkpoint)
     ):
         problems.append(
-            "target mode needs --config.scales: a preset (repopt_vgg_b1, "
-            "repopt_ghostnet_0_5x, ...) or the scales.npz of an hs run; or "
+            "target mode needs --config.scales: a preset ("
+            f"{', '.join(list_presets())}) or the scales.npz of an hs run; or "
             "--config.init_checkpoint=a target model.keras, whose Grad "
             "Mults are reused"
         )
