@@ -23,6 +23,7 @@ writes it for people):
 - a plot of the activation bytes alive at each op along the depth.
 """
 
+import functools
 import platform
 from pathlib import Path
 
@@ -194,17 +195,9 @@ def deploy_check(
     path = Path(path)
     content = path.read_bytes()
     images = np.asarray(images, np.float32)
-    if not len(images):
-        raise ValueError("deploy_check needs at least one image.")
-    if labels is None and fp32_outputs is None:
-        raise ValueError("deploy_check needs labels or fp32_outputs.")
     if fp32_outputs is not None:
         fp32_outputs = _flat(np.asarray(fp32_outputs))
-    available = micro.micro_available()
-    if run_micro and not available:
-        raise ValueError(
-            f"The TFLM check needs the tflite-micro package: {micro.INSTALL_HINT}."
-        )
+    available = _check_request(images, labels, fp32_outputs, run_micro)
     graph = TFLiteGraph(content)
     plan = graph.activation_plan()
     flags = _flags(graph, plan)
@@ -216,40 +209,10 @@ def deploy_check(
         "xnnpack": _probe_rss(path, True),
         "reference": _probe_rss(path, False),
     }
-    xnnpack = TFLiteModel(content)
-    if xnnpack.xnnpack_error:
-        flags.append(
-            {
-                "kind": "xnnpack_refused",
-                "message": f"XNNPACK refuses the model ({xnnpack.xnnpack_error})"
-                ": LiteRT falls back to its slower builtin kernels",
-            }
-        )
-        log(f"deploy check: {flags[-1]['message']}")
-    images_q = quantize(images, xnnpack.input_detail)
-    xnnpack_raw = _flat(xnnpack(images, raw=True))
-    accuracy = {
-        "images": len(images),
-        "xnnpack": _top1(xnnpack_raw, labels, fp32_outputs),
-    }
-    reference_raw = None
-    if "error" in rss["reference"]:
-        accuracy["reference"] = {"error": rss["reference"]["error"]}
-        log(f"deploy check: {rss['reference']['error']}")
-    else:
-        reference = TFLiteModel(content, reference=True)
-        reference_raw = _flat(reference(images, raw=True))
-        accuracy["reference"] = _top1(reference_raw, labels, fp32_outputs)
-        accuracy["xnnpack_vs_reference"] = _differences(
-            xnnpack_raw, reference_raw
-        )
-        log(
-            "XNNPACK vs reference kernels: max {max_lsb} LSB, top-1 differs "
-            "on {top1_disagreement:.2%} of images".format(
-                **accuracy["xnnpack_vs_reference"]
-            )
-        )
-
+    score = functools.partial(_top1, labels=labels, fp32_outputs=fp32_outputs)
+    xnnpack, accuracy, reference_raw = _litert_accuracy(
+        content, images, score, rss, flags, log
+    )
     if run_micro is False or not available:
         tflm = {
             "skipped": "not installed: " + micro.INSTALL_HINT
@@ -257,6 +220,7 @@ def deploy_check(
             else "switched off (--nodeploy_check)"
         }
     else:
+        images_q = quantize(images, xnnpack.input_detail)
         tflm = _micro_section(
             path,
             content,
@@ -268,10 +232,83 @@ def deploy_check(
             xnnpack.batch,
         )
         if tflm.get("loads"):
-            accuracy["micro"] = _top1(tflm.pop("outputs"), labels, fp32_outputs)
+            accuracy["micro"] = score(tflm.pop("outputs"))
+    section = {
+        "ops": graph.op_inventory(),
+        "op_count": len(graph.ops),
+        "flags": flags,
+        "micro": tflm,
+        "accuracy": accuracy,
+        "memory": _memory(content, graph, plan, rss, tflm),
+        "latency_host": _host_latency(
+            content, images[0], threads, latency_runs, reference_raw, tflm
+        ),
+        "batch": xnnpack.batch,
+        "host": host_build(),
+    }
+    if plot_path:
+        # Named, not a path: the plot sits beside the report it is in.
+        section["plot"] = Path(activation_plot(plan, plot_path, path.stem)).name
+    return section
 
+
+def _check_request(images, labels, fp32_outputs, run_micro):
+    """Whether TFLM is installed, after refusing a request that cannot run.
+
+    Raises:
+        ValueError: no images, nothing to score against, or TFLM asked for
+            without the package.
+    """
+    if not len(images):
+        raise ValueError("deploy_check needs at least one image.")
+    if labels is None and fp32_outputs is None:
+        raise ValueError("deploy_check needs labels or fp32_outputs.")
+    available = micro.micro_available()
+    if run_micro and not available:
+        raise ValueError(
+            f"The TFLM check needs the tflite-micro package: {micro.INSTALL_HINT}."
+        )
+    return available
+
+
+def _litert_accuracy(content, images, score, rss, flags, log):
+    """`(XNNPACK model, accuracy dict, reference kernels' raw outputs or
+    None)`: top-1 under XNNPACK and the reference kernels (when their probe
+    loaded), and how far the two differ. A model XNNPACK refuses adds a
+    flag."""
+    xnnpack = TFLiteModel(content)
+    if xnnpack.xnnpack_error:
+        flags.append(
+            {
+                "kind": "xnnpack_refused",
+                "message": f"XNNPACK refuses the model ({xnnpack.xnnpack_error})"
+                ": LiteRT falls back to its slower builtin kernels",
+            }
+        )
+        log(f"deploy check: {flags[-1]['message']}")
+    xnnpack_raw = _flat(xnnpack(images, raw=True))
+    accuracy = {"images": len(images), "xnnpack": score(xnnpack_raw)}
+    if "error" in rss["reference"]:
+        accuracy["reference"] = {"error": rss["reference"]["error"]}
+        log(f"deploy check: {rss['reference']['error']}")
+        return xnnpack, accuracy, None
+    reference = TFLiteModel(content, reference=True)
+    reference_raw = _flat(reference(images, raw=True))
+    accuracy["reference"] = score(reference_raw)
+    accuracy["xnnpack_vs_reference"] = _differences(xnnpack_raw, reference_raw)
+    log(
+        "XNNPACK vs reference kernels: max {max_lsb} LSB, top-1 differs "
+        "on {top1_disagreement:.2%} of images".format(
+            **accuracy["xnnpack_vs_reference"]
+        )
+    )
+    return xnnpack, accuracy, reference_raw
+
+
+def _memory(content, graph, plan, rss, tflm):
+    """File, weights, activation peak, LiteRT RSS and TFLM arena bytes."""
     inside, outside = graph.weights_bytes()
-    memory = {
+    return {
         "file_bytes": len(content),
         "weights_bytes": inside,
         "weights_outside_flatbuffer_bytes": outside,
@@ -282,6 +319,11 @@ def deploy_check(
         },
         "tflm_arena_bytes": tflm.get("arena", {}).get("arena_bytes"),
     }
+
+
+def _host_latency(content, image, threads, runs, reference_raw, tflm):
+    """Latency rows: TFLM (when it ran), then per thread count the
+    reference kernels (when they load) and XNNPACK."""
     timings = []
     if tflm.get("loads"):
         timings.append({"runtime": "TFLM", "threads": 1, **tflm["latency"]})
@@ -292,31 +334,17 @@ def deploy_check(
         for name, reference in kernels:
             timing = latency(
                 content,
-                images[0],
+                image,
                 count,
                 reference=reference,
                 warmup=2,
-                runs=latency_runs,
+                runs=runs,
                 budget_s=10,
             )
             if not (reference or timing["xnnpack"]):
                 name = "LiteRT builtin (XNNPACK refused)"
             timings.append({"runtime": name, **timing})
-    section = {
-        "ops": graph.op_inventory(),
-        "op_count": len(graph.ops),
-        "flags": flags,
-        "micro": tflm,
-        "accuracy": accuracy,
-        "memory": memory,
-        "latency_host": timings,
-        "batch": xnnpack.batch,
-        "host": host_build(),
-    }
-    if plot_path:
-        # Named, not a path: the plot sits beside the report it is in.
-        section["plot"] = Path(activation_plot(plan, plot_path, path.stem)).name
-    return section
+    return timings
 
 
 def _flags(graph, plan):

@@ -53,47 +53,48 @@ def activation_plot(plan, path, title=""):
 
 def deploy_markdown(section):
     """The deploy section of `export_report.md`."""
-    tflm, memory, accuracy = (
-        section["micro"],
-        section["memory"],
-        section["accuracy"],
-    )
-    lines = ["## Deploy check", ""]
-    if not tflm.get("loads"):
-        lines.append(f"TFLite Micro: {micro_status(tflm)}.")
-    else:
-        vs, first = tflm["vs_reference"], tflm["first_difference"]
-        if vs and not tflm["bit_exact"]:
-            detail = (
-                f" (up to {vs['max_lsb']} LSB on "
-                f"{100 * vs['outputs_differing']:.2f}% of outputs, top-1 "
-                f"differs on {100 * vs['top1_disagreement']:.2f}% of images"
-                + (
-                    f"; first at {first['op']} #{first['index']}"
-                    if first
-                    else ""
-                )
-                + ")"
-            )
-        else:
-            detail = ""
-        lines.append(
-            f"TFLite Micro {tflm['version']} ({tflm['build']}): loads, runs, "
-            f"{micro_status(tflm)}{detail} on {tflm['images']} images. "
-            f"Smallest working arena {tflm['arena']['arena_bytes']:,} B (one "
-            f"byte less fails); TFLM reports head "
-            f"{tflm['arena']['head_bytes']:,} B + tail "
-            f"{tflm['arena']['tail_bytes']:,} B once allocated (the tail, "
-            "structs and pointers, is smaller on a 32-bit MCU)."
-        )
+    lines = ["## Deploy check", "", _micro_line(section["micro"])]
     lines += ["", "Flags:", ""]
     lines += [f"- {f['message']}" for f in section["flags"]] or ["- none"]
     inventory = ", ".join(
         f"{o['op']} v{o['version']} x{o['count']}" for o in section["ops"]
     )
     lines += ["", f"Ops ({section['op_count']}): {inventory}.", ""]
+    lines += _accuracy_lines(section["accuracy"])
+    lines += _memory_lines(section["memory"])
+    lines += _latency_lines(section)
+    if section.get("plot"):
+        lines += ["", f"![activation memory]({Path(section['plot']).name})"]
+    return "\n".join(lines + [""])
 
-    lines += [
+
+def _micro_line(tflm):
+    """What TFLite Micro did with the model, in one paragraph."""
+    if not tflm.get("loads"):
+        return f"TFLite Micro: {micro_status(tflm)}."
+    vs, first = tflm["vs_reference"], tflm["first_difference"]
+    detail = ""
+    if vs and not tflm["bit_exact"]:
+        detail = (
+            f" (up to {vs['max_lsb']} LSB on "
+            f"{100 * vs['outputs_differing']:.2f}% of outputs, top-1 "
+            f"differs on {100 * vs['top1_disagreement']:.2f}% of images"
+            + (f"; first at {first['op']} #{first['index']}" if first else "")
+            + ")"
+        )
+    return (
+        f"TFLite Micro {tflm['version']} ({tflm['build']}): loads, runs, "
+        f"{micro_status(tflm)}{detail} on {tflm['images']} images. "
+        f"Smallest working arena {tflm['arena']['arena_bytes']:,} B (one "
+        f"byte less fails); TFLM reports head "
+        f"{tflm['arena']['head_bytes']:,} B + tail "
+        f"{tflm['arena']['tail_bytes']:,} B once allocated (the tail, "
+        "structs and pointers, is smaller on a 32-bit MCU)."
+    )
+
+
+def _accuracy_lines(accuracy):
+    lines = [
         f"int8 top-1 on {accuracy['images']} images:",
         "",
         "| kernels | int8 |",
@@ -111,7 +112,11 @@ def deploy_markdown(section):
             f"{100 * vs['outputs_differing']:.2f}% of outputs differ, top-1 "
             f"differs on {100 * vs['top1_disagreement']:.2f}% of images.",
         ]
-    lines += [
+    return lines
+
+
+def _memory_lines(memory):
+    lines = [
         "",
         "Memory bill:",
         "",
@@ -126,10 +131,10 @@ def deploy_markdown(section):
             f"{memory['weights_outside_flatbuffer_bytes']:,} |"
         )
     rss = memory["litert_peak_rss_bytes"]
-    lines += [
+    lines.append(
         f"| peak activations, planned ({memory['peak_op']}) | "
-        f"{memory['peak_activation_bytes']:,} |",
-    ]
+        f"{memory['peak_activation_bytes']:,} |"
+    )
     for kernels, label in (
         ("xnnpack", "XNNPACK"),
         ("reference", "reference kernels"),
@@ -142,7 +147,11 @@ def deploy_markdown(section):
         lines.append(
             f"| TFLM arena (smallest) | {memory['tflm_arena_bytes']:,} |"
         )
-    lines += [
+    return lines
+
+
+def _latency_lines(section):
+    lines = [
         "",
         f"Latency on this host ({section['host']}; a device is slower), "
         f"per invoke of batch {section.get('batch', 1)}, ms:",
@@ -155,9 +164,7 @@ def deploy_markdown(section):
             f"| {t['runtime']} | {t['threads']} | {t['median_ms']:.3f} | "
             f"{t['p90_ms']:.3f} | {t['runs']} |"
         )
-    if section.get("plot"):
-        lines += ["", f"![activation memory]({Path(section['plot']).name})"]
-    return "\n".join(lines + [""])
+    return lines
 
 
 def describe_top1(result):

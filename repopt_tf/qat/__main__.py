@@ -56,21 +56,8 @@ def main(argv):
     from repopt_tf.quiet import quiet_logs
 
     quiet_logs(FLAGS.verbose)
-    from repopt_tf.atomic import write_bytes
-    from repopt_tf.atomic import write_text
-    from repopt_tf.data import make_dataset
-    from repopt_tf.data import representative_images
-    from repopt_tf.data import steps_per_epoch
-    from repopt_tf.data import take
-    from repopt_tf.evaluation import keras_accuracy
-    from repopt_tf.export import check_full_integer
-    from repopt_tf.export import convert_int8
-    from repopt_tf.export import tflite_accuracy
     from repopt_tf.qat import tf_keras_twin
     from repopt_tf.qat import weights_equal
-    from repopt_tf.qat.finetune import convert_qat_int8
-    from repopt_tf.qat.finetune import float_finetune
-    from repopt_tf.qat.finetune import quantize_aware_finetune
 
     try:
         model_path, model, train, test, output_dir = load_trained_model(
@@ -86,6 +73,28 @@ def main(argv):
             file=sys.stderr,
         )
         return 1
+    _qat_study(model_path, model, twin, train, test, output_dir)
+    return 0
+
+
+def _qat_study(model_path, model, twin, train, test, output_dir):
+    """Fine-tunes with fake quantization and without, converts, measures
+    fp32 / PTQ int8 / QAT int8 and writes the report and the model."""
+    from repopt_tf.atomic import write_bytes
+    from repopt_tf.atomic import write_text
+    from repopt_tf.data import make_dataset
+    from repopt_tf.data import representative_images
+    from repopt_tf.data import steps_per_epoch
+    from repopt_tf.data import take
+    from repopt_tf.evaluation import keras_accuracy
+    from repopt_tf.export import check_full_integer
+    from repopt_tf.export import convert_int8
+    from repopt_tf.export import tflite_accuracy
+    from repopt_tf.qat import tf_keras_twin
+    from repopt_tf.qat.finetune import convert_qat_int8
+    from repopt_tf.qat.finetune import float_finetune
+    from repopt_tf.qat.finetune import quantize_aware_finetune
+
     _, size, _, channels = model.input_shape
     if FLAGS.train_limit:
         train = take(train, FLAGS.train_limit)
@@ -148,7 +157,6 @@ def main(argv):
     write_text(output_dir / "qat_report.md", qat_table(report) + "\n")
     print(qat_table(report))
     print(f"[qat] wrote {output_dir}/model_int8_qat.tflite")
-    return 0
 
 
 def qat_table(report):
