@@ -1,12 +1,12 @@
 """Model families, their forms and block handlers.
 
 Each family is a folder that registers itself (`repopt_tf.models.registry`):
-`repopt_vgg` (RepOpt-VGG and RepVGG) and `repopt_ghostnet` (RepOpt-GhostNet
-and RepGhostNet) are imported here, after the entry points they use.
+importing `repopt_vgg` (RepOpt-VGG and RepVGG) and `repopt_ghostnet`
+(RepOpt-GhostNet and RepGhostNet) here registers the built-in families.
 """
 
 from repopt_tf.models import repopt_ghostnet
-from repopt_tf.models import repopt_vgg  # noqa: I001 (registers, then ghostnet)
+from repopt_tf.models import repopt_vgg
 from repopt_tf.models.api import block_convs
 from repopt_tf.models.api import build_model
 from repopt_tf.models.api import extract_scales
