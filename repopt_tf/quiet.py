@@ -18,15 +18,22 @@ import warnings
 
 @contextlib.contextmanager
 def quiet(verbose=False):
-    """Sends fd 1 and 2 to /dev/null and ignores Python warnings, unless
-    `verbose` (C++ prints are silenced too)."""
+    """Sends fd 1 and 2 and Python's `sys.stdout` / `sys.stderr` to
+    /dev/null and ignores Python warnings, unless `verbose` (C++ prints are
+    silenced too, and so are Python prints where stdout is not fd 1)."""
     if verbose:
         yield
         return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "wb") as devnull, warnings.catch_warnings():
+    with (
+        open(os.devnull, "wb") as devnull,
+        open(os.devnull, "w") as text,
+        contextlib.redirect_stdout(text),
+        contextlib.redirect_stderr(text),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         os.dup2(devnull.fileno(), 1)
         os.dup2(devnull.fileno(), 2)

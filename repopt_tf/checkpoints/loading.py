@@ -68,16 +68,45 @@ def is_torch_checkpoint(path):
 
 
 def load_weights(model, path, ema=False, skip_head=False):
-    """Loads `path` into `model` and returns a `LoadReport`.
+    """Loads a weights file into a model and says what it loaded.
+
+    A state dict (`.pth`, `.pt`, `.pth.tar` or `.safetensors`, read without
+    torch) is mapped onto the model by its family's layouts (the authors' and
+    timm's names, `ModelFamily.layouts`) strictly: every key must map, shapes
+    must fit, conv weights `(Cout, Cin, kh, kw)` become `(kh, kw, Cin, Cout)`.
+    A `.keras` model is copied layer by layer by name; `.weights.h5` are Keras
+    weights of the same architecture. Non-finite values are refused.
 
     Args:
-        model: a model from `build_model` (for `.pth`: of the file's kind).
-        path: a `.pth`, `.keras` or `.weights.h5` file.
+        model: a model from `build_model` (for a state dict: of the file's
+            kind).
+        path: a `.pth`, `.safetensors`, `.keras` or `.weights.h5` file.
         ema: read the checkpoint's `ema` weights instead of `model` (`.pth`).
         skip_head: keep the model's classifier as built (other classes).
 
+    Returns:
+        A `LoadReport`: source, form, tensors and values loaded, whether the
+        head was skipped.
+
     Raises:
-        FileNotFoundError, ValueError: with a message naming what does not fit.
+        FileNotFoundError: no such file.
+        ValueError: with a message naming what does not fit (missing or
+            unexpected keys, a shape, the form, NaN/inf).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from repopt_tf import build_model, load_weights
+        >>> source = build_model("repopt_vgg_tiny", 10, (32, 32, 3))
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.weights.h5"
+        >>> source.save_weights(path)
+        >>> report = load_weights(build_model("repopt_vgg_tiny", 10, (32, 32, 3)), path)
+        >>> report.form, report.tensors
+        ('Keras weights', 32)
+
+    References:
+        The authors' checkpoints: https://github.com/DingXiaoH/RepOptimizers
+        (Ding et al., 2023, https://arxiv.org/abs/2205.15242); timm's RepVGG
+        and RepGhostNet: https://github.com/huggingface/pytorch-image-models.
     """
     path = Path(path)
     if not path.is_file():

@@ -76,7 +76,8 @@ def convert_int8(model, representative_images, verbose=False, per_channel=True):
         ValueError: when an op has no int8 kernel (the converter's message
             names it).
     """
-    converter = int8_converter(model, representative_images, per_channel)
+    with quiet(verbose):  # Keras prints the SavedModel it exports
+        converter = int8_converter(model, representative_images, per_channel)
     try:
         with quiet(verbose):
             return converter.convert()

@@ -191,6 +191,24 @@ def deploy_check(
 
     Raises:
         ValueError: `run_micro=True` without the package, or no images.
+
+    Example:
+        >>> import pathlib, tempfile, numpy as np
+        >>> from repopt_tf import build_model, deploy_check
+        >>> from repopt_tf.export import convert_int8
+        >>> model = build_model("repopt_vgg_tiny", 10, (28, 28, 1))
+        >>> rng = np.random.default_rng(0)
+        >>> images = rng.uniform(0, 255, (8, 28, 28, 1)).astype(np.float32)
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "model_int8.tflite"
+        >>> _ = path.write_bytes(convert_int8(model, images[:4]))
+        >>> section = deploy_check(path, images, labels=np.zeros(8, int),
+        ...     run_micro=False, threads=(1,), latency_runs=2, log=lambda m: None)
+        >>> section["memory"]["peak_activation_bytes"] > 0, section["batch"]
+        (True, 1)
+
+    References:
+        David et al., 2021, "TensorFlow Lite Micro: Embedded Machine
+        Learning on TinyML Systems", https://arxiv.org/abs/2010.08678.
     """
     path = Path(path)
     content = path.read_bytes()

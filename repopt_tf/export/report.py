@@ -79,6 +79,26 @@ def export_model(
 
     Raises:
         ValueError: a model or setting that cannot be exported, named.
+
+    Example:
+        >>> import tempfile
+        >>> from repopt_tf import build_model, export_model
+        >>> from repopt_tf.data import load_source
+        >>> model = build_model("repopt_vgg_tiny", 10, (28, 28, 1))
+        >>> train = load_source("fashion_mnist", "train", limit=64)
+        >>> test = load_source("fashion_mnist", "test", limit=32)
+        >>> report = export_model(model, train, test, tempfile.mkdtemp(),
+        ...     log=lambda line: None, representative=16, latency_runs=2,
+        ...     threads=(1,), deploy_images=0)
+        >>> report["full_integer"], report["outputs"][0]["classifier"]
+        (True, True)
+
+    References:
+        Jacob et al., 2018, "Quantization and Training of Neural Networks
+        for Efficient Integer-Arithmetic-Only Inference",
+        https://arxiv.org/abs/1712.05877 (the int8 scheme TFLite uses);
+        Ding et al., 2023, Sec. 4.4 (RepOpt-VGG's int8 accuracy),
+        https://arxiv.org/abs/2205.15242.
     """
     options = dataclasses.replace(options or ExportOptions(), **settings)
     model = exportable(model, log)

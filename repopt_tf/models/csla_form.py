@@ -47,11 +47,42 @@ from repopt_tf.models.family import no_match_error
 
 
 def csla_form(model, layer_pattern, scale_init=1.0):
-    """The hyper-search (CSLA) form of `model` (see the module docstring).
+    """The hyper-search (CSLA) form of your own network.
+
+    Every 3x3 `Conv2D` whose name fully matches `layer_pattern` becomes
+    `y = s * conv3x3(x) + t * conv1x1(x) (+ gamma * x)` and every matching 3x3
+    `DepthwiseConv2D` `y = t * dwconv3x3(x) (+ s * x)`, with trainable
+    per-channel scales (module docstring); everything else is copied with
+    fresh weights. Train it on the search data set, then `extract_scales`,
+    `reinitialize` and `grad_mults_for_model` give your plain network
+    RepOpt's training.
+
+    Args:
+        model: a functional (or Sequential) Keras model.
+        layer_pattern: regex (full match) of the block convs' names.
+        scale_init: initial value of the conv and 1x1 scales.
+
+    Returns:
+        A new functional model (the search model).
 
     Raises:
         ValueError: when no 3x3 conv matches, or a match is dilated or
             grouped (no 1x1 / identity counterpart).
+
+    Example:
+        >>> import keras
+        >>> from repopt_tf import csla_form, extract_scales
+        >>> x = keras.Input((16, 16, 3))
+        >>> y = keras.layers.Conv2D(8, 3, padding="same", name="b1_conv")(x)
+        >>> y = keras.layers.Conv2D(8, 3, padding="same", name="b2_conv")(y)
+        >>> net = keras.Model(x, keras.layers.GlobalAveragePooling2D()(y))
+        >>> hs = csla_form(net, "b[12]_conv")
+        >>> [sorted(k for k, v in b.items() if v is not None)
+        ...  for b in extract_scales(hs, "b[12]_conv")]
+        [['1x1', 'conv'], ['1x1', 'conv', 'identity']]
+
+    References:
+        Ding et al., 2023, Sec. 3.2, Eq. 1, https://arxiv.org/abs/2205.15242.
     """
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs, model.outputs, name=model.name)

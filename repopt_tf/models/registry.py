@@ -31,6 +31,12 @@ def register_family(family):
         >>> from repopt_tf.models.registry import FAMILIES
         >>> sorted(FAMILIES)
         ['repopt_ghostnet', 'repopt_vgg']
+
+    References:
+        timm's `@register_model`, the pattern followed here:
+        https://github.com/huggingface/pytorch-image-models
+        (`timm/models/_registry.py`); a whole family registered from
+        outside the package: tests/third_family.py.
     """
     instance = family() if isinstance(family, type) else family
     if not instance.name or not instance.variants:
@@ -52,7 +58,22 @@ def register_family(family):
 
 
 def list_models():
-    """Names accepted by `build_model`, over every registered family."""
+    """Names accepted by `build_model`, over every registered family.
+
+    Returns:
+        A sorted list of variant names (`repopt_vgg_*`, `repvgg_*`,
+        `repopt_ghostnet_*`, and any family registered with
+        `register_family`).
+
+    Example:
+        >>> from repopt_tf import list_models
+        >>> "repopt_vgg_b1" in list_models(), "repopt_ghostnet_0_5x" in list_models()
+        (True, True)
+
+    References:
+        Ding et al., 2023, Table 1 (the RepOpt-VGG variants),
+        https://arxiv.org/abs/2205.15242.
+    """
     return sorted(
         name for family in FAMILIES.values() for name in family.variants
     )

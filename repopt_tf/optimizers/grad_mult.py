@@ -19,13 +19,44 @@ from repopt_tf.models.registry import variant_of
 def grad_mult(scale_conv, scale_1x1, has_identity, in_channels, power=2):
     """Returns the Grad Mult of one RepOpt block as a `(3, 3, Cin, Cout)` array.
 
+    The rule (Ding et al., Eq. 3): a block whose imaginary CSLA form is
+    `s * conv3x3(x) + t * conv1x1(x) (+ x)` with per-output-channel constants
+    `s`, `t` trains exactly like one 3x3 conv whose gradient is multiplied by
+
+        M[:, :, i, j] = s_j**p                         off the centre tap,
+        M[1, 1, i, j] = s_j**p + t_j**p (+ 1 if i == j, with identity),
+
+    `p = 2` for SGD (`RepOptSGD`) and `p = 1` for AdamW (`RepOptAdamW`).
+
     Args:
         scale_conv: vector `s` of length Cout (3x3 branch scales).
-        scale_1x1: vector `t` of length Cout (1x1 branch scales).
+        scale_1x1: vector `t` of length Cout (1x1 branch scales), or None for a
+            block without a 1x1 branch.
         has_identity: whether the block has an identity branch (requires
-            `in_channels == Cout`).
+            `in_channels == Cout` and stride 1).
         in_channels: number of input channels Cin.
         power: 2 for SGD-type rules, 1 for AdamW.
+
+    Returns:
+        A float32 numpy array of shape `(3, 3, in_channels, Cout)`.
+
+    Raises:
+        ValueError: lengths that differ, `has_identity` with Cin != Cout, or a
+            power other than 1 or 2.
+
+    Example:
+        >>> import numpy as np
+        >>> from repopt_tf import grad_mult
+        >>> M = grad_mult(np.array([2.0, 3.0]), np.array([1.0, 1.0]), True, 2)
+        >>> M.shape
+        (3, 3, 2, 2)
+        >>> float(M[0, 0, 0, 1]), float(M[1, 1, 0, 0]), float(M[1, 1, 0, 1])
+        (9.0, 6.0, 10.0)
+
+    References:
+        Ding et al., 2023, "Re-parameterizing Your Optimizers rather than
+        Architectures", ICLR, https://arxiv.org/abs/2205.15242 (Sec. 3.2,
+        Eq. 3).
     """
     return csla_grad_mult(
         scale_conv, scale_1x1, has_identity, in_channels, power
@@ -36,17 +67,40 @@ def grad_mults_for_model(model, blocks, layer_pattern=None, power=2):
     """Builds `{variable.path: M}` for the re-parameterised convs of a model.
 
     The block convs are the family's for a `build_model` model (RepOpt-VGG's
-    3x3 convs, RepOpt-GhostNet's depthwise cheap operations), else the
-    `Conv2D` and `DepthwiseConv2D` layers with a 3x3 kernel whose name fully
-    matches `layer_pattern` (default: every one; none is an error). They
-    are taken in model order and paired with `blocks`, a list in the format of
-    `repopt_tf.scales.load_scales`: one dict per block with keys `"conv"`,
-    `"1x1"` and `"identity"` (a vector, or None when the block has no such
-    branch). The result feeds `RepOptSGD(grad_mults=...)`.
+    3x3 convs, RepOpt-GhostNet's depthwise cheap operations, a registered
+    family's), else the `Conv2D` and `DepthwiseConv2D` layers with a 3x3
+    kernel whose name fully matches `layer_pattern` (default: every one; none
+    is an error). They are taken in model order and paired with `blocks`, a
+    list in the format of `load_scales`: one dict per block with keys
+    `"conv"`, `"1x1"` and `"identity"` (a vector, or None when the block has
+    no such branch). Each `M` is `grad_mult` of its block, in the variable's
+    own layout.
+
+    Args:
+        model: a Keras model.
+        blocks: the scales, one dict per block (`load_scales` format).
+        layer_pattern: regex (full match) naming the block convs of a model of
+            no registered family; None: the family's, else every 3x3 conv.
+        power: 2 for `RepOptSGD`, 1 for `RepOptAdamW`.
+
+    Returns:
+        A dict `{kernel variable path: array}` for `RepOptSGD(grad_mults=...)`.
 
     Raises:
-        ValueError: naming the block, when the number of matched layers,
-            a width, or the presence of an identity branch does not fit.
+        ValueError: naming the block, when the number of matched layers, a
+            width, or the presence of an identity branch does not fit.
+
+    Example:
+        >>> from repopt_tf import build_model, extract_scales, grad_mults_for_model
+        >>> hs = build_model("repopt_vgg_tiny", 10, (32, 32, 3), kind="hs")
+        >>> blocks = extract_scales(hs)  # the scales of a hyper-search model
+        >>> plain = build_model("repopt_vgg_tiny", 10, (32, 32, 3))
+        >>> mults = grad_mults_for_model(plain, blocks)
+        >>> len(mults), mults["stage2_block1_conv/kernel"].shape
+        (6, (3, 3, 16, 16))
+
+    References:
+        Ding et al., 2023, https://arxiv.org/abs/2205.15242 (Sec. 3.2).
     """
     handler = ConvBlocks(layer_pattern or r".*")
     if layer_pattern is None:

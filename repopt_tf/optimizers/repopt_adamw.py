@@ -48,8 +48,12 @@ class RepOptAdamW(GradMultMixin, keras.optimizers.AdamW):
     Returns:
         A Keras optimizer, for `model.compile(optimizer=...)`.
 
+    Raises:
+        ValueError: as `RepOptSGD` (a mult's shape, variable or values).
+
     Example:
         >>> import keras, numpy as np
+        >>> from repopt_tf import RepOptAdamW
         >>> w = keras.Variable(np.ones((2, 2), np.float32), name="kernel")
         >>> opt = RepOptAdamW(0.1, grad_mults={w.path: np.full((2, 2), 2.0)})
         >>> _ = opt.apply_gradients([(np.ones((2, 2), np.float32), w)])

@@ -54,14 +54,25 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
     Returns:
         A Keras optimizer, for `model.compile(optimizer=...)`.
 
-    Example:
+    Raises:
+        ValueError: a mult whose shape differs from its variable's, a mult
+            for no variable of the model, NaN/inf in a mult, or `clipnorm`
+            / `clipvalue` with mults.
 
-    ```python
-    M = grad_mult(s, t, has_identity=True, in_channels=64)
-    opt = RepOptSGD(0.1, momentum=0.9, nesterov=True, weight_decay=4e-5,
-                    grad_mults={"block1_conv/kernel": M})
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
-    ```
+    Example:
+        >>> import keras, numpy as np
+        >>> from repopt_tf import RepOptSGD
+        >>> w = keras.Variable(np.ones((2, 2), np.float32), name="kernel")
+        >>> opt = RepOptSGD(0.1, grad_mults={w.path: np.full((2, 2), 3.0)})
+        >>> _ = opt.apply_gradients([(np.ones((2, 2), np.float32), w)])
+        >>> round(float(w.numpy()[0, 0]), 6)  # 1 - 0.1 * 3 * 1
+        0.7
+
+    References:
+        Ding et al., 2023, "Re-parameterizing Your Optimizers rather than
+        Architectures", ICLR, https://arxiv.org/abs/2205.15242 (Sec. 3.2,
+        Eq. 3); the official code, https://github.com/DingXiaoH/RepOptimizers
+        (`repoptimizer/repoptimizer_sgd.py`).
     """
 
     _clip_advice = (

@@ -37,11 +37,39 @@ def list_presets():
 
 
 def load_scales(path_or_preset):
-    """Reads scales from a preset name, our `.npz`, or an official `.pth`.
+    """Reads hyper-search scales from a preset name, our `.npz`, or a `.pth`.
 
-    A `.pth` may be the authors' scales file or a whole hyper-search
-    checkpoint (`output/.../latest.pth` of their training script): the
-    `stageN[.i].scale_*.weight` tensors are read, everything else ignored.
+    The scales are the per-channel constants of each block's CSLA form
+    `s * conv3x3(x) + t * conv1x1(x) (+ gamma * x)`, found by a hyper-search
+    (or released by the authors: the presets, their CIFAR-100 searches). A
+    `.pth` may be the authors' scales file or a whole hyper-search checkpoint
+    (`output/.../latest.pth` of their training script), read without torch:
+    the scale tensors of any registered family are read (`ScaleKeys`),
+    everything else ignored.
+
+    Args:
+        path_or_preset: a preset name (`repopt_tf.scales.list_presets()`:
+            `repopt_vgg_b1`, ..., `repopt_ghostnet_0_5x`), or a path to an
+            `.npz` written by `save_scales` or to an authors' `.pth`.
+
+    Returns:
+        `[{"conv": s, "1x1": t or None, "identity": gamma or None}, ...]`, one
+        dict of float32 vectors per block, in model order.
+
+    Raises:
+        FileNotFoundError: neither a file nor a preset.
+        ValueError: an unreadable file, scale keys of no family, a block
+            lacking a branch, or NaN/inf values (named).
+
+    Example:
+        >>> from repopt_tf import load_scales
+        >>> blocks = load_scales("repopt_vgg_b1")
+        >>> len(blocks), blocks[0]["conv"].shape, blocks[0]["identity"] is None
+        (28, (64,), True)
+
+    References:
+        Ding et al., 2023, Sec. 3.3, https://arxiv.org/abs/2205.15242; the
+        released scales: https://github.com/DingXiaoH/RepOptimizers.
     """
     source = str(path_or_preset)
     if source in list_presets():
@@ -89,7 +117,37 @@ def load_scales_metadata(path_or_preset):
 
 
 def save_scales(path, blocks, **metadata):
-    """Writes `blocks` (load_scales format) and metadata to an `.npz` file."""
+    """Writes scales and their metadata to an `.npz` file, atomically.
+
+    The file holds arrays `block{i}_conv`, optional `block{i}_1x1` and
+    `block{i}_identity`, and a JSON string `metadata`; `load_scales` reads it
+    back, `load_scales_metadata` its metadata.
+
+    Args:
+        path: the `.npz` file to write (its folder must exist).
+        blocks: scales in `load_scales` format.
+        **metadata: JSON-serialisable facts to keep with them (variant, data
+            set, epochs, accuracy, ...).
+
+    Returns:
+        The path written, as a `pathlib.Path`.
+
+    Raises:
+        WriteError: the file cannot be written whole (e.g. a full disk); no
+            partial file is left.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from repopt_tf import load_scales, save_scales
+        >>> from repopt_tf.scales import load_scales_metadata
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "scales.npz"
+        >>> _ = save_scales(path, load_scales("repopt_vgg_b1"), variant="repopt_vgg_b1")
+        >>> len(load_scales(path)), load_scales_metadata(path)["variant"]
+        (28, 'repopt_vgg_b1')
+
+    References:
+        Ding et al., 2023, Sec. 3.3, https://arxiv.org/abs/2205.15242.
+    """
     arrays = {"metadata": np.asarray(json.dumps(metadata))}
     for index, block in enumerate(blocks):
         for key in ("conv", "1x1", "identity"):
