@@ -27,7 +27,7 @@ class KerasDataParallel:
         ValueError: on another backend than JAX (TensorFlow has
             `tf.distribute`), or with fewer than one device.
 
-    Example:
+    Examples:
 
     ```python
     strategy = KerasDataParallel()  # every GPU, or every host CPU device

@@ -18,7 +18,7 @@ def check_finite(tensors, source):
         tensors: `{name: array}` (non-float arrays are skipped).
         source: what holds them (a file name), for the message.
 
-    Example:
+    Examples:
         >>> check_finite({"conv.weight": np.ones(3)}, "model.pth")
     """
     for name, value in tensors.items():

@@ -35,7 +35,7 @@ def run_lock(folder, tool, wait=False, log=print):
     Raises:
         RunLockedError: another process holds the lock and `wait` is False.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> with run_lock(tempfile.mkdtemp(), "doc"):
         ...     pass

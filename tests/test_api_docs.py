@@ -10,7 +10,7 @@ import pytest
 
 import repopt_tf
 
-SECTIONS = ("Returns:", "Example:", "References:")
+SECTIONS = ("Returns:", "Examples:", "References:")
 
 
 def test_the_top_tier_is_the_documented_cut():

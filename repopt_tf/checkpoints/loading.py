@@ -93,7 +93,7 @@ def load_weights(model, path, ema=False, skip_head=False):
         ValueError: with a message naming what does not fit (missing or
             unexpected keys, a shape, the form, NaN/inf).
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> from repopt_tf import build_model, load_weights
         >>> source = build_model("repopt_vgg_tiny", 10, (32, 32, 3))

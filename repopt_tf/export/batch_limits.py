@@ -38,7 +38,7 @@ def check_fixed_batch(model, batch_size, representative):
         batch_size: the fixed input batch, or None/0 (dynamic: no limit).
         representative: how many representative images calibrate it.
 
-    Example:
+    Examples:
         >>> import keras
         >>> inputs = keras.Input((8, 8, 1))
         >>> model = keras.Model(inputs, keras.layers.Flatten()(inputs))

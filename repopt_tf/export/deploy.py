@@ -192,7 +192,7 @@ def deploy_check(
     Raises:
         ValueError: `run_micro=True` without the package, or no images.
 
-    Example:
+    Examples:
         >>> import pathlib, tempfile, numpy as np
         >>> from repopt_tf import build_model, deploy_check
         >>> from repopt_tf.export import convert_int8

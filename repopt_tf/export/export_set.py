@@ -50,7 +50,7 @@ def staged_export(output_dir, source=None):
         source: `source_record` of the model file the set is made from
             (kept in the manifest), or None.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> out = Path(tempfile.mkdtemp())
         >>> with staged_export(out) as folder:

@@ -66,8 +66,8 @@ def export_model(
 
     Args:
         model: a Keras model taking raw 0-255 pixels.
-        train_source, test_source: `repopt_tf.data.Source`s (calibration,
-            evaluation).
+        train_source: a `repopt_tf.data.Source` of calibration images.
+        test_source: a `repopt_tf.data.Source` of evaluation images.
         output_dir: where the set is written.
         log: a function taking a progress line.
         source: the model's file, recorded with its hash (or None).
@@ -80,7 +80,7 @@ def export_model(
     Raises:
         ValueError: a model or setting that cannot be exported, named.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from repopt_tf import build_model, export_model
         >>> from repopt_tf.data import load_source

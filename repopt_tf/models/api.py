@@ -66,13 +66,14 @@ def build_model(
             multi-branch form: conv with bias, no BN).
         include_preprocessing: put `x / 255` and `(x - mean) / std` inside
             the model.
-        mean, std: per-channel statistics in [0, 1] pixel units; default
-            ImageNet's for 3 channels, Fashion-MNIST's for 1 channel.
+        mean: per-channel means in [0, 1] pixel units; default ImageNet's
+            for 3 channels, Fashion-MNIST's for 1 channel.
+        std: per-channel standard deviations, as `mean`.
         rpg_dof: with kind "plain", generate the blocks' 3x3 kernels from
             one shared ring (Recurrent Parameter Generators) of
             `round(rpg_dof * T)` entries, T the generated weights.
-        rpg_mode, rpg_seed: the ring's mode (see `repopt_tf.models.rpg`) and
-            the seed of its indices, signs and init.
+        rpg_mode: the ring's mode (see `repopt_tf.models.rpg`).
+        rpg_seed: the seed of the ring's indices, signs and init.
         weights: a file to load (Keras applications' convention): the
             authors' or timm's PyTorch checkpoint of this variant and kind
             (`.pth` or `.safetensors`, read without torch), a `.keras` model or
@@ -92,7 +93,7 @@ def build_model(
             RPG options on a family or kind without rings, or a weights file
             that does not fit (naming what does not).
 
-    Example:
+    Examples:
         >>> from repopt_tf import build_model
         >>> model = build_model("repopt_vgg_tiny", 10, (32, 32, 3))
         >>> model.output_shape, model.identity["kind"]
@@ -153,7 +154,7 @@ def extract_scales(hs_model, layer_pattern=None):
         ValueError: the model has no trainable scales (not a hyper-search
             model), or the pattern matches no conv.
 
-    Example:
+    Examples:
         >>> from repopt_tf import build_model, extract_scales
         >>> hs = build_model("repopt_vgg_tiny", 10, (32, 32, 3), kind="hs")
         >>> blocks = extract_scales(hs)
@@ -194,7 +195,7 @@ def reinitialize(
     Raises:
         ValueError: the scales do not fit the blocks (count, width, identity).
 
-    Example:
+    Examples:
         >>> from repopt_tf import build_model, extract_scales, reinitialize
         >>> blocks = extract_scales(build_model("repopt_vgg_tiny", 10, (32, 32, 3), kind="hs"))
         >>> plain = build_model("repopt_vgg_tiny", 10, (32, 32, 3))
@@ -230,7 +231,7 @@ def fuse_repvgg(model):
         ValueError: the model is not a multi-branch model of a registered
             family.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from repopt_tf import build_model, fuse_repvgg
         >>> repvgg = build_model("repopt_vgg_tiny", 10, (32, 32, 3), kind="repvgg")

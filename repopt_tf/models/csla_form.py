@@ -69,7 +69,7 @@ def csla_form(model, layer_pattern, scale_init=1.0):
         ValueError: when no 3x3 conv matches, or a match is dilated or
             grouped (no 1x1 / identity counterpart).
 
-    Example:
+    Examples:
         >>> import keras
         >>> from repopt_tf import csla_form, extract_scales
         >>> x = keras.Input((16, 16, 3))

@@ -21,7 +21,7 @@ class RepOptModel(keras.Model):
         *args, **kwargs: `keras.Model(inputs, outputs, name=...)`'s.
         identity: `{family, variant, kind, num_classes, input_shape}`.
 
-    Example:
+    Examples:
         >>> import keras
         >>> x = keras.Input((4,))
         >>> model = RepOptModel(x, keras.layers.Dense(2)(x), identity={

@@ -27,7 +27,7 @@ def register_family(family):
     Raises:
         ValueError: another family has the same name or one of its variants.
 
-    Example:
+    Examples:
         >>> from repopt_tf.models.registry import FAMILIES
         >>> sorted(FAMILIES)
         ['repopt_ghostnet', 'repopt_vgg']
@@ -65,7 +65,7 @@ def list_models():
         `repopt_ghostnet_*`, and any family registered with
         `register_family`).
 
-    Example:
+    Examples:
         >>> from repopt_tf import list_models
         >>> "repopt_vgg_b1" in list_models(), "repopt_ghostnet_0_5x" in list_models()
         (True, True)

@@ -126,7 +126,7 @@ def global_indices(total, ring_size, seed):
     a random subset of N for the remainder (entries used at most once
     when N >= total); layers take consecutive slices.
 
-    Example:
+    Examples:
         >>> sorted(np.bincount(global_indices(10, 4, seed=0)).tolist())
         [2, 2, 3, 3]
     """

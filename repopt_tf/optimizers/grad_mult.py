@@ -44,7 +44,7 @@ def grad_mult(scale_conv, scale_1x1, has_identity, in_channels, power=2):
         ValueError: lengths that differ, `has_identity` with Cin != Cout, or a
             power other than 1 or 2.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from repopt_tf import grad_mult
         >>> M = grad_mult(np.array([2.0, 3.0]), np.array([1.0, 1.0]), True, 2)
@@ -90,7 +90,7 @@ def grad_mults_for_model(model, blocks, layer_pattern=None, power=2):
         ValueError: naming the block, when the number of matched layers, a
             width, or the presence of an identity branch does not fit.
 
-    Example:
+    Examples:
         >>> from repopt_tf import build_model, extract_scales, grad_mults_for_model
         >>> hs = build_model("repopt_vgg_tiny", 10, (32, 32, 3), kind="hs")
         >>> blocks = extract_scales(hs)  # the scales of a hyper-search model

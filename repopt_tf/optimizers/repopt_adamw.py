@@ -51,7 +51,7 @@ class RepOptAdamW(GradMultMixin, keras.optimizers.AdamW):
     Raises:
         ValueError: as `RepOptSGD` (a mult's shape, variable or values).
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> from repopt_tf import RepOptAdamW
         >>> w = keras.Variable(np.ones((2, 2), np.float32), name="kernel")

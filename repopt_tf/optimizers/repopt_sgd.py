@@ -59,7 +59,7 @@ class RepOptSGD(GradMultMixin, keras.optimizers.SGD):
             for no variable of the model, NaN/inf in a mult, or `clipnorm`
             / `clipvalue` with mults.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> from repopt_tf import RepOptSGD
         >>> w = keras.Variable(np.ones((2, 2), np.float32), name="kernel")

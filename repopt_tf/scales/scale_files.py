@@ -61,7 +61,7 @@ def load_scales(path_or_preset):
         ValueError: an unreadable file, scale keys of no family, a block
             lacking a branch, or NaN/inf values (named).
 
-    Example:
+    Examples:
         >>> from repopt_tf import load_scales
         >>> blocks = load_scales("repopt_vgg_b1")
         >>> len(blocks), blocks[0]["conv"].shape, blocks[0]["identity"] is None
@@ -136,7 +136,7 @@ def save_scales(path, blocks, **metadata):
         WriteError: the file cannot be written whole (e.g. a full disk); no
             partial file is left.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> from repopt_tf import load_scales, save_scales
         >>> from repopt_tf.scales import load_scales_metadata
