@@ -12,6 +12,7 @@ from repopt_tf.csla import CompactMult
 from repopt_tf.csla import fold_batch_norm
 from repopt_tf.csla import identity_kernel
 from repopt_tf.csla import merge_branches
+from repopt_tf.models import block_convs
 from repopt_tf.models import build_model
 from repopt_tf.models import list_models
 from repopt_tf.models import registry
@@ -111,7 +112,7 @@ def test_a_new_family_plugs_in_through_the_registry(monkeypatch):
     assert "tiny_test_net" in list_models()
     model = build_model("tiny_test_net", 3, (8, 8, 1))
     assert registry.variant_of(model)[1] == "tiny_test_net"
-    assert [c.name for c in registry.block_convs(model)] == ["b_conv"]
+    assert [c.name for c in block_convs(model)] == ["b_conv"]
     with pytest.raises(ValueError, match="kind must be one of"):
         build_model("tiny_test_net", 3, (8, 8, 1), kind="hs")
 
