@@ -91,7 +91,7 @@ def csla_grad_mult(
 ):
     """Grad Mult `merge(s**p, t**p, 1)` as a `(k, k, Cin, Cout)` array (Eq. 3).
 
-    `scale_1x1` None: the block has no 1x1 branch (RepOpt-GhostNet's
+    `scale_1x1` None: the block has no 1x1 branch (a depthwise block
     `t*dwconv(x) + s*x`, where `scale_conv` is `t`). `in_channels` is per
     group; a depthwise conv has `in_channels=1, groups=Cout`.
 

@@ -81,8 +81,7 @@ def test_the_config_table_lists_every_field_of_configs_base():
 
 def test_ci_runs_the_readme_test_command_verbatim():
     readme = (ROOT / "README.md").read_text().splitlines()
-    command = readme[
-        readme.index(next(l for l in readme if l.startswith("# 2."))) + 1
-    ]
+    comment = next(line for line in readme if line.startswith("# 2."))
+    command = readme[readme.index(comment) + 1]
     ci = (ROOT / ".ci/run").read_text().strip().splitlines()[-1]
     assert ci == command and "pytest" in command and "--strict" in command

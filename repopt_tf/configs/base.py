@@ -81,8 +81,8 @@ def get_config():
     config.hs.clip_global_norm = 5.0  # the official HS command clips at 5
     # Weight decay on RepOpt-VGG's identity scales, as the reference's
     # set_weight_decay (`*identity.weight`); kernels and the classifier
-    # decay, BN, biases and the other scales do not. RepOpt-GhostNet's
-    # fusion scales are vectors and never decay (the reference's rule too).
+    # decay, BN, biases and the other scales do not. Scales of blocks without
+    # a 1x1 branch are vectors and never decay (the reference's rule too).
     config.hs.identity_weight_decay = True
 
     # The RepVGG baseline (mode baseline_repvgg): custom_l2=True trains it

@@ -1,9 +1,9 @@
 """One stage on Fashion-MNIST: `--config=configs/fashion_mnist.py:MODE`.
 
 MODE is hs, target, baseline_sgd or baseline_repvgg (RepOpt-VGG-S), or the
-same with a family's `mode_prefix` for another registered family:
-`ghost_hs`, `ghost_target`, `ghost_baseline_sgd`, `ghost_baseline_repghost`
-(the RepGhostNet baseline) for RepOpt-GhostNet 0.5x. For target pass
+same with a family's `mode_prefix` for another registered family's
+default variant (docs/training.md lists the prefixes and their mode aliases).
+For target pass
 `--config.scales=WORKDIR/hs/scales.npz` (from an hs run).
 """
 

@@ -5,8 +5,7 @@ images (5 % held out for per-epoch validation) and 3 epochs per stage, so the
 four stages finish in about 4 minutes on 2 CPU cores (docs/results.md). `fashion_mnist.py` has
 the longer single-stage runs. `--config=configs/quickstart.py:FAMILY` runs
 the same stages on any registered family's default variant (its
-`config_name`): `ghostnet` is RepOpt-GhostNet 0.5x (baseline: RepGhostNet),
-about 9 minutes here.
+`config_name`; docs/training.md lists them).
 """
 
 from repopt_tf.configs import base

@@ -204,7 +204,7 @@ def squeeze_excite(x, name, reduced_channels=None, gate="sigmoid"):
     """Squeeze-and-excitation `x * gate(W2 relu(W1 mean(x)))` with layers
     `{name}_se_*`; internal width `reduced_channels` (default C/4; RepOpt-
     VGG-L2 with SE after the block's ReLU), `gate` a Keras activation
-    (RepOpt-GhostNet: `"hard_sigmoid"`, relu6(x + 3) / 6)."""
+    (e.g. `"hard_sigmoid"`, relu6(x + 3) / 6)."""
     channels = x.shape[-1]
     s = keras.layers.GlobalAveragePooling2D(
         keepdims=True, name=f"{name}_se_pool"

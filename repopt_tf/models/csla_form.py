@@ -6,7 +6,8 @@ the CSLA block of Ding et al. (ICLR 2023, §3.2, Eq. 1)::
 
     y = s * conv3x3(x) + t * conv1x1(x) (+ gamma * x)
 
-and every matching 3x3 `DepthwiseConv2D` RepOpt-GhostNet's block::
+and every matching 3x3 `DepthwiseConv2D` the depthwise block (no 1x1
+branch)::
 
     y = t * dwconv3x3(x) (+ s * x)
 
@@ -128,7 +129,7 @@ def _csla_block(conv, x, scale_init):
             (rows, cols), name=csla_layer_name(name, "crop")
         )(x)
     conv1x1 = None
-    if not depthwise:  # RepOpt-GhostNet's rule: no 1x1 branch
+    if not depthwise:  # a depthwise block has no 1x1 branch
         conv1x1 = keras.layers.Conv2D(
             conv.filters,
             1,

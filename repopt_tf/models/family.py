@@ -11,9 +11,10 @@ is a folder (or a module) with a `ModelFamily` and a `register_family` call.
 
 `ConvBlocks(layer_pattern)` answers the four questions for blocks whose
 CSLA form is `s*conv3x3(x) (+ t*conv1x1(x)) (+ gamma*x)` on the 3x3 conv
-layers whose names fully match `layer_pattern`: RepOpt-VGG's blocks on
-`Conv2D`s, RepOpt-GhostNet's `t*dwconv3x3(x) + s*x` on `DepthwiseConv2D`s
-(`layer_types`), and any user network's on both (`csla_form`). A pattern
+layers whose names fully match `layer_pattern`: dense blocks on `Conv2D`s,
+depthwise blocks `t*dwconv3x3(x) + s*x` on `DepthwiseConv2D`s
+(`layer_types`; each family says which), and any user network's on both
+(`csla_form`). A pattern
 that matches no conv is an error, never an empty result. Scales are in
 the format of `repopt_tf.scales.load_scales`: one dict per block, model
 order, with keys `"conv"` (the 3x3 branch's scale), `"1x1"` (None without a
@@ -229,7 +230,7 @@ class ConvBlocks:
         """Rule of Initialization (Eq. 4): `W'(0) = merge(s*W3, t*W1, g)`,
         with W3 and W1 drawn like PyTorch's default conv init,
         U(+-1/sqrt(fan_in)), and `g` the searched identity scale (or 1).
-        Without a 1x1 branch (RepOpt-GhostNet) `W'(0) = t*W + g*I`."""
+        Without a 1x1 branch (depthwise blocks) `W'(0) = t*W + g*I`."""
         pairs = self.pair(model, blocks)
         check_untrained(model, "reinitialize()")
         init = keras.initializers.VarianceScaling(

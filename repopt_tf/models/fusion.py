@@ -24,7 +24,7 @@ def fold_layer(kernel, bn):
 
 def has_branches(model, convs):
     """Whether every block conv of `model` has a training-time branch (a
-    1x1 conv or an identity BN): the RepVGG / RepGhost form."""
+    1x1 conv or an identity BN): a family's multi-branch form."""
     names = {layer.name for layer in model.layers}
     return bool(convs) and all(
         csla_layer_name(conv.name, "conv1x1") in names
@@ -35,8 +35,8 @@ def has_branches(model, convs):
 
 def fused_block_kernel(model, conv_name):
     """`(kernel, bias)` of the block of conv `conv_name` in a RepVGG-style
-    model: `bn(conv) (+ bn1x1(conv1x1)) (+ bn_identity(x))` (RepGhostNet's
-    blocks have no 1x1 branch and a depthwise conv)."""
+    model: `bn(conv) (+ bn1x1(conv1x1)) (+ bn_identity(x))` (a depthwise
+    block has no 1x1 branch)."""
     names = {layer.name for layer in model.layers}
 
     def layer(part):

@@ -66,11 +66,11 @@ def grad_mult(scale_conv, scale_1x1, has_identity, in_channels, power=2):
 def grad_mults_for_model(model, blocks, layer_pattern=None, power=2):
     """Builds `{variable.path: M}` for the re-parameterised convs of a model.
 
-    The block convs are the family's for a `build_model` model (RepOpt-VGG's
-    3x3 convs, RepOpt-GhostNet's depthwise cheap operations, a registered
-    family's), else the `Conv2D` and `DepthwiseConv2D` layers with a 3x3
-    kernel whose name fully matches `layer_pattern` (default: every one; none
-    is an error). They are taken in model order and paired with `blocks`, a
+    The block convs are the family's for a `build_model` model (its
+    `ModelFamily.block_convs`: 3x3 convs, depthwise convs, ...), else the
+    `Conv2D` and `DepthwiseConv2D` layers with a 3x3 kernel whose name
+    fully matches `layer_pattern` (default: every one; none is an error).
+    They are taken in model order and paired with `blocks`, a
     list in the format of `load_scales`: one dict per block with keys
     `"conv"`, `"1x1"` and `"identity"` (a vector, or None when the block has
     no such branch). Each `M` is `grad_mult` of its block, in the variable's

@@ -6,12 +6,9 @@
 
 each value a float32 vector of the block's width. In the authors' `.pth`
 files each family names its scales its own way, read by the family's
-`ScaleKeys` (`repopt_tf.models.scale_keys`): RepOpt-VGG's blocks are
-stage0 (the stem), stage1.0, stage1.1, ..., keys
-`stageN[.i].scale_{conv,1x1,identity}.weight`; RepOpt-GhostNet's have one
-block per ghost module, `blocks.i.j.ghostK`, with `"conv"` the cheap
-operation's scale (`cheap_operation.1.weight`), no 1x1 branch and
-`"identity"` the fusion scale (`fusion_scale.weight`).
+`ScaleKeys` (`repopt_tf.models.scale_keys`; each family's folder says how
+its blocks are named and ordered, e.g. RepOpt-VGG's
+`stageN[.i].scale_{conv,1x1,identity}.weight`).
 
 Our format is an `.npz` with arrays `block{i}_conv`, optional
 `block{i}_1x1` and `block{i}_identity`, and a JSON string `metadata`

@@ -15,8 +15,8 @@ generic fit is `repopt_tf.training.runner.Experiment.train`.
 - `BaselineSGD` (`baseline_sgd`): the same plain model (or its RPG ring)
   with ordinary SGD.
 - `BaselineRepVGG` (`baseline_repvgg`): the family's multi-branch training
-  form (RepVGG, RepGhostNet, ...) with ordinary SGD, evaluated unfused and
-  fused.
+  form (its `branch_kind`: RepVGG's, ...) with ordinary SGD, evaluated
+  unfused and fused.
 """
 
 import dataclasses
@@ -139,7 +139,7 @@ class BaselineRepVGG(Stage):
     name = "baseline_repvgg"
 
     def kind(self, experiment):
-        return experiment.family.branch_kind  # repvgg, repghost, ...
+        return experiment.family.branch_kind
 
     def prepare(self, experiment, model, weight_decay):
         if not experiment.config.repvgg.custom_l2:
