@@ -1,8 +1,6 @@
 """The data of one train.py run: loaded and checked once, shared by its
 stages (`repopt_tf.training.runner.Experiment`)."""
 
-import sys
-
 from repopt_tf.data import align_classes
 from repopt_tf.data import check_classes
 from repopt_tf.data import load_source
@@ -128,8 +126,3 @@ class ExperimentData:
             f"{replicas} replicas"
         )
         return take(source, kept)
-
-
-def verbosity():
-    """Keras's progress bar in a terminal, one line per epoch otherwise."""
-    return 1 if sys.stdout.isatty() else 2

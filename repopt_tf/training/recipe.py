@@ -152,3 +152,16 @@ def grad_mult_summary(grad_mults):
             f"{values.min():.4f} mean {values.mean():.4f} max {values.max():.4f}"
         )
     return lines
+
+
+def rpg_options(rpg):
+    """`build_model`'s RPG arguments from `config.rpg` ({}: no ring)."""
+    if not (rpg.dof or rpg.size):
+        return {}
+    return dict(
+        rpg_dof=rpg.dof or None,
+        rpg_mode=rpg.mode,
+        rpg_seed=rpg.seed,
+        rpg_scheme=rpg.scheme,
+        rpg_size=rpg.size or None,
+    )

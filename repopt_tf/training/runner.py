@@ -13,7 +13,6 @@ import dataclasses
 import json
 import math
 import shutil
-import sys
 
 import keras
 import tensorflow as tf
@@ -31,12 +30,13 @@ from repopt_tf.training.callbacks import TrainingDiverged
 from repopt_tf.training.callbacks import restore_backup
 from repopt_tf.training.callbacks import standard_callbacks
 from repopt_tf.training.experiment_data import ExperimentData
-from repopt_tf.training.experiment_data import verbosity
 from repopt_tf.training.log import log
+from repopt_tf.training.log import verbosity
 from repopt_tf.training.recipe import build_optimizer
 from repopt_tf.training.recipe import compute_settings
 from repopt_tf.training.recipe import learning_rate_schedule
 from repopt_tf.training.recipe import precision_tip
+from repopt_tf.training.recipe import rpg_options
 from repopt_tf.training.recipe import scaled_hyperparameters
 from repopt_tf.training.stage_reuse import finished_record
 from repopt_tf.training.stage_reuse import stage_config
@@ -69,11 +69,17 @@ class Experiment:
         self.run_dir = RunDir(workdir)
         self.strategy = strategy
         self.data = ExperimentData(config, strategy)
-        self.global_batch = self.data.global_batch
-        self.steps_per_epoch = self.data.steps_per_epoch
         tip = precision_tip(config.train.precision)
         if tip:
             log(tip)
+
+    @property
+    def global_batch(self):
+        return self.data.global_batch
+
+    @property
+    def steps_per_epoch(self):
+        return self.data.steps_per_epoch
 
     def run(self):
         """Trains (or reuses) every stage of the mode; their results."""
@@ -197,7 +203,7 @@ class Experiment:
             )
         # Keras's verbose=2 (no terminal) is silent until an epoch ends.
         callbacks = standard_callbacks(
-            stage_dir, stage.name, progress=None if sys.stdout.isatty() else log
+            stage_dir, stage.name, progress=None if verbosity() == 1 else log
         )
         model.fit(
             self.data.train_dataset(
@@ -251,19 +257,6 @@ class Experiment:
         # Kept until now: a kill before the record resumes, not retrains.
         shutil.rmtree(self.run_dir.stage(stage.name).backup, ignore_errors=True)
         return result
-
-
-def rpg_options(rpg):
-    """`build_model`'s RPG arguments from `config.rpg` ({}: no ring)."""
-    if not (rpg.dof or rpg.size):
-        return {}
-    return dict(
-        rpg_dof=rpg.dof or None,
-        rpg_mode=rpg.mode,
-        rpg_seed=rpg.seed,
-        rpg_scheme=rpg.scheme,
-        rpg_size=rpg.size or None,
-    )
 
 
 def results_table(results):

@@ -31,6 +31,7 @@ from repopt_tf.scales import save_scales
 from repopt_tf.training.equivalent_kernel_l2 import add_equivalent_kernel_l2
 from repopt_tf.training.log import log
 from repopt_tf.training.recipe import grad_mult_summary
+from repopt_tf.training.recipe import rpg_options
 
 
 @dataclasses.dataclass
@@ -130,7 +131,7 @@ class BaselineSGD(Stage):
 
     def finish(self, experiment, model, accuracy):
         rpg, form = experiment.config.rpg, "plain"
-        if rpg.dof or rpg.size:
+        if rpg_options(rpg):
             form = f"rpg{rpg.size or rpg.dof:g} ({rpg.mode}, {rpg.scheme})"
         return [experiment.result(self, form, accuracy)]
 

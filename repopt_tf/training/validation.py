@@ -20,6 +20,7 @@ from repopt_tf.scales import list_presets
 from repopt_tf.scales import load_scales
 from repopt_tf.training.recipe import JIT_MODES
 from repopt_tf.training.recipe import PRECISIONS
+from repopt_tf.training.recipe import rpg_options
 
 MODES = ("quickstart", "hs", "target", "baseline_sgd", "baseline_repvgg")
 VALIDATIONS = ("holdout", "test", "none")
@@ -188,7 +189,7 @@ def _cross_field_problems(config):
             "config.train.warmup_epochs must be at most train.epochs "
             f"({config.train.epochs}), got {config.train.warmup_epochs!r}"
         )
-    if (config.rpg.dof or config.rpg.size) and config.mode != "baseline_sgd":
+    if rpg_options(config.rpg) and config.mode != "baseline_sgd":
         problems.append(
             "RPG models (--config.rpg.dof) train in baseline_sgd mode, got "
             f"mode {config.mode!r}: the ring has no per-kernel Grad Mults or "
