@@ -28,10 +28,9 @@ def quiet(verbose=False):
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
     with (
-        open(os.devnull, "wb") as devnull,
-        open(os.devnull, "w") as text,
-        contextlib.redirect_stdout(text),
-        contextlib.redirect_stderr(text),
+        open(os.devnull, "w") as devnull,
+        contextlib.redirect_stdout(devnull),
+        contextlib.redirect_stderr(devnull),
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore")
