@@ -149,12 +149,40 @@ def make_dataset(
         raise ValueError(
             f"augment must be one of {AUGMENTATIONS}, got {augment!r}."
         )
-    channels = channels or source.channels
     augment = augment if training else "none"
+    prepare = _preprocessor(
+        source, image_size, channels or source.channels, augment, crop_fraction
+    )
     batch_first = (
         source.dataset.element_spec[0].shape.is_fully_defined()
         and augment != "inception"
     )
+
+    def batches(dataset, drop_remainder):
+        return _prepared_batches(
+            dataset, prepare, batch_size, batch_first, drop_remainder
+        )
+
+    if not training:
+        unseeded = source.dataset.map(
+            lambda image, label: (image, label, tf.zeros(2, tf.int64))
+        )
+        return batches(unseeded, False).prefetch(tf.data.AUTOTUNE)
+    seed = 0 if seed is None else int(seed)
+    buffer = min(shuffle_buffer, source.num_examples)
+
+    def epoch_batches(epoch):
+        return batches(_seeded_epoch(source, seed, epoch, buffer), True)
+
+    dataset = epoch_batches(first_epoch)
+    for epoch in range(first_epoch + 1, first_epoch + epochs):
+        dataset = dataset.concatenate(epoch_batches(epoch))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _preprocessor(source, image_size, channels, augment, crop_fraction):
+    """`prepare(image, label, random_seed) -> (float32 image, one-hot)` for an
+    image or a batch of them (a batch shares `random_seed`)."""
 
     def prepare(image, label, random_seed):
         image = _to_channels(tf.cast(image, tf.float32), channels)
@@ -173,43 +201,35 @@ def make_dataset(
         )
         return image, tf.one_hot(label, source.num_classes)
 
-    def batches(dataset, drop_remainder):
-        """`dataset` of `(image, label, seed)` -> prepared batches; a batch
-        augmented at once uses its first example's seed."""
-        if batch_first:
-            dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-            return dataset.map(
-                lambda image, label, seeds: prepare(image, label, seeds[0]),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
-        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-        return dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return prepare
 
-    if not training:
-        unseeded = source.dataset.map(
-            lambda image, label: (image, label, tf.zeros(2, tf.int64))
+
+def _prepared_batches(
+    dataset, prepare, batch_size, batch_first, drop_remainder
+):
+    """`dataset` of `(image, label, seed)` -> prepared batches; batched first
+    (`batch_first`), a batch is augmented at once with its first example's
+    seed."""
+    if batch_first:
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        return dataset.map(
+            lambda image, label, seeds: prepare(image, label, seeds[0]),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
-        return batches(unseeded, False).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder)
 
-    seed = 0 if seed is None else int(seed)
-    buffer = min(shuffle_buffer, source.num_examples)
 
-    def one_epoch(epoch):
-        shuffled = source.dataset.shuffle(
-            buffer,
-            seed=seed * 1_000_003 + epoch,
-            reshuffle_each_iteration=False,
-        )
-        key = tf.constant([seed, epoch * 2**32], tf.int64)
-        with_seeds = shuffled.enumerate().map(
-            lambda index, example: (*example, key + [0, index])
-        )
-        return batches(with_seeds, True)
-
-    dataset = one_epoch(first_epoch)
-    for epoch in range(first_epoch + 1, first_epoch + epochs):
-        dataset = dataset.concatenate(one_epoch(epoch))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+def _seeded_epoch(source, seed, epoch, buffer):
+    """Epoch `epoch` of `source` as `(image, label, random seed)`: its order
+    and each example's seed depend on `(seed, epoch)` alone (module doc)."""
+    shuffled = source.dataset.shuffle(
+        buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False
+    )
+    key = tf.constant([seed, epoch * 2**32], tf.int64)
+    return shuffled.enumerate().map(
+        lambda index, example: (*example, key + [0, index])
+    )
 
 
 def steps_per_epoch(source, batch_size):
