@@ -41,6 +41,7 @@ from repopt_tf.export.deploy_render import micro_status  # noqa: E402
 from repopt_tf.export.litert_eval import machine_info  # noqa: E402
 from repopt_tf.export.litert_eval import machine_line  # noqa: E402
 from repopt_tf.export.runs import load_export_data  # noqa: E402
+from repopt_tf.markdown import table  # noqa: E402
 from repopt_tf.models import build_model  # noqa: E402
 from repopt_tf.models import fuse_repvgg  # noqa: E402
 from repopt_tf.optimizers import RepOptSGD  # noqa: E402
@@ -191,40 +192,58 @@ def _ms(report, runtime, threads):
     return float("nan")
 
 
-def table(reports):
-    lines = [
-        "| model | input | fold | .tflite KB | weights KB | TFLM arena B | "
-        "peak activations B | TFLM ms | XNNPACK ms 1T / 2T | reference ms 1T | "
-        "TFLM vs reference | int8 XNNPACK / reference (images) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, report in reports.items():
-        label, _, size, channels, fold = ROWS[name]
-        deploy = report["deploy"]
-        memory, tflm, accuracy = (
-            deploy["memory"],
-            deploy["micro"],
-            deploy["accuracy"],
-        )
-        exact = "bit-exact" if tflm.get("bit_exact") else micro_status(tflm)
-        lines.append(
-            f"| {label} | {size}x{size}x{channels} | {fold} | "
-            f"{memory['file_bytes'] / 1024:.0f} | "
-            f"{memory['weights_bytes'] / 1024:.0f} | "
-            f"{memory['tflm_arena_bytes'] or 0:,} | "
-            f"{memory['peak_activation_bytes']:,} | "
-            f"{_ms(report, 'TFLM', 1):.2f} | "
-            f"{_ms(report, 'XNNPACK', 1):.2f} / {_ms(report, 'XNNPACK', 2):.2f} | "
-            f"{_ms(report, 'LiteRT reference', 1):.2f} | {exact} | "
-            f"{_both_top1(accuracy)} ({accuracy['images']}) |"
-        )
+HEADER = (
+    "model",
+    "input",
+    "fold",
+    ".tflite KB",
+    "weights KB",
+    "TFLM arena B",
+    "peak activations B",
+    "TFLM ms",
+    "XNNPACK ms 1T / 2T",
+    "reference ms 1T",
+    "TFLM vs reference",
+    "int8 XNNPACK / reference (images)",
+)
+
+
+def deploy_markdown_table(reports):
+    """One row per measured model, then the machine and the TFLM version."""
     versions = {r["deploy"]["micro"].get("version") for r in reports.values()}
-    lines += [
-        "",
-        f"Machine: {machine_line(machine_info())}, TFLM "
-        f"{', '.join(map(str, versions))}.",
+    rows = [_row_cells(name, report) for name, report in reports.items()]
+    return "\n".join(
+        [
+            *table(HEADER, rows),
+            "",
+            f"Machine: {machine_line(machine_info())}, TFLM "
+            f"{', '.join(map(str, versions))}.",
+        ]
+    )
+
+
+def _row_cells(name, report):
+    label, _, size, channels, fold = ROWS[name]
+    deploy = report["deploy"]
+    memory, tflm, accuracy = (
+        deploy["memory"],
+        deploy["micro"],
+        deploy["accuracy"],
+    )
+    return [
+        label,
+        f"{size}x{size}x{channels}",
+        fold,
+        f"{memory['file_bytes'] / 1024:.0f}",
+        f"{memory['weights_bytes'] / 1024:.0f}",
+        f"{memory['tflm_arena_bytes'] or 0:,}",
+        f"{memory['peak_activation_bytes']:,}",
+        f"{_ms(report, 'TFLM', 1):.2f}",
+        f"{_ms(report, 'XNNPACK', 1):.2f} / {_ms(report, 'XNNPACK', 2):.2f}",
+        f"{_ms(report, 'LiteRT reference', 1):.2f}",
+        "bit-exact" if tflm.get("bit_exact") else micro_status(tflm),
+        f"{_both_top1(accuracy)} ({accuracy['images']})",
     ]
-    return "\n".join(lines)
 
 
 def _both_top1(accuracy):
@@ -251,7 +270,7 @@ def main(argv):
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    text = table(reports)
+    text = deploy_markdown_table(reports)
     print(text)
     if FLAGS.output:
         Path(FLAGS.output).write_text(text + "\n")

@@ -318,6 +318,8 @@ def ratios(results):
 
 
 def report(results):
+    from repopt_tf.markdown import table
+
     jax_info = results["jax"]
     lines = [
         f"{FLAGS.variant} at {FLAGS.image_size}x{FLAGS.image_size}, batch "
@@ -328,17 +330,20 @@ def report(results):
         f"{results.get('torch', {}).get('gpu', 'cpu')}; PyTorch side: "
         + ("the authors' code" if FLAGS.reference else "written here"),
         "",
-        "| setting | img/s median | min | max | largest batch |",
-        "| --- | --- | --- | --- | --- |",
     ]
-    for name, rate in results["speed"].items():
-        fits = results["max_batch"].get(name, {}).get("fits", "")
-        lines.append(
-            f"| {name} | {rate['median']:.1f} | {rate['min']:.1f} | "
-            f"{rate['max']:.1f} | {fits} |"
-        )
-    for name, why in results["failed"].items():
-        lines.append(f"| {name} | {why} | | | |")
+    rows = [
+        [
+            name,
+            f"{rate['median']:.1f}",
+            f"{rate['min']:.1f}",
+            f"{rate['max']:.1f}",
+            results["max_batch"].get(name, {}).get("fits", ""),
+        ]
+        for name, rate in results["speed"].items()
+    ]
+    rows += [[name, why, "", "", ""] for name, why in results["failed"].items()]
+    header = ["setting", "img/s median", "min", "max", "largest batch"]
+    lines += table(header, rows)
     lines.append("")
     for label, value in results["ratios"].items():
         shown = "not measured" if value is None else f"{value:.2f}"

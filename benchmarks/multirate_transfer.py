@@ -31,6 +31,8 @@ from repopt_tf.data import load_fashion_mnist  # noqa: E402
 from repopt_tf.data import make_dataset  # noqa: E402
 from repopt_tf.data import steps_per_epoch  # noqa: E402
 from repopt_tf.evaluation import keras_accuracy  # noqa: E402
+from repopt_tf.markdown import table  # noqa: E402
+from repopt_tf.markdown import table_row  # noqa: E402
 from repopt_tf.models import build_model  # noqa: E402
 from repopt_tf.multirate import MultirateModel  # noqa: E402
 from repopt_tf.multirate import MultirateOptimizer  # noqa: E402
@@ -157,26 +159,28 @@ def main(argv):
         per_epoch = statistics.median(timer.seconds[1:] or timer.seconds)
         full_time = full_time or per_epoch
         rows.append(
-            f"| {label} | {per_epoch:.1f} | {per_epoch / full_time:.2f} | "
-            f"{keras_accuracy(model, test):.4f} |"
+            [
+                label,
+                f"{per_epoch:.1f}",
+                f"{per_epoch / full_time:.2f}",
+                f"{keras_accuracy(model, test):.4f}",
+            ]
         )
-        print(rows[-1], flush=True)
-    table = "\n".join(
+        print(table_row(rows[-1]), flush=True)
+    text = "\n".join(
         [
             f"{FLAGS.model}: pretrained {FLAGS.pretrain_epochs} epochs on classes "
             f"0-4, fine-tuned {FLAGS.epochs} epochs on classes 5-9 "
             f"({FLAGS.train_limit or 'all'} images each), batch {FLAGS.batch}, SGD "
             f"momentum 0.9, lr (fast step h/k) {FLAGS.lr}; test: classes 5-9.",
             "",
-            "| method | s / epoch | vs full | test accuracy |",
-            "| --- | --- | --- | --- |",
-            *rows,
+            *table(["method", "s / epoch", "vs full", "test accuracy"], rows),
         ]
     )
     workdir = Path(FLAGS.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "multirate_transfer.md").write_text(table + "\n")
-    print(table)
+    (workdir / "multirate_transfer.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from repopt_tf.configs import base  # noqa: E402
 from repopt_tf.data import load_source  # noqa: E402
 from repopt_tf.export.diagnostics import deploy_kernels  # noqa: E402
 from repopt_tf.export.diagnostics import kernel_histograms  # noqa: E402
+from repopt_tf.markdown import table  # noqa: E402
 from repopt_tf.models.repopt_vgg import VARIANTS  # noqa: E402
 from repopt_tf.rundir import RunDir  # noqa: E402
 from repopt_tf.scales import load_scales  # noqa: E402
@@ -254,6 +255,57 @@ def _mean_std(values):
     )
 
 
+def _table4_rows(seeds, found):
+    """Table 4's cells: per seed, mean +- std, paired differences."""
+    rows = []
+    for row, label in LABELS.items():
+        values = found.get(row, {})
+        cells = [
+            f"{100 * values[s]:.2f}" if s in values else "-" for s in seeds
+        ]
+
+        def paired(other, values=values, row=row):
+            reference = found.get(other, {})
+            deltas = [
+                values[s] - reference[s] for s in values if s in reference
+            ]
+            if row == other or not deltas:
+                return "-"
+            return f"{_mean_std(deltas)} ({len(deltas)} seeds)"
+
+        mean = _mean_std(list(values.values()))
+        rows.append([label, *cells, mean, paired("plain"), paired("repvgg")])
+    return rows
+
+
+def _table8_rows(ptq_rows):
+    """Table 8's cells: fp32 and int8 top-1 over the seeds, per row."""
+    rows = []
+    for row, label in LABELS.items():
+        measured = [r for (rr, _), r in ptq_rows.items() if rr == row]
+        if not measured:
+            continue
+
+        def column(key, rows=measured):
+            return _mean_std([r[key] for r in rows if r[key] is not None])
+
+        drop = [
+            r["per_tensor_top1"] - r["fp32_top1"]
+            for r in measured
+            if r["fp32_top1"] is not None
+        ]
+        rows.append(
+            [
+                label,
+                column("fp32_top1"),
+                column("per_channel_top1"),
+                column("per_tensor_top1"),
+                _mean_std(drop),
+            ]
+        )
+    return rows
+
+
 def report(seeds, ptq_rows, test_images):
     found = accuracies(seeds)
     lines = [
@@ -281,59 +333,25 @@ def report(seeds, ptq_rows, test_images):
         "",
         "## Table 4: ablation",
         "",
-        "| row | "
-        + " | ".join(f"seed {s}" for s in seeds)
-        + " | mean +- std | paired vs plain | paired vs RepVGG |",
-        "|" + " --- |" * (len(seeds) + 4),
     ]
-    for row, label in LABELS.items():
-        values = found.get(row, {})
-        cells = [
-            f"{100 * values[s]:.2f}" if s in values else "-" for s in seeds
-        ]
-
-        def paired(other, values=values, row=row):
-            reference = found.get(other, {})
-            deltas = [
-                values[s] - reference[s] for s in values if s in reference
-            ]
-            if row == other or not deltas:
-                return "-"
-            return f"{_mean_std(deltas)} ({len(deltas)} seeds)"
-
-        lines.append(
-            f"| {label} | "
-            + " | ".join(cells)
-            + f" | {_mean_std(list(values.values()))} | {paired('plain')} | "
-            f"{paired('repvgg')} |"
-        )
+    header = [
+        "row",
+        *(f"seed {s}" for s in seeds),
+        "mean +- std",
+        "paired vs plain",
+        "paired vs RepVGG",
+    ]
+    lines += table(header, _table4_rows(seeds, found))
     if ptq_rows:
         lines += ["", "## Table 8: fp32 vs int8 PTQ", ""]
-        summary = [
-            "| row | fp32 | int8 per-channel | int8 per-tensor | "
-            "per-tensor minus fp32 |",
-            "| --- | --- | --- | --- | --- |",
+        header = [
+            "row",
+            "fp32",
+            "int8 per-channel",
+            "int8 per-tensor",
+            "per-tensor minus fp32",
         ]
-        for row, label in LABELS.items():
-            measured = [r for (rr, _), r in ptq_rows.items() if rr == row]
-            if not measured:
-                continue
-
-            def column(key, rows=measured):
-                return [r[key] for r in rows if r[key] is not None]
-
-            drop = [
-                r["per_tensor_top1"] - r["fp32_top1"]
-                for r in measured
-                if r["fp32_top1"] is not None
-            ]
-            summary.append(
-                f"| {label} | {_mean_std(column('fp32_top1'))} | "
-                f"{_mean_std(column('per_channel_top1'))} | "
-                f"{_mean_std(column('per_tensor_top1'))} | "
-                f"{_mean_std(drop)} |"
-            )
-        lines += summary
+        lines += table(header, _table8_rows(ptq_rows))
         lines += kernel_lines(ptq_rows) + activation_lines(seeds, ptq_rows)
         lines += [
             "",
@@ -366,22 +384,31 @@ def reproduction_lines(seeds, found):
         "scratch; test top-1 in % of both, and the largest difference of a "
         "seed between them.",
         "",
-        "| row | this study | rerun | largest per-seed difference | "
-        "seeds compared |",
-        "| --- | --- | --- | --- | --- |",
     ]
+    rows = []
     for name, label in LABELS.items():
         mine, theirs = found.get(name, {}), other.get(name, {})
         common = [s for s in seeds if s in mine and s in theirs]
         if not common:
             continue
         largest = max(abs(mine[s] - theirs[s]) for s in common)
-        lines.append(
-            f"| {label} | {_mean_std([mine[s] for s in common])} | "
-            f"{_mean_std([theirs[s] for s in common])} | "
-            f"{100 * largest:.2f} | {len(common)} |"
+        rows.append(
+            [
+                label,
+                _mean_std([mine[s] for s in common]),
+                _mean_std([theirs[s] for s in common]),
+                f"{100 * largest:.2f}",
+                len(common),
+            ]
         )
-    return lines
+    header = [
+        "row",
+        "this study",
+        "rerun",
+        "largest per-seed difference",
+        "seeds compared",
+    ]
+    return lines + table(header, rows)
 
 
 def kernel_lines(ptq_rows):
@@ -395,10 +422,8 @@ def kernel_lines(ptq_rows):
         "+- std over the seeds; histograms of seed "
         "0 in the PNG beside this file.",
         "",
-        "| row | std | centre std | surround std | centre / surround | "
-        "max abs(w) / std |",
-        "| --- | --- | --- | --- | --- | --- |",
     ]
+    rows = []
     for row, label in LABELS.items():
         measured = [r for (rr, _), r in ptq_rows.items() if rr == row]
         if not measured:
@@ -413,12 +438,23 @@ def kernel_lines(ptq_rows):
                 f"{statistics.stdev(values):.2g}"
             )
 
-        lines.append(
-            f"| {label} | {spread('kernel_std')} | {spread('std_centre')} | "
-            f"{spread('std_surround')} | {spread('centre_surround')} | "
-            f"{spread('max_tail')} |"
+        keys = (
+            "kernel_std",
+            "std_centre",
+            "std_surround",
+            "centre_surround",
+            "max_tail",
         )
-    return lines
+        rows.append([label, *(spread(key) for key in keys)])
+    header = [
+        "row",
+        "std",
+        "centre std",
+        "surround std",
+        "centre / surround",
+        "max abs(w) / std",
+    ]
+    return lines + table(header, rows)
 
 
 def _depth_order(layer):
@@ -448,19 +484,14 @@ def activation_lines(seeds, ptq_rows):
         "The span of each conv output's int8 grid as calibrated "
         "(per-channel weights); a wide range means coarse activation steps.",
         "",
-        "| layer | " + " | ".join(LABELS[row] for row in rows) + " |",
-        "|" + " --- |" * (len(rows) + 1),
     ]
-    for layer in layers:
-        cells = [
-            ptq_rows[row, seed]["activation_ranges"].get(layer) for row in rows
-        ]
-        lines.append(
-            f"| {layer} | "
-            + " | ".join("-" if c is None else f"{c:.1f}" for c in cells)
-            + " |"
-        )
-    return lines
+
+    def cell(row, layer):
+        value = ptq_rows[row, seed]["activation_ranges"].get(layer)
+        return "-" if value is None else f"{value:.1f}"
+
+    cells = [[layer, *(cell(row, layer) for row in rows)] for layer in layers]
+    return lines + table(["layer", *(LABELS[row] for row in rows)], cells)
 
 
 def main(argv):

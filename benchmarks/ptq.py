@@ -21,6 +21,7 @@ from repopt_tf.export.diagnostics import kernel_statistics
 from repopt_tf.export.diagnostics import layer_quantization_error
 from repopt_tf.export.litert_eval import output_agreement
 from repopt_tf.export.litert_eval import tflite_outputs
+from repopt_tf.markdown import table
 
 
 def kernel_summary(model):
@@ -103,25 +104,42 @@ def _points(row, scheme):
 
 def ptq_table(rows, caption):
     """Markdown table of `ptq_row` dicts."""
-    lines = [
-        caption,
-        "",
-        "| model | fp32 top-1 | int8 per-channel (delta) | int8 per-tensor "
-        "(delta) | agreement pc / pt | output rel. RMSE pc / pt | "
-        "worst layer error pc / pt (steps) | "
-        "max activation range | kernel std | centre/surround | max abs(w)/std |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    header = [
+        "model",
+        "fp32 top-1",
+        "int8 per-channel (delta)",
+        "int8 per-tensor (delta)",
+        "agreement pc / pt",
+        "output rel. RMSE pc / pt",
+        "worst layer error pc / pt (steps)",
+        "max activation range",
+        "kernel std",
+        "centre/surround",
+        "max abs(w)/std",
     ]
-    for r in rows:
-        pc, pt = _points(r, "per_channel"), _points(r, "per_tensor")
-        fp32 = "-" if r["fp32_top1"] is None else f"{r['fp32_top1']:.4f}"
-        lines.append(
-            f"| {r['model']} | {fp32} | {pc[0]} ({pc[1]}) | {pt[0]} ({pt[1]}) | "
-            f"{r['per_channel_agreement']:.3f} / {r['per_tensor_agreement']:.3f} | "
-            f"{r['per_channel_relative_rmse']:.3f} / "
-            f"{r['per_tensor_relative_rmse']:.3f} | "
-            f"{r['per_channel_worst_rmse']:.2f} / {r['per_tensor_worst_rmse']:.2f} | "
-            f"{r['max_activation_range']:.1f} | {r['kernel_std']:.4f} | "
-            f"{r['centre_surround']:.2f} | {r['max_tail']:.1f} |"
+    return "\n".join([caption, "", *table(header, map(_ptq_cells, rows))])
+
+
+def _ptq_cells(r):
+    pc, pt = _points(r, "per_channel"), _points(r, "per_tensor")
+    fp32 = "-" if r["fp32_top1"] is None else f"{r['fp32_top1']:.4f}"
+
+    def pair(key, digits):
+        return (
+            f"{r[f'per_channel_{key}']:.{digits}f} / "
+            f"{r[f'per_tensor_{key}']:.{digits}f}"
         )
-    return "\n".join(lines)
+
+    return [
+        r["model"],
+        fp32,
+        f"{pc[0]} ({pc[1]})",
+        f"{pt[0]} ({pt[1]})",
+        pair("agreement", 3),
+        pair("relative_rmse", 3),
+        pair("worst_rmse", 2),
+        f"{r['max_activation_range']:.1f}",
+        f"{r['kernel_std']:.4f}",
+        f"{r['centre_surround']:.2f}",
+        f"{r['max_tail']:.1f}",
+    ]

@@ -27,6 +27,7 @@ from absl import flags  # noqa: E402
 from repopt_tf.cli.flag_checks import check_fractions  # noqa: E402
 from repopt_tf.cli.flag_checks import require_models  # noqa: E402
 from repopt_tf.configs import base  # noqa: E402
+from repopt_tf.markdown import table  # noqa: E402
 from repopt_tf.training import Experiment  # noqa: E402
 from repopt_tf.training import get_strategy  # noqa: E402
 
@@ -146,19 +147,19 @@ def _table(dofs, generated, trainable, cells, fits, free_text, seeds):
         + ", ".join(f"{s} {t}" for s, t in generated.items())
         + f"; the free model has {trainable} trainable parameters.",
         "",
-        "| DoF | "
-        + " | ".join(f"{s}: ring | {s}: accuracy" for s in schemes)
-        + " |",
-        "| --- |" + " --- | --- |" * len(schemes),
     ]
+    header = ["DoF"]
+    for scheme in schemes:
+        header += [f"{scheme}: ring", f"{scheme}: accuracy"]
+    rows = []
     for dof in dofs:
         sizes = ring_sizes(generated, dof)
-        lines.append(
-            f"| {dof:g} | "
-            + " | ".join(f"{sizes[s]} | {cells[s, dof]}" for s in schemes)
-            + " |"
-        )
-    lines += [f"| free (no ring) | {free_text} |", ""]
+        row = [f"{dof:g}"]
+        for scheme in schemes:
+            row += [sizes[scheme], cells[scheme, dof]]
+        rows.append(row)
+    rows.append(["free (no ring)", free_text])
+    lines += [*table(header, rows), ""]
     for scheme, (slope, intercept) in fits.items():
         lines.append(
             f"Fit, {scheme}: accuracy = {slope:.4f} * log10(DoF) + "
@@ -169,16 +170,14 @@ def _table(dofs, generated, trainable, cells, fits, free_text, seeds):
 
 def _ablation(seed):
     rows = [
-        f"| {mode} | {run(f'ablation_{mode}', seed, FLAGS.ablation_dof, mode):.4f} |"
+        [mode, f"{run(f'ablation_{mode}', seed, FLAGS.ablation_dof, mode):.4f}"]
         for mode in ("shared", "permutation", "signed_permutation")
     ]
     return [
         "",
         f"Sharing ablation at DoF {FLAGS.ablation_dof:g} (window, seed {seed}):",
         "",
-        "| mode | test accuracy |",
-        "| --- | --- |",
-        *rows,
+        *table(["mode", "test accuracy"], rows),
     ]
 
 

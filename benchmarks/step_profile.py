@@ -191,31 +191,26 @@ def main(argv):
 
 def markdown(profiles):
     """One column per profile: ms per step and share of the summed op time."""
+    from repopt_tf.markdown import table
+
     names = list(profiles)
-    lines = [
-        "| category | " + " | ".join(names) + " |",
-        "| --- |" + " --- |" * len(names),
+    totals = {name: profiles[name][0] for name in names}
+    summed = {name: sum(totals[name].values()) for name in names}
+
+    def share(name, category):
+        ms = totals[name].get(category, 0.0)
+        return f"{ms:.2f} ({100 * ms / summed[name]:.0f} %)"
+
+    rows = [
+        [category, *(share(name, category) for name in names)]
+        for category in CATEGORIES
+        if any(category in totals[name] for name in names)
     ]
-    for category in CATEGORIES:
-        if not any(category in profiles[n][0] for n in names):
-            continue
-        cells = []
-        for name in names:
-            totals = profiles[name][0]
-            ms, total = totals.get(category, 0.0), sum(totals.values())
-            cells.append(f"{ms:.2f} ({100 * ms / total:.0f} %)")
-        lines.append(f"| {category} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| summed op time | "
-        + " | ".join(f"{sum(profiles[n][0].values()):.2f}" for n in names)
-        + " |"
+    rows.append(["summed op time", *(f"{summed[n]:.2f}" for n in names)])
+    rows.append(
+        ["wall time per step", *(f"{profiles[n][1]:.2f}" for n in names)]
     )
-    lines.append(
-        "| wall time per step | "
-        + " | ".join(f"{profiles[n][1]:.2f}" for n in names)
-        + " |"
-    )
-    return "\n".join(lines)
+    return "\n".join(table(["category", *names], rows))
 
 
 if __name__ == "__main__":

@@ -155,6 +155,7 @@ def main(argv):
 def report(seconds, died, tf, keras, torch_version):
     from repopt_tf.cpu import cpu_flags
     from repopt_tf.cpu import cpu_name
+    from repopt_tf.markdown import table
 
     print(
         f"{FLAGS.model}, batch {FLAGS.batch}, {FLAGS.image_size}x"
@@ -164,16 +165,15 @@ def report(seconds, died, tf, keras, torch_version):
         "PyTorch side: "
         f"{'the authors code' if FLAGS.reference else 'written here'}"
     )
-    print("| setting | img/s median | min | max |")
-    print("| --- | --- | --- | --- |")
+    rows = []
     for name in seconds:
         rates = sorted(FLAGS.batch / s for s in seconds[name])
-        print(
-            f"| {name} | {statistics.median(rates):.1f} | {rates[0]:.1f} | "
-            f"{rates[-1]:.1f} |"
+        median = statistics.median(rates)
+        rows.append(
+            [name, f"{median:.1f}", f"{rates[0]:.1f}", f"{rates[-1]:.1f}"]
         )
-    for name, why in died.items():
-        print(f"| {name} | {why} | | |")
+    rows += [[name, why, "", ""] for name, why in died.items()]
+    print("\n".join(table(["setting", "img/s median", "min", "max"], rows)))
 
     def best(prefix):
         return min(

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from repopt_tf.markdown import table
+
 
 def activation_plot(plan, path, title=""):
     """A PNG of the activation bytes alive at each op, and each op's output,
@@ -94,16 +96,17 @@ def _micro_line(tflm):
 
 
 def _accuracy_lines(accuracy):
+    rows = [
+        ["XNNPACK (LiteRT default)", describe_top1(accuracy["xnnpack"])],
+        ["LiteRT reference", describe_top1(accuracy["reference"])],
+    ]
+    if "micro" in accuracy:
+        rows.append(["TFLite Micro", describe_top1(accuracy["micro"])])
     lines = [
         f"int8 top-1 on {accuracy['images']} images:",
         "",
-        "| kernels | int8 |",
-        "| --- | --- |",
-        f"| XNNPACK (LiteRT default) | {describe_top1(accuracy['xnnpack'])} |",
-        f"| LiteRT reference | {describe_top1(accuracy['reference'])} |",
+        *table(["kernels", "int8"], rows),
     ]
-    if "micro" in accuracy:
-        lines.append(f"| TFLite Micro | {describe_top1(accuracy['micro'])} |")
     vs = accuracy.get("xnnpack_vs_reference")
     if vs:
         lines += [
@@ -116,55 +119,46 @@ def _accuracy_lines(accuracy):
 
 
 def _memory_lines(memory):
-    lines = [
-        "",
-        "Memory bill:",
-        "",
-        "| item | bytes |",
-        "| --- | --- |",
-        f"| flash: .tflite file | {memory['file_bytes']:,} |",
-        f"| flash: weights in it | {memory['weights_bytes']:,} |",
+    rows = [
+        ("flash: .tflite file", memory["file_bytes"]),
+        ("flash: weights in it", memory["weights_bytes"]),
     ]
     if memory["weights_outside_flatbuffer_bytes"]:
-        lines.append(
-            f"| weights outside the flatbuffer | "
-            f"{memory['weights_outside_flatbuffer_bytes']:,} |"
-        )
+        outside = memory["weights_outside_flatbuffer_bytes"]
+        rows.append(("weights outside the flatbuffer", outside))
+    planned = f"peak activations, planned ({memory['peak_op']})"
+    rows.append((planned, memory["peak_activation_bytes"]))
     rss = memory["litert_peak_rss_bytes"]
-    lines.append(
-        f"| peak activations, planned ({memory['peak_op']}) | "
-        f"{memory['peak_activation_bytes']:,} |"
-    )
     for kernels, label in (
         ("xnnpack", "XNNPACK"),
         ("reference", "reference kernels"),
     ):
         if rss[kernels] is not None:
-            lines.append(
-                f"| LiteRT peak RSS over idle, {label} | {rss[kernels]:,} |"
-            )
+            rows.append((f"LiteRT peak RSS over idle, {label}", rss[kernels]))
     if memory["tflm_arena_bytes"]:
-        lines.append(
-            f"| TFLM arena (smallest) | {memory['tflm_arena_bytes']:,} |"
-        )
-    return lines
+        rows.append(("TFLM arena (smallest)", memory["tflm_arena_bytes"]))
+    cells = [(item, f"{value:,}") for item, value in rows]
+    return ["", "Memory bill:", "", *table(["item", "bytes"], cells)]
 
 
 def _latency_lines(section):
-    lines = [
+    rows = [
+        [
+            t["runtime"],
+            t["threads"],
+            f"{t['median_ms']:.3f}",
+            f"{t['p90_ms']:.3f}",
+            t["runs"],
+        ]
+        for t in section["latency_host"]
+    ]
+    return [
         "",
         f"Latency on this host ({section['host']}; a device is slower), "
         f"per invoke of batch {section.get('batch', 1)}, ms:",
         "",
-        "| runtime | threads | median | p90 | runs |",
-        "| --- | --- | --- | --- | --- |",
+        *table(["runtime", "threads", "median", "p90", "runs"], rows),
     ]
-    for t in section["latency_host"]:
-        lines.append(
-            f"| {t['runtime']} | {t['threads']} | {t['median_ms']:.3f} | "
-            f"{t['p90_ms']:.3f} | {t['runs']} |"
-        )
-    return lines
 
 
 def describe_top1(result):

@@ -3,29 +3,11 @@ measuring in `repopt_tf.export.report`."""
 
 from repopt_tf.export.deploy_render import deploy_markdown
 from repopt_tf.export.litert_eval import machine_line
+from repopt_tf.markdown import table
 
 
 def markdown_report(report):
-    a, agreement = report["accuracy"], report["agreement"]
-    outputs = report.get("outputs") or [{"classifier": True}]
-    if a is None:
-        why = (
-            "test labels are not the model's classes"
-            if outputs[0]["classifier"]
-            else "not a classifier"
-        )
-        top1 = {
-            "keras": "not measured",
-            "fp32": "not measured",
-            "int8": f"not measured ({why})",
-        }
-    else:
-        top1 = {
-            "keras": f"{a['keras_fp32']:.4f}",
-            "fp32": f"{a['tflite_fp32']:.4f}",
-            "int8": f"{a['tflite_int8']:.4f} "
-            f"({100 * a['int8_minus_fp32']:+.2f} pts)",
-        }
+    """The export report (`export_model`'s report.json) as Markdown."""
     lines = [
         f"# Export report: {report['model']}",
         "",
@@ -35,59 +17,109 @@ def markdown_report(report):
         f"{machine_line(report['machine'])}.",
         "",
         *_provenance(report),
-        "| model | size (KB) | top-1 |",
-        "| --- | --- | --- |",
-        f"| Keras fp32 | - | {top1['keras']} |",
-        f"| TFLite fp32 | {report['sizes_bytes']['fp32'] / 1024:.0f} | "
-        f"{top1['fp32']} |",
-        f"| TFLite int8 | {report['sizes_bytes']['int8'] / 1024:.0f} | "
-        f"{top1['int8']} |",
+        *_accuracy_section(report),
+        *_latency_section(report),
+        *_quantization_error_section(report),
+        *_kernel_section(report),
+    ]
+    return "\n".join(lines) + "\n" + deploy_markdown(report["deploy"])
+
+
+def _top1_cells(report):
+    """Keras fp32, TFLite fp32 and int8 top-1 as table cells."""
+    a = report["accuracy"]
+    if a is None:
+        outputs = report.get("outputs") or [{"classifier": True}]
+        why = (
+            "test labels are not the model's classes"
+            if outputs[0]["classifier"]
+            else "not a classifier"
+        )
+        return "not measured", "not measured", f"not measured ({why})"
+    return (
+        f"{a['keras_fp32']:.4f}",
+        f"{a['tflite_fp32']:.4f}",
+        f"{a['tflite_int8']:.4f} ({100 * a['int8_minus_fp32']:+.2f} pts)",
+    )
+
+
+def _accuracy_section(report):
+    keras, fp32, int8 = _top1_cells(report)
+    sizes, agreement = report["sizes_bytes"], report["agreement"]
+    rows = [
+        ["Keras fp32", "-", keras],
+        ["TFLite fp32", f"{sizes['fp32'] / 1024:.0f}", fp32],
+        ["TFLite int8", f"{sizes['int8'] / 1024:.0f}", int8],
+    ]
+    return [
+        *table(["model", "size (KB)", "top-1"], rows),
         "",
         f"int8 vs fp32 outputs: top-1 agreement "
         f"{agreement['top1_agreement']:.4f}, relative RMSE "
         f"{agreement['relative_rmse']:.4f}.",
         "",
-        f"Latency per invoke, batch "
-        f"{report['device_form']['batch_size'] or 1} (ms):",
-        "",
-        "| model | threads | XNNPACK | median | p90 |",
-        "| --- | --- | --- | --- | --- |",
     ]
-    for t in report["latency"]:
-        lines.append(
-            f"| {t['model']} | {t['threads']} | "
-            f"{'on' if t['xnnpack'] else 'off'} | "
-            f"{t['median_ms']:.3f} | {t['p90_ms']:.3f} |"
-        )
-    lines += [
+
+
+def _latency_section(report):
+    rows = [
+        [
+            t["model"],
+            t["threads"],
+            "on" if t["xnnpack"] else "off",
+            f"{t['median_ms']:.3f}",
+            f"{t['p90_ms']:.3f}",
+        ]
+        for t in report["latency"]
+    ]
+    header = ["model", "threads", "XNNPACK", "median", "p90"]
+    batch = report["device_form"]["batch_size"] or 1
+    return [
+        f"Latency per invoke, batch {batch} (ms):",
+        "",
+        *table(header, rows),
+    ]
+
+
+def _quantization_error_section(report):
+    rows = [
+        [
+            row["layer"],
+            row["op"],
+            f"{row['rmse/scale']:.3f}",
+            f"{row['max_abs_error']:.4f}",
+        ]
+        for row in report["quantization_error"][:10]
+    ]
+    return [
         "",
         "Worst per-layer int8 error (RMS error / quantization step):",
         "",
-        "| layer | op | rmse/scale | max abs error |",
-        "| --- | --- | --- | --- |",
+        *table(["layer", "op", "rmse/scale", "max abs error"], rows),
     ]
-    for row in report["quantization_error"][:10]:
-        lines.append(
-            f"| {row['layer']} | {row['op']} | {row['rmse/scale']:.3f} "
-            f"| {row['max_abs_error']:.4f} |"
-        )
+
+
+def _kernel_section(report):
     if not report["kernel_statistics"]:
-        lines += ["", "The model has no 3x3 convs: no kernel statistics.", ""]
-        return "\n".join(lines) + "\n" + deploy_markdown(report["deploy"])
-    lines += [
+        return ["", "The model has no 3x3 convs: no kernel statistics.", ""]
+    rows = [
+        [
+            row["layer"],
+            f"{row['std']:.4f}",
+            f"{row['std_centre']:.4f}",
+            f"{row['std_surround']:.4f}",
+        ]
+        for row in report["kernel_statistics"]
+    ]
+    return [
         "",
         "3x3 kernel std as quantized (BN folded): overall / centre / surround:",
         "",
-        "| layer | std | centre | surround |",
-        "| --- | --- | --- | --- |",
+        *table(["layer", "std", "centre", "surround"], rows),
+        "",
+        "![kernel histogram](kernel_histogram.png)",
+        "",
     ]
-    for row in report["kernel_statistics"]:
-        lines.append(
-            f"| {row['layer']} | {row['std']:.4f} | "
-            f"{row['std_centre']:.4f} | {row['std_surround']:.4f} |"
-        )
-    lines += ["", "![kernel histogram](kernel_histogram.png)", ""]
-    return "\n".join(lines) + "\n" + deploy_markdown(report["deploy"])
 
 
 def _provenance(report):

@@ -22,6 +22,7 @@ from absl import flags  # noqa: E402
 
 from repopt_tf.cli.run_flags import define_run_flags  # noqa: E402
 from repopt_tf.cli.run_flags import load_trained_model  # noqa: E402
+from repopt_tf.markdown import table  # noqa: E402
 
 define_run_flags()
 flags.DEFINE_integer("epochs", 2, "QAT fine-tuning epochs.", lower_bound=1)
@@ -161,20 +162,26 @@ def _qat_study(model_path, model, twin, train, test, output_dir):
 
 def qat_table(report):
     """QAT beside its baselines: each int8 row against the fp32 it came from."""
-    a = report
-    return "\n".join(
+    a, epochs = report, report["epochs"]
+    rows = [
+        ["Keras fp32 (before)", f"{a['keras_fp32']:.4f}", ""],
         [
-            "| model | top-1 | vs |",
-            "| --- | --- | --- |",
-            f"| Keras fp32 (before) | {a['keras_fp32']:.4f} | |",
-            f"| TFLite int8 PTQ | {a['tflite_int8_ptq']:.4f} | "
-            f"{100 * a['ptq_minus_fp32']:+.2f} pts vs fp32 before |",
-            f"| fp32 fine-tuned {a['epochs']} epochs (no fake quant) | "
-            f"{a['fp32_finetuned']:.4f} | |",
-            f"| TFLite int8 QAT, {a['epochs']} epochs | {a['tflite_int8_qat']:.4f} | "
-            f"{100 * a['qat_minus_fp32_finetuned']:+.2f} pts vs fp32 fine-tuned |",
-        ]
-    )
+            "TFLite int8 PTQ",
+            f"{a['tflite_int8_ptq']:.4f}",
+            f"{100 * a['ptq_minus_fp32']:+.2f} pts vs fp32 before",
+        ],
+        [
+            f"fp32 fine-tuned {epochs} epochs (no fake quant)",
+            f"{a['fp32_finetuned']:.4f}",
+            "",
+        ],
+        [
+            f"TFLite int8 QAT, {epochs} epochs",
+            f"{a['tflite_int8_qat']:.4f}",
+            f"{100 * a['qat_minus_fp32_finetuned']:+.2f} pts vs fp32 fine-tuned",
+        ],
+    ]
+    return "\n".join(table(["model", "top-1", "vs"], rows))
 
 
 if __name__ == "__main__":

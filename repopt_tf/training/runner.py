@@ -22,6 +22,7 @@ from repopt_tf.atomic import save_model
 from repopt_tf.atomic import write_text
 from repopt_tf.checkpoints import load_weights
 from repopt_tf.checkpoints import read_keras_model
+from repopt_tf.markdown import table
 from repopt_tf.models import build_model
 from repopt_tf.models.registry import family_of
 from repopt_tf.rundir import RunDir
@@ -261,13 +262,16 @@ class Experiment:
 
 def results_table(results):
     """Markdown table of stage results."""
-    lines = [
-        "| stage | model | form | optimizer | epochs | test accuracy |",
-        "| --- | --- | --- | --- | --- | --- |",
+    header = ["stage", "model", "form", "optimizer", "epochs", "test accuracy"]
+    rows = [
+        [
+            r.stage,
+            r.model,
+            r.kind,
+            r.optimizer,
+            r.epochs,
+            f"{r.test_accuracy:.4f}",
+        ]
+        for r in results
     ]
-    for r in results:
-        lines.append(
-            f"| {r.stage} | {r.model} | {r.kind} | {r.optimizer} | "
-            f"{r.epochs} | {r.test_accuracy:.4f} |"
-        )
-    return "\n".join(lines)
+    return "\n".join(table(header, rows))
