@@ -195,23 +195,9 @@ def build_repopt_vgg(
     if include_preprocessing:
         stats = preprocessing_stats(input_shape[-1], mean, std)
         x = preprocessing(input_shape[-1], **stats)(x)
-    factories, form = [FastGradConv2D] * len(plan), kind
-    if rpg_dof is not None or rpg_size:
-        if kind != "plain":
-            raise ValueError(f"RPG rings need kind='plain', got kind={kind!r}.")
-        # The authors keep the stem conv off the ring.
-        first = 1 if rpg_scheme == "authors" else 0
-        ring = RingPlan.for_kernels(
-            inputs,
-            [(3, 3, cin, cout) for _, cin, cout, _, _ in plan[first:]],
-            rpg_dof,
-            rpg_mode,
-            rpg_seed,
-            scheme=rpg_scheme,
-            size=rpg_size,
-        )
-        factories[first:] = [ring.conv] * (len(plan) - first)
-        form = f"rpg{rpg_size or rpg_dof:g}"
+    factories, form = _conv_factories(
+        inputs, plan, kind, rpg_dof, rpg_mode, rpg_seed, rpg_scheme, rpg_size
+    )
     for (name_in_model, _, cout, stride, index), groups, factory in zip(
         plan, block_groups(spec), factories
     ):
@@ -237,6 +223,29 @@ def build_repopt_vgg(
             "repopt_vgg", name, kind, num_classes, input_shape, stats
         ),
     )
+
+
+def _conv_factories(inputs, plan, kind, dof, mode, seed, scheme, size):
+    """Each block's conv layer factory and the model's form: plain
+    `FastGradConv2D`s, or (RPG, `dof` or `size` given) convs whose kernels
+    a ring generates, the form then named `rpg<dof or size>`."""
+    factories = [FastGradConv2D] * len(plan)
+    if dof is None and not size:
+        return factories, kind
+    if kind != "plain":
+        raise ValueError(f"RPG rings need kind='plain', got kind={kind!r}.")
+    first = 1 if scheme == "authors" else 0  # the authors keep the stem off
+    ring = RingPlan.for_kernels(
+        inputs,
+        [(3, 3, cin, cout) for _, cin, cout, _, _ in plan[first:]],
+        dof,
+        mode,
+        seed,
+        scheme=scheme,
+        size=size,
+    )
+    factories[first:] = [ring.conv] * (len(plan) - first)
+    return factories, f"rpg{size or dof:g}"
 
 
 def block_plan(spec, channels):
