@@ -62,6 +62,25 @@ def load_state_dict(model, state, layout, skip_head=False, source="state dict"):
     `skip_head=True` the head's tensors are ignored and the model's own
     classifier stays as built (fine-tuning on other classes).
     """
+    form = _form_for(model, state, layout, source)
+    _check_head(model, state, layout, skip_head, source)
+    expected = layout.expected_keys(model, form, include_head=not skip_head)
+    _check_keys(model, state, layout, expected, skip_head, source)
+    values = _converted(model, state, layout, expected, source)
+    for key, value in values.items():
+        expected[key][0].assign(value)
+    return LoadReport(
+        source,
+        form.description,
+        len(values),
+        sum(v.size for v in values.values()),
+        skip_head,
+    )
+
+
+def _form_for(model, state, layout, source):
+    """The file's form (`layout.detect_form`), which must load into the
+    model's kind."""
     form = layout.detect_form(state, source)
     kind = model_kind(model)
     if form.kind != kind:
@@ -74,38 +93,52 @@ def load_state_dict(model, state, layout, skip_head=False, source="state dict"):
             f"{source} is in {form.description}, which loads into "
             f"kind={form.kind!r}, but the model has kind={kind!r}{hint}."
         )
-    head = layout.head
+    return form
+
+
+def _check_head(model, state, layout, skip_head, source):
+    """A head of other classes loads only when it is skipped."""
     head_classes = layout.num_classes(state)
     model_classes = num_classes_of(model)
-    head_mismatch = head_classes is not None and head_classes != model_classes
-    if head_mismatch and not skip_head:
-        raise ValueError(
-            f"{source} has a {head_classes}-class head ({head}.weight), the "
-            f"model {model_classes} classes: build it with num_classes="
-            f"{head_classes}, or skip the head to fine-tune a new one "
-            "(load_weights(..., skip_head=True); in train.py "
-            "--config.init_skip_head=True)."
-        )
-    expected = layout.expected_keys(model, form, include_head=not skip_head)
+    if head_classes in (None, model_classes) or skip_head:
+        return
+    raise ValueError(
+        f"{source} has a {head_classes}-class head ({layout.head}.weight), "
+        f"the model {model_classes} classes: build it with num_classes="
+        f"{head_classes}, or skip the head to fine-tune a new one "
+        "(load_weights(..., skip_head=True); in train.py "
+        "--config.init_skip_head=True)."
+    )
+
+
+def _check_keys(model, state, layout, expected, skip_head, source):
+    """Every expected key present and no other (a skipped head's aside)."""
     present = {key for key in state if not key.endswith(IGNORED_SUFFIXES)}
     if skip_head:
-        present = {key for key in present if not key.startswith(f"{head}.")}
+        present = {k for k in present if not k.startswith(f"{layout.head}.")}
     missing = sorted(set(expected) - present)
     unexpected = sorted(present - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{source} does not fit {model.name}: "
-            + "; ".join(
-                f"{label} keys {', '.join(keys[:5])}"
-                + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-                for label, keys in (
-                    ("missing", missing),
-                    ("unexpected", unexpected),
-                )
-                if keys
-            )
-            + f". The file looks like {layout.looks_like(state)}."
-        )
+    if not (missing or unexpected):
+        return
+
+    def listed(label, keys):
+        more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
+        return f"{label} keys {', '.join(keys[:5])}{more}"
+
+    problems = [
+        listed(label, keys)
+        for label, keys in (("missing", missing), ("unexpected", unexpected))
+        if keys
+    ]
+    raise ValueError(
+        f"{source} does not fit {model.name}: {'; '.join(problems)}. "
+        f"The file looks like {layout.looks_like(state)}."
+    )
+
+
+def _converted(model, state, layout, expected, source):
+    """`{key: float32 array}` in the model's shapes; a shape that does not
+    fit raises, before any variable is assigned."""
     values = {}
     for key, (variable, convert) in expected.items():
         try:
@@ -120,12 +153,4 @@ def load_state_dict(model, state, layout, skip_head=False, source="state dict"):
                 f"{model.name} with input {model.input_shape[1:]}."
             )
         values[key] = value
-    for key, value in values.items():
-        expected[key][0].assign(value)
-    return LoadReport(
-        source,
-        form.description,
-        len(values),
-        sum(v.size for v in values.values()),
-        skip_head,
-    )
+    return values
