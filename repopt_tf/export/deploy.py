@@ -127,6 +127,25 @@ def _micro_section(
     }
     if reference_raw is None:
         return result
+    compared = _vs_reference(
+        content, images_q, outputs, reference_raw, arena, batch
+    )
+    diff, first = compared["vs_reference"], compared["first_difference"]
+    if not diff["max_lsb"]:
+        said = "bit-exact"
+    else:
+        said = (
+            f"max {diff['max_lsb']} LSB on {100 * diff['outputs_differing']:.2f}"
+            "% of outputs"
+            + (f", first at {first['op']} #{first['index']}" if first else "")
+        )
+    log(f"TFLM vs LiteRT reference kernels: {said} on {len(images_q)} images")
+    return {**result, **compared}
+
+
+def _vs_reference(content, images_q, outputs, reference_raw, arena, batch):
+    """TFLM's outputs against the LiteRT reference kernels': the
+    differences, and where the first differing image first differs."""
     diff = _differences(outputs, reference_raw)
     first = None
     if diff["max_lsb"]:
@@ -138,17 +157,7 @@ def _micro_section(
             4 * arena["arena_bytes"] + (1 << 20),
             batch,
         )
-    if not diff["max_lsb"]:
-        said = "bit-exact"
-    else:
-        said = (
-            f"max {diff['max_lsb']} LSB on {100 * diff['outputs_differing']:.2f}"
-            "% of outputs"
-            + (f", first at {first['op']} #{first['index']}" if first else "")
-        )
-    log(f"TFLM vs LiteRT reference kernels: {said} on {len(images_q)} images")
     return {
-        **result,
         "bit_exact": diff["max_lsb"] == 0,
         "vs_reference": diff,
         "first_difference": first,
