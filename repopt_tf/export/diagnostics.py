@@ -180,8 +180,6 @@ def kernel_histograms(kernels_by_model, path, layers=None, bins=80):
         squeeze=False,
         figsize=(4.2 * len(labels), 2.8 * len(layers)),
     )
-    surround = np.ones((3, 3), bool)
-    surround[1, 1] = False
     for row, layer in enumerate(layers):
         span = max(
             float(np.abs(k[layer]).max()) for k in kernels_by_model.values()
@@ -189,39 +187,37 @@ def kernel_histograms(kernels_by_model, path, layers=None, bins=80):
         edges = np.linspace(-span, span, bins + 1)
         for column, label in enumerate(labels):
             kernel = kernels_by_model[label][layer]
-            axis = axes[row, column]
-            axis.hist(
-                kernel[surround].reshape(-1),
-                edges,
-                histtype="step",
-                color="tab:blue",
-                label="8 surrounding taps",
-            )
-            axis.hist(
-                kernel[1, 1].reshape(-1),
-                edges,
-                histtype="step",
-                color="tab:red",
-                label="centre tap",
-            )
-            step = float(np.abs(kernel).max()) / 127
-            for x in (-step, step):
-                axis.axvline(x, color="black", linestyle=":", linewidth=0.8)
-            axis.set_yscale("log")
-            axis.set_xlim(-span, span)
+            _histogram_panel(axes[row, column], kernel, edges)
             parts = _std_parts(kernel)
-            axis.set_title(
+            axes[row, column].set_title(
                 f"{label}\n{layer}: std {parts['std']:.4f}, "
                 f"max|w|/std {parts['max_abs_over_std']:.0f}",
                 fontsize=8,
             )
-            if row == len(layers) - 1:
-                axis.set_xlabel(
-                    "weight (dotted: one per-tensor int8 step)", fontsize=8
-                )
         axes[row, 0].set_ylabel("count (log)")
+    for axis in axes[-1]:
+        axis.set_xlabel("weight (dotted: one per-tensor int8 step)", fontsize=8)
     axes[0, 0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _histogram_panel(axis, kernel, edges):
+    """One kernel's centre and surrounding taps over `edges`, log counts,
+    dotted lines at one per-tensor int8 step."""
+    surround = np.ones((3, 3), bool)
+    surround[1, 1] = False
+    for taps, color, label in (
+        (kernel[surround], "tab:blue", "8 surrounding taps"),
+        (kernel[1, 1], "tab:red", "centre tap"),
+    ):
+        axis.hist(
+            taps.reshape(-1), edges, histtype="step", color=color, label=label
+        )
+    step = float(np.abs(kernel).max()) / 127
+    for x in (-step, step):
+        axis.axvline(x, color="black", linestyle=":", linewidth=0.8)
+    axis.set_yscale("log")
+    axis.set_xlim(edges[0], edges[-1])
