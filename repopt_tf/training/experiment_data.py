@@ -27,32 +27,7 @@ class ExperimentData:
         data = config.data
         self.replicas = strategy.num_replicas_in_sync
         self.global_batch = config.train.batch_size * self.replicas
-        common = dict(
-            data_dir=data.data_dir or None,
-            manual_dir=data.manual_dir or None,
-            download=data.download,
-        )
-        if data.name.startswith("folder:"):
-            common["skip_unreadable"] = data.skip_unreadable
-        train = load_source(
-            data.name, "train", limit=data.train_limit or None, **common
-        )
-        check_classes(train)
-        test = align_classes(
-            train,
-            load_source(
-                data.name,
-                data.eval_split,
-                limit=data.eval_limit or None,
-                **common,
-            ),
-            data.eval_split,
-        )
-        validation = None
-        if data.validation == "holdout":
-            train, validation = split_holdout(train, data.validation_fraction)
-        elif data.validation == "test":
-            validation = test
+        train, validation, test = _load_splits(data)
         self.train_source = train
         self.test_source = self._splits_evenly(test, "test")
         channels = data.channels or train.channels
@@ -126,3 +101,30 @@ class ExperimentData:
             f"{replicas} replicas"
         )
         return take(source, kept)
+
+
+def _load_splits(data):
+    """`(train, validation or None, test)` sources of `config.data`: test
+    classes aligned to train's by name, the validation split held out of
+    train or the test split itself."""
+    common = dict(
+        data_dir=data.data_dir or None,
+        manual_dir=data.manual_dir or None,
+        download=data.download,
+    )
+    if data.name.startswith("folder:"):
+        common["skip_unreadable"] = data.skip_unreadable
+    train = load_source(
+        data.name, "train", limit=data.train_limit or None, **common
+    )
+    check_classes(train)
+    test = load_source(
+        data.name, data.eval_split, limit=data.eval_limit or None, **common
+    )
+    test = align_classes(train, test, data.eval_split)
+    validation = None
+    if data.validation == "holdout":
+        train, validation = split_holdout(train, data.validation_fraction)
+    elif data.validation == "test":
+        validation = test
+    return train, validation, test
