@@ -206,40 +206,45 @@ class TFLiteGraph:
 
     def flags(self):
         """`[{"kind", "message"}]`: what a device runtime should know."""
-        flags = []
+        return [
+            {"kind": kind, "message": message}
+            for kind, message in self._findings()
+        ]
+
+    def _findings(self):
+        """`(kind, message)` of each property a device runtime should know."""
         shape_ops = self.shape_ops()
         if shape_ops:
             chain = " -> ".join(dict.fromkeys(op.name for op in shape_ops))
-            flags.append(
-                {
-                    "kind": "dynamic_shape_ops",
-                    "message": f"{len(shape_ops)} ops compute a shape at run "
-                    f"time ({chain}), typically a Flatten or Reshape under a "
-                    "dynamic batch: export with --batch_size=1 to fold them",
-                }
+            yield (
+                "dynamic_shape_ops",
+                (
+                    f"{len(shape_ops)} ops compute a shape at run time ({chain}), "
+                    "typically a Flatten or Reshape under a dynamic batch: export "
+                    "with --batch_size=1 to fold them"
+                ),
             )
         for index in self.inputs:
             tensor = self.tensors[index]
             if -1 in tensor.signature:
-                flags.append(
-                    {
-                        "kind": "dynamic_input",
-                        "message": f"input {tensor.name!r} has shape "
-                        f"{list(tensor.signature)} (-1: not fixed); devices "
-                        "run one fixed shape: export with --batch_size=1",
-                    }
+                yield (
+                    "dynamic_input",
+                    (
+                        f"input {tensor.name!r} has shape {list(tensor.signature)} "
+                        "(-1: not fixed); devices run one fixed shape: export with "
+                        "--batch_size=1"
+                    ),
                 )
         _, outside = self.weights_bytes()
         if outside:
             count = sum(1 for b in self.buffers if b.Offset() > 1)
-            flags.append(
-                {
-                    "kind": "external_weights",
-                    "message": f"{count} weight buffers ({outside:,} bytes) "
-                    "are stored outside the flatbuffer (Buffer.offset/size): "
-                    "LiteRT reads them, TFLM does not and computes with "
-                    "garbage",
-                }
+            yield (
+                "external_weights",
+                (
+                    f"{count} weight buffers ({outside:,} bytes) are stored "
+                    "outside the flatbuffer (Buffer.offset/size): LiteRT reads "
+                    "them, TFLM does not and computes with garbage"
+                ),
             )
         floats = sorted(
             {
@@ -249,14 +254,13 @@ class TFLiteGraph:
             }
         )
         if floats:
-            flags.append(
-                {
-                    "kind": "float_tensors",
-                    "message": f"non-integer activations ({', '.join(floats)}"
-                    "): not a full-integer model",
-                }
+            yield (
+                "float_tensors",
+                (
+                    f"non-integer activations ({', '.join(floats)}): not a "
+                    "full-integer model"
+                ),
             )
-        return flags
 
     def activation_plan(self):
         """`{"per_op": [{"index", "op", "live_bytes", "output_bytes"}],
