@@ -87,14 +87,6 @@ def _qat_study(model_path, model, twin, train, test, output_dir):
     from repopt_tf.data import representative_images
     from repopt_tf.data import steps_per_epoch
     from repopt_tf.data import take
-    from repopt_tf.evaluation import keras_accuracy
-    from repopt_tf.export import check_full_integer
-    from repopt_tf.export import convert_int8
-    from repopt_tf.export import tflite_accuracy
-    from repopt_tf.qat import tf_keras_twin
-    from repopt_tf.qat.finetune import convert_qat_int8
-    from repopt_tf.qat.finetune import float_finetune
-    from repopt_tf.qat.finetune import quantize_aware_finetune
 
     _, size, _, channels = model.input_shape
     if FLAGS.train_limit:
@@ -112,6 +104,24 @@ def _qat_study(model_path, model, twin, train, test, output_dir):
         train, size, FLAGS.representative, channels=channels
     )
     steps = steps_per_epoch(train, FLAGS.batch_size)
+    content = _quantize_aware(twin, train_data, calibration, steps)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes(output_dir / "model_int8_qat.tflite", content)
+    tuned = _float_baseline(model, train_data, steps)
+    print("[qat] evaluating", flush=True)
+    report = _measure(model_path, model, tuned, content, calibration, test_data)
+    write_text(output_dir / "qat_report.json", json.dumps(report, indent=2))
+    write_text(output_dir / "qat_report.md", qat_table(report) + "\n")
+    print(qat_table(report))
+    print(f"[qat] wrote {output_dir}/model_int8_qat.tflite")
+
+
+def _quantize_aware(twin, train_data, calibration, steps):
+    """QAT fine-tuning of the tf_keras twin, converted to full-integer int8."""
+    from repopt_tf.export import check_full_integer
+    from repopt_tf.qat.finetune import convert_qat_int8
+    from repopt_tf.qat.finetune import quantize_aware_finetune
+
     qat_model = quantize_aware_finetune(
         twin,
         train_data,
@@ -122,29 +132,42 @@ def _qat_study(model_path, model, twin, train, test, output_dir):
     )
     content = convert_qat_int8(qat_model, calibration)
     check_full_integer(content)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_bytes(output_dir / "model_int8_qat.tflite", content)
+    return content
+
+
+def _float_baseline(model, train_data, steps):
+    """QAT's fair baseline: a fresh fp32 twin fine-tuned as long without
+    fake quantization."""
+    from repopt_tf.qat import tf_keras_twin
+    from repopt_tf.qat.finetune import float_finetune
+
     print(
         f"[qat] fine-tuning the fp32 twin {FLAGS.epochs} epochs without "
         "fake quantization (the baseline)",
         flush=True,
     )
-    tuned = float_finetune(
+    return float_finetune(
         tf_keras_twin(model),
         train_data,
         FLAGS.epochs,
         FLAGS.learning_rate,
         steps_per_epoch=steps,
     )
-    print("[qat] evaluating", flush=True)
+
+
+def _measure(model_path, model, tuned, content, calibration, test_data):
+    """Top-1 of fp32, fine-tuned fp32, PTQ and QAT int8, and the two gaps."""
+    from repopt_tf.evaluation import keras_accuracy
+    from repopt_tf.export import convert_int8
+    from repopt_tf.export import tflite_accuracy
+
+    tuned_metrics = tuned.evaluate(test_data, verbose=0, return_dict=True)
     report = {
         "model": str(model_path),
         "epochs": FLAGS.epochs,
         "learning_rate": FLAGS.learning_rate,
         "keras_fp32": keras_accuracy(model, test_data),
-        "fp32_finetuned": float(
-            tuned.evaluate(test_data, verbose=0, return_dict=True)["accuracy"]
-        ),
+        "fp32_finetuned": float(tuned_metrics["accuracy"]),
         "tflite_int8_ptq": tflite_accuracy(
             convert_int8(model, calibration), test_data
         ),
@@ -154,10 +177,7 @@ def _qat_study(model_path, model, twin, train, test, output_dir):
     report["qat_minus_fp32_finetuned"] = (
         report["tflite_int8_qat"] - report["fp32_finetuned"]
     )
-    write_text(output_dir / "qat_report.json", json.dumps(report, indent=2))
-    write_text(output_dir / "qat_report.md", qat_table(report) + "\n")
-    print(qat_table(report))
-    print(f"[qat] wrote {output_dir}/model_int8_qat.tflite")
+    return report
 
 
 def qat_table(report):
