@@ -80,10 +80,9 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds = []
 
 
-def main(argv):
-    del argv
-    require_models("model", FLAGS.model)
-    shape = (28, 28, 1)
+def phase_data():
+    """Training batches and steps per phase (pre: classes 0-4, fine: 5-9),
+    and the test batches of classes 5-9."""
     sources = {
         phase: class_source("train", classes, FLAGS.train_limit)
         for phase, classes in (("pre", range(5)), ("fine", range(5, 10)))
@@ -99,7 +98,13 @@ def main(argv):
     test = make_dataset(
         class_source("test", range(5, 10)), 28, 256, training=False
     )
+    return data, steps, test
 
+
+def pretrained_starts(data, steps):
+    """`start(model_class)`: a copy of the model pretrained on classes 0-4,
+    with the same fresh head each time."""
+    shape = (28, 28, 1)
     keras.utils.set_random_seed(0)
     pretrained = build_model(FLAGS.model, 5, shape)
     pretrained.compile(
@@ -118,12 +123,37 @@ def main(argv):
     )
 
     def start(model_class=keras.Model):
-        """A copy of the pretrained model with the same fresh head."""
         clone = keras.models.clone_model(pretrained)
         clone.set_weights(pretrained.get_weights())
         clone.get_layer(HEAD).set_weights(fresh_head)
         return model_class(clone.inputs, clone.outputs)
 
+    return start
+
+
+def fine_tuned(start, label, k, drift):
+    """The model and optimizer of one method (`k` None: plain SGD, all
+    layers or the head only)."""
+    if k is None:
+        model = start()
+        if label == "head only":
+            for layer in model.layers:
+                layer.trainable = layer.name == HEAD
+        return model, keras.optimizers.SGD(FLAGS.lr, momentum=0.9)
+    optimizer = MultirateOptimizer(
+        keras.optimizers.SGD(FLAGS.lr, momentum=0.9),
+        k=k,
+        slow_variables=rf"^(?!{HEAD}/)",
+        linear_drift=drift,
+    )
+    return start(MultirateModel), optimizer
+
+
+def main(argv):
+    del argv
+    require_models("model", FLAGS.model)
+    data, steps, test = phase_data()
+    start = pretrained_starts(data, steps)
     runs = [("full fine-tuning", None, None), ("head only", None, None)]
     runs += [
         (f"multirate k={k}, drift {'on' if d else 'off'}", int(k), d)
@@ -132,20 +162,7 @@ def main(argv):
     ]
     rows, full_time = [], None
     for label, k, drift in runs:
-        if k is None:
-            model = start()
-            if label == "head only":
-                for layer in model.layers:
-                    layer.trainable = layer.name == HEAD
-            optimizer = keras.optimizers.SGD(FLAGS.lr, momentum=0.9)
-        else:
-            model = start(MultirateModel)
-            optimizer = MultirateOptimizer(
-                keras.optimizers.SGD(FLAGS.lr, momentum=0.9),
-                k=k,
-                slow_variables=rf"^(?!{HEAD}/)",
-                linear_drift=drift,
-            )
+        model, optimizer = fine_tuned(start, label, k, drift)
         model.compile(optimizer=optimizer, loss=LOSS)
         timer = EpochTimer()
         model.fit(
@@ -158,15 +175,20 @@ def main(argv):
         # The first epoch includes tracing; report the median of the rest.
         per_epoch = statistics.median(timer.seconds[1:] or timer.seconds)
         full_time = full_time or per_epoch
+        accuracy = keras_accuracy(model, test)
         rows.append(
             [
                 label,
                 f"{per_epoch:.1f}",
                 f"{per_epoch / full_time:.2f}",
-                f"{keras_accuracy(model, test):.4f}",
+                f"{accuracy:.4f}",
             ]
         )
         print(table_row(rows[-1]), flush=True)
+    write_report(rows)
+
+
+def write_report(rows):
     text = "\n".join(
         [
             f"{FLAGS.model}: pretrained {FLAGS.pretrain_epochs} epochs on classes "
