@@ -47,6 +47,46 @@ def conv_shapes(model):
     ]
 
 
+def measure(methods, x, dy, device="CPU:0"):
+    """`(ms, mb)`: per method, the median ms per call over alternating
+    windows and the MB allocated beyond the inputs."""
+    import tensorflow as tf
+
+    extra, times = {}, {label: [] for label in methods}
+    for label, method in methods.items():
+        method(x, dy).numpy()
+        base = tf.config.experimental.get_memory_info(device)["current"]
+        tf.config.experimental.reset_memory_stats(device)
+        method(x, dy).numpy()
+        peak = tf.config.experimental.get_memory_info(device)["peak"]
+        extra[label] = (peak - base) / 2**20
+    for _ in range(FLAGS.windows):
+        for label, method in methods.items():
+            start = time.perf_counter()
+            for _ in range(FLAGS.repeats):
+                method(x, dy).numpy()
+            times[label].append((time.perf_counter() - start) / FLAGS.repeats)
+    return {
+        label: 1e3 * statistics.median(t) for label, t in times.items()
+    }, extra
+
+
+def gradient_methods(kernel, stride, padding):
+    """TF's kernel gradient and ours, as `tf.function`s of `(x, dy)`."""
+    import tensorflow as tf
+
+    from repopt_tf.models.tf_conv_gradients import _swapped_kernel_gradient
+    from repopt_tf.models.tf_conv_gradients import _tf_kernel_gradient
+
+    return {
+        label: tf.function(lambda x, dy, f=f: f(x, dy, kernel, stride, padding))
+        for label, f in (
+            ("TF", _tf_kernel_gradient),
+            ("ours", _swapped_kernel_gradient),
+        )
+    }
+
+
 def main(argv):
     del argv
     import tensorflow as tf
@@ -57,17 +97,10 @@ def main(argv):
     require_models("model", FLAGS.model)
     from repopt_tf.models.tf_conv_gradients import _explicit
     from repopt_tf.models.tf_conv_gradients import _native_kernel_gradient
-    from repopt_tf.models.tf_conv_gradients import _swapped_kernel_gradient
-    from repopt_tf.models.tf_conv_gradients import _tf_kernel_gradient
 
     tf.get_logger().setLevel("ERROR")  # one trace per conv shape is intended
-    model = build_model(
-        FLAGS.model,
-        10,
-        (FLAGS.image_size, FLAGS.image_size, FLAGS.channels),
-        kind="plain",
-    )
-    device = "CPU:0"
+    shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
+    model = build_model(FLAGS.model, 10, shape, kind="plain")
     print(
         f"{FLAGS.model}, batch {FLAGS.batch}, {FLAGS.image_size}x"
         f"{FLAGS.image_size}x{FLAGS.channels}: ms per call (median of "
@@ -77,38 +110,11 @@ def main(argv):
     for name, in_shape, kernel_shape, stride, padding in conv_shapes(model):
         x = tf.random.normal([FLAGS.batch, *in_shape])
         kernel = tf.random.normal(kernel_shape)
-        y = tf.nn.conv2d(x, kernel, stride, _explicit(padding))
-        dy = tf.random.normal(y.shape)
-        methods = {
-            label: tf.function(
-                lambda x, dy, f=f, k=kernel, s=stride, p=padding: f(
-                    x, dy, k, s, p
-                )
-            )
-            for label, f in (
-                ("TF", _tf_kernel_gradient),
-                ("ours", _swapped_kernel_gradient),
-            )
-        }
-        extra, times = {}, {label: [] for label in methods}
-        for label, method in methods.items():
-            method(x, dy).numpy()
-            base = tf.config.experimental.get_memory_info(device)["current"]
-            tf.config.experimental.reset_memory_stats(device)
-            method(x, dy).numpy()
-            extra[label] = (
-                tf.config.experimental.get_memory_info(device)["peak"] - base
-            ) / 2**20
-        for _ in range(FLAGS.windows):
-            for label, method in methods.items():
-                start = time.perf_counter()
-                for _ in range(FLAGS.repeats):
-                    method(x, dy).numpy()
-                times[label].append(
-                    (time.perf_counter() - start) / FLAGS.repeats
-                )
-        ms = {label: 1e3 * statistics.median(t) for label, t in times.items()}
-        for label in methods:
+        dy = tf.random.normal(
+            tf.nn.conv2d(x, kernel, stride, _explicit(padding)).shape
+        )
+        ms, extra = measure(gradient_methods(kernel, stride, padding), x, dy)
+        for label in totals:
             totals[label][0] += ms[label]
             totals[label][1] = max(totals[label][1], extra[label])
         print(
