@@ -125,6 +125,39 @@ def load(source):
     return read_keras_model(source), True
 
 
+def quickstart_entries(workdir):
+    """`(label, model file)` of the quick start's three models, trained in
+    `workdir` first (finished stages are reused)."""
+    config = quickstart.get_config()
+    config.model = FLAGS.model
+    config.train.epochs = FLAGS.epochs
+    if FLAGS.train_limit is not None:
+        config.data.train_limit = FLAGS.train_limit
+    Experiment(config, workdir, get_strategy()).run()
+    return [
+        (label, str(RunDir(workdir).model_path(stage)))
+        for label, stage in QUICKSTART_MODELS
+    ]
+
+
+def measure(entries, train, test):
+    """`ptq_row` and int8-view kernels of each `(label, source)`."""
+    rows, kernels = [], {}
+    for label, source in entries:
+        model, trained = load(source)
+        crop = FLAGS.crop_fraction or (
+            0.875 if model.input_shape[1] >= 160 else 1.0
+        )
+        rows.append(
+            ptq_row(
+                label, model, train, test, FLAGS.representative, crop, trained
+            )
+        )
+        kernels[label] = deploy_kernels(model)
+        keras.backend.clear_session()
+    return rows, kernels
+
+
 def main(argv):
     del argv
     require_models("model", FLAGS.model)
@@ -135,19 +168,7 @@ def main(argv):
             f"error: --models takes label=source entries, got {FLAGS.models}"
         )
     try:
-        if not entries:
-            config = quickstart.get_config()
-            config.model = FLAGS.model
-            config.train.epochs = FLAGS.epochs
-            if FLAGS.train_limit is not None:
-                config.data.train_limit = FLAGS.train_limit
-            Experiment(
-                config, workdir, get_strategy()
-            ).run()  # reuses finished stages
-            entries = [
-                (label, str(RunDir(workdir).model_path(stage)))
-                for label, stage in QUICKSTART_MODELS
-            ]
+        entries = entries or quickstart_entries(workdir)
         train, test = load_export_data(
             FLAGS.data,
             FLAGS.data_dir,
@@ -155,25 +176,7 @@ def main(argv):
             FLAGS.eval_split,
             FLAGS.eval_limit,
         )
-        rows, kernels = [], {}
-        for label, source in entries:
-            model, trained = load(source)
-            crop = FLAGS.crop_fraction or (
-                0.875 if model.input_shape[1] >= 160 else 1.0
-            )
-            rows.append(
-                ptq_row(
-                    label,
-                    model,
-                    train,
-                    test,
-                    FLAGS.representative,
-                    crop,
-                    trained,
-                )
-            )
-            kernels[label] = deploy_kernels(model)
-            keras.backend.clear_session()
+        rows, kernels = measure(entries, train, test)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     caption = (
@@ -184,9 +187,7 @@ def main(argv):
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "table8_ptq.md").write_text(text + "\n")
     (workdir / "table8_ptq.json").write_text(json.dumps(rows, indent=2))
-    if (
-        len({tuple(k) for k in kernels.values()}) == 1
-    ):  # same layers: comparable
+    if len({tuple(k) for k in kernels.values()}) == 1:  # same layers
         kernel_histograms(kernels, workdir / "int8_kernel_histograms.png")
     print(text)
 
