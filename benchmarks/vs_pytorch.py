@@ -113,6 +113,22 @@ def main(argv):
     images, labels = synthetic_batch(FLAGS.batch, shape)
     keras_batch = (tf.constant(images), tf.one_hot(labels, 10))
 
+    runners, died, torch_version = start_runners(shape, images, labels)
+    try:
+        seconds = alternating_step_times(
+            runners, keras_batch, FLAGS.warmup, FLAGS.windows, FLAGS.steps, died
+        )
+    finally:
+        for runner in runners.values():
+            if isinstance(runner, TorchRunner):
+                runner.close()
+    report(seconds, died, tf, keras, torch_version)
+
+
+def start_runners(shape, images, labels):
+    """`(runners, died, torch version)`: per precision and form the Keras
+    model and the PyTorch children (one per thread count and memory format);
+    `died` names the children that did not start."""
     runners, died, torch_version = {}, {}, None
     for precision in FLAGS.precisions:
         for form in ("repopt", "repvgg"):
@@ -121,10 +137,9 @@ def main(argv):
             for threads, layout in itertools.product(
                 FLAGS.torch_threads, FLAGS.torch_formats
             ):
-                name = f"torch_{form}_{precision}_t{threads}_{layout}"
                 runner = start_runner(
                     died,
-                    name,
+                    f"torch_{form}_{precision}_t{threads}_{layout}",
                     FLAGS.model,
                     form,
                     model,
@@ -141,15 +156,7 @@ def main(argv):
                 torch_version = runner.version
                 name = f"torch_{form}_{precision}_t{runner.threads}_{layout}"
                 runners[name] = runner
-    try:
-        seconds = alternating_step_times(
-            runners, keras_batch, FLAGS.warmup, FLAGS.windows, FLAGS.steps, died
-        )
-    finally:
-        for runner in runners.values():
-            if isinstance(runner, TorchRunner):
-                runner.close()
-    report(seconds, died, tf, keras, torch_version)
+    return runners, died, torch_version
 
 
 def report(seconds, died, tf, keras, torch_version):
@@ -174,6 +181,13 @@ def report(seconds, died, tf, keras, torch_version):
         )
     rows += [[name, why, "", ""] for name, why in died.items()]
     print("\n".join(table(["setting", "img/s median", "min", "max"], rows)))
+
+    print_ratios(seconds)
+
+
+def print_ratios(seconds):
+    """Keras/PyTorch per form and RepOpt/RepVGG per framework, each at its
+    best setting (and in float32), as medians of per-window ratios."""
 
     def best(prefix):
         return min(
@@ -205,14 +219,12 @@ def report(seconds, died, tf, keras, torch_version):
                 best(f"keras_{form}_float32"),
                 best(f"torch_{form}_float32"),
             )
-    ratio(
-        "RepOpt/RepVGG, Keras, best", best("keras_repopt"), best("keras_repvgg")
-    )
-    ratio(
-        "RepOpt/RepVGG, PyTorch, best",
-        best("torch_repopt"),
-        best("torch_repvgg"),
-    )
+    for framework, label in (("keras", "Keras"), ("torch", "PyTorch")):
+        ratio(
+            f"RepOpt/RepVGG, {label}, best",
+            best(f"{framework}_repopt"),
+            best(f"{framework}_repvgg"),
+        )
 
 
 if __name__ == "__main__":
