@@ -22,7 +22,10 @@ PyTorch runs first and its processes end before Keras allocates GPU memory
 largest batch is sought (PyTorch's in its first `--torch_formats` only);
 JAX may take 95 % of it (`XLA_PYTHON_CLIENT_MEM_FRACTION`, set here unless
 given). PyTorch gets at most 45 % of `--deadline_s`, Keras the rest; what
-does not fit is skipped and named. Prints the GPU, the tables and
+does not fit is skipped and named. Keras races every setting before it
+seeks the largest batches (each try compiles an XLA program), each form
+in an equal share of the time left, so a slow search cannot cost the
+other form its speed or its batch size. Prints the GPU, the tables and
 the ratios RepOpt/RepVGG (speed and largest batch) per framework and
 Keras/PyTorch per form; `--out` writes them as JSON.
 
@@ -197,14 +200,26 @@ def run_torch(keras_models, images, labels, clock, results):
 
 def measure(name, model, fits, clock, results, precision, batch=()):
     """Speed of one setting at `--batch` (`model.train_on_batch(*batch)`),
-    and in float32 the largest batch for which `fits(batch)` holds (None:
-    no search)."""
+    then in float32 its largest batch (`search_largest`)."""
+    measure_speed(name, model, results, batch)
+    if precision == "float32":
+        search_largest(name, fits, clock, results)
+
+
+def measure_speed(name, model, results, batch=()):
+    """img/s of `model.train_on_batch(*batch)` at `--batch` over the timed
+    windows."""
     seconds = alternating_step_times(
         {name: model}, batch, FLAGS.warmup, FLAGS.windows, FLAGS.steps
     )[name]
     results["speed"][name] = rates(seconds, FLAGS.batch)
     print(f"[gpu_proof] {name}: {results['speed'][name]}", flush=True)
-    if precision != "float32" or not FLAGS.max_batch_limit or not fits:
+
+
+def search_largest(name, fits, clock, results):
+    """The largest batch for which `fits(batch)` holds (no search when
+    `fits` is None or `--max_batch_limit` is 0)."""
+    if not FLAGS.max_batch_limit or not fits:
         return
     good, bad = largest_batch(
         fits, FLAGS.batch, FLAGS.max_batch_limit, FLAGS.refine, clock, name
@@ -214,7 +229,9 @@ def measure(name, model, fits, clock, results, precision, batch=()):
 
 
 def run_keras(keras_models, images, labels, clock, results):
-    """Every Keras setting in this process: speed, largest batch."""
+    """Every Keras setting in this process: all speeds first (the race
+    itself), then the float32 largest-batch searches (one XLA compilation
+    per batch tried), each form in an equal share of the time left."""
     import keras
 
     batch = (
@@ -224,8 +241,17 @@ def run_keras(keras_models, images, labels, clock, results):
     for (form, precision), model in keras_models.items():
         name = f"keras_{form}_{precision}"
         if clock.allows(60, name):
-            fits = keras_fits(model, images.shape[1:])
-            measure(name, model, fits, clock, results, precision, batch)
+            measure_speed(name, model, results, batch)
+    searched = [
+        form for form in FORMS if f"keras_{form}_float32" in results["speed"]
+    ]
+    for done, form in enumerate(searched):
+        # An equal share of what is left each, so that both forms get a size.
+        share = Clock((clock.end - time.monotonic()) / (len(searched) - done))
+        model = keras_models[form, "float32"]
+        fits = keras_fits(model, images.shape[1:])
+        search_largest(f"keras_{form}_float32", fits, share, results)
+        clock.skipped += share.skipped
 
 
 def main(argv):

@@ -517,6 +517,68 @@ def test_gpu_proof_dry_run_on_jax_without_tensorflow(tmp_path):
     assert results["ratios"]["RepOpt/RepVGG largest batch, torch"] == 1.0
 
 
+GPU_PROOF_SCHEDULE = """
+import time
+from absl import flags
+from benchmarks import gpu_proof
+from benchmarks.step_timing import Clock
+
+flags.FLAGS(["gpu_proof", "--dry_run"])
+for key, value in gpu_proof.DRY_RUN.items():
+    setattr(flags.FLAGS, key, value)
+now = [0.0]
+time.monotonic = lambda: now[0]  # a clock the fake steps advance
+calls = []
+
+class Fake:  # a model whose steps above the race's batch cost 20 s each
+    def __init__(self, name):
+        self.name = name
+
+    def train_on_batch(self, images, labels):
+        calls.append((self.name, images.shape[0]))
+        now[0] += 20.0 if images.shape[0] > 8 else 0.0
+
+models = {(f, p): Fake(f"{f}_{p}") for p in ("float32", "bfloat16")
+          for f in ("repopt", "repvgg")}
+results = {"speed": {}, "max_batch": {}}
+images, labels = gpu_proof.synthetic_batch(8, (32, 32, 3))
+clock = Clock(100)
+gpu_proof.run_keras(models, images, labels, clock, results)
+print(sorted(results["speed"]))
+print(results["max_batch"])
+print(clock.skipped)
+print(sorted({name for name, batch in calls if batch > 8}))
+"""
+
+
+def test_gpu_proof_races_every_setting_before_it_seeks_batches():
+    """Speeds first, then the largest-batch searches in equal shares: a
+    slow search cannot cost the other form its speed or its batch size."""
+    pytest.importorskip("jax", reason="the proof runs on Keras's JAX backend")
+    process = run_without_tensorflow("jax", ["-c", GPU_PROOF_SCHEDULE])
+    assert process.returncode == 0, process.stderr[-3000:]
+    speeds, batches, skipped, searched = process.stdout.splitlines()[-4:]
+    assert speeds == str(
+        [
+            "keras_repopt_bfloat16",
+            "keras_repopt_float32",
+            "keras_repvgg_bfloat16",
+            "keras_repvgg_float32",
+        ]
+    )
+    # 100 s after the (free) race: 50 s each, one 2-step try of 40 s fits.
+    assert batches == str(
+        {
+            "keras_repopt_float32": {"fits": 16, "fails": None},
+            "keras_repvgg_float32": {"fits": 16, "fails": None},
+        }
+    )
+    assert skipped == str(
+        ["keras_repopt_float32 at batch 32", "keras_repvgg_float32 at batch 32"]
+    )
+    assert searched == str(["repopt_float32", "repvgg_float32"])
+
+
 def test_gpu_proof_needs_the_jax_backend():
     process = subprocess.run(
         [*_module("gpu_proof.py"), "--dry_run"],
