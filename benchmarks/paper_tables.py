@@ -278,13 +278,19 @@ def _table4_rows(seeds, found):
     return rows
 
 
+def _measured_by_row(ptq_rows):
+    """`(label, [ptq_row of each seed])` for each row measured, in table
+    order."""
+    for row, label in LABELS.items():
+        measured = [r for (rr, _), r in ptq_rows.items() if rr == row]
+        if measured:
+            yield label, measured
+
+
 def _table8_rows(ptq_rows):
     """Table 8's cells: fp32 and int8 top-1 over the seeds, per row."""
     rows = []
-    for row, label in LABELS.items():
-        measured = [r for (rr, _), r in ptq_rows.items() if rr == row]
-        if not measured:
-            continue
+    for label, measured in _measured_by_row(ptq_rows):
 
         def column(key, rows=measured):
             return _mean_std([r[key] for r in rows if r[key] is not None])
@@ -424,10 +430,7 @@ def kernel_lines(ptq_rows):
         "",
     ]
     rows = []
-    for row, label in LABELS.items():
-        measured = [r for (rr, _), r in ptq_rows.items() if rr == row]
-        if not measured:
-            continue
+    for label, measured in _measured_by_row(ptq_rows):
 
         def spread(key, rows=measured):
             values = [r[key] for r in rows]
