@@ -1,3 +1,4 @@
+import doctest
 import warnings
 
 import keras
@@ -12,7 +13,9 @@ from repopt_tf.models import block_names
 from repopt_tf.models import build_model
 from repopt_tf.models import extract_scales
 from repopt_tf.models import fuse_repvgg
+from repopt_tf.models import preprocessing
 from repopt_tf.models import reinitialize
+from repopt_tf.models.preprocessing import image_input
 
 
 def _trainable_millions(model):
@@ -118,6 +121,20 @@ def test_preprocessing_inside_model_takes_raw_pixels():
     np.testing.assert_allclose(out, [1.0, 3.0, 1.0], rtol=1e-6)
     with pytest.raises(ValueError, match="mean and std need 3"):
         build_model("repopt_vgg_tiny", 10, (8, 8, 3), mean=(0.5,), std=(1.0,))
+
+
+@pytest.mark.backends
+def test_image_input_starts_every_family_alike():
+    inputs, x, stats = image_input((8, 8, 1), mean=(0.5,), std=(0.25,))
+    assert inputs.name == "image" and stats == {"mean": [0.5], "std": [0.25]}
+    out = keras.Model(inputs, x)(np.full((1, 8, 8, 1), 255.0, np.float32))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out), 2.0)
+    inputs, x, stats = image_input((8, 8, 3), include_preprocessing=False)
+    assert x is inputs and stats is None
+    for name in ("repopt_vgg_tiny", "repopt_ghostnet_tiny"):
+        model = build_model(name, 10, (32, 32, 1), mean=(0.5,), std=(0.25,))
+        assert model.identity["preprocessing"] == {"mean": [0.5], "std": [0.25]}
+    assert doctest.testmod(preprocessing).failed == 0
 
 
 def test_unknown_model_name_lists_variants():

@@ -17,8 +17,7 @@ from repopt_tf.models.blocks import batch_norm
 from repopt_tf.models.family import ModelFamily
 from repopt_tf.models.identity import RepOptModel
 from repopt_tf.models.identity import make_identity
-from repopt_tf.models.preprocessing import preprocessing
-from repopt_tf.models.preprocessing import preprocessing_stats
+from repopt_tf.models.preprocessing import image_input
 from repopt_tf.models.registry import register_family
 from repopt_tf.models.scale_keys import ScaleKeys
 from repopt_tf.models.state_dict_layout import Form
@@ -40,14 +39,12 @@ _LAYER = re.compile(r"s(\d+)_(conv|bn)")
 
 def build_twostage(variant, num_classes, input_shape, kind, **options):
     """The plain model of `variant` (only `kind="plain"` exists)."""
-    inputs = keras.Input(input_shape, name="image")
-    x = inputs
-    stats = None
-    if options.get("include_preprocessing", True):
-        stats = preprocessing_stats(
-            input_shape[-1], options.get("mean"), options.get("std")
-        )
-        x = preprocessing(input_shape[-1], **stats)(x)
+    inputs, x, stats = image_input(
+        input_shape,
+        options.get("include_preprocessing", True),
+        options.get("mean"),
+        options.get("std"),
+    )
     for index, width in enumerate(VARIANTS[variant]["widths"]):
         x = keras.layers.ZeroPadding2D(1, name=f"s{index}_pad")(x)
         x = keras.layers.Conv2D(

@@ -47,6 +47,32 @@ def preprocessing(channels, mean=None, std=None):
     )
 
 
+def image_input(input_shape, include_preprocessing=True, mean=None, std=None):
+    """The start of every model: its `image` input, then `preprocessing`.
+
+    Args:
+        input_shape: `(height, width, channels)` of the raw 0-255 images.
+        include_preprocessing: False for a model that takes inputs already
+            normalised (no `preprocessing` layer, statistics None).
+        mean, std: per-channel statistics for `preprocessing_stats`.
+
+    Returns:
+        `(inputs, x, stats)`: the `keras.Input` named `image`, the tensor the
+        first block takes, and the statistics that the model's identity
+        records (`preprocessing_stats`, or None without preprocessing).
+
+    Example:
+        >>> inputs, x, stats = image_input((28, 28, 1))
+        >>> x.shape, stats["mean"]
+        ((None, 28, 28, 1), [0.28600001335144043])
+    """
+    inputs = keras.Input(input_shape, name="image")
+    if not include_preprocessing:
+        return inputs, inputs, None
+    stats = preprocessing_stats(input_shape[-1], mean, std)
+    return inputs, preprocessing(input_shape[-1], **stats)(inputs), stats
+
+
 def preprocessing_options(model):
     """`build_model` arguments that rebuild `model`'s preprocessing: from
     its identity (`repopt_tf.models.identity`), or, for a model saved

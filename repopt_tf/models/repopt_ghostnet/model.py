@@ -44,8 +44,7 @@ from repopt_tf.models.family import variant_spec
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.identity import RepOptModel
 from repopt_tf.models.identity import make_identity
-from repopt_tf.models.preprocessing import preprocessing
-from repopt_tf.models.preprocessing import preprocessing_stats
+from repopt_tf.models.preprocessing import image_input
 
 KINDS = ("plain", "hs", "repghost", "repvgg", "deploy")
 # The re-parameterised convs: the cheap operation of every ghost module.
@@ -261,12 +260,9 @@ def build_repopt_ghostnet(
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
     if kind == "repvgg":
         kind = "repghost"
-    inputs = keras.Input(input_shape, name="image")
-    x = inputs
-    stats = None
-    if include_preprocessing:
-        stats = preprocessing_stats(input_shape[-1], mean, std)
-        x = preprocessing(input_shape[-1], **stats)(x)
+    inputs, x, stats = image_input(
+        input_shape, include_preprocessing, mean, std
+    )
     stem = make_divisible(16 * spec["width"])
     x = FastGradConv2D(
         stem, 3, strides=2, zero_padding=1, use_bias=False, name="stem_conv"

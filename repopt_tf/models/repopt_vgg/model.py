@@ -19,8 +19,7 @@ from repopt_tf.models.family import variant_spec
 from repopt_tf.models.fast_conv import FastGradConv2D
 from repopt_tf.models.identity import RepOptModel
 from repopt_tf.models.identity import make_identity
-from repopt_tf.models.preprocessing import preprocessing
-from repopt_tf.models.preprocessing import preprocessing_stats
+from repopt_tf.models.preprocessing import image_input
 from repopt_tf.models.rpg import RingPlan
 
 # blocks: 3x3 layers per stage 1-4; widths: channels per stage 1-4; stem: the
@@ -189,12 +188,9 @@ def build_repopt_vgg(
             f"kind='repvgg' or kind='deploy', not {kind!r}."
         )
     plan = list(block_plan(spec, input_shape[-1]))
-    inputs = keras.Input(input_shape, name="image")
-    x = inputs
-    stats = None
-    if include_preprocessing:
-        stats = preprocessing_stats(input_shape[-1], mean, std)
-        x = preprocessing(input_shape[-1], **stats)(x)
+    inputs, x, stats = image_input(
+        input_shape, include_preprocessing, mean, std
+    )
     factories, form = _conv_factories(
         inputs, plan, kind, rpg_dof, rpg_mode, rpg_seed, rpg_scheme, rpg_size
     )
