@@ -116,15 +116,44 @@ def _normalised(images):
 
 
 def main():
-    if "--torch_side" in sys.argv:
-        return torch_side(Path(sys.argv[sys.argv.index("--torch_side") + 1]))
-    if "--onnx2tf_side" in sys.argv:
-        return onnx2tf_side(
-            Path(sys.argv[sys.argv.index("--onnx2tf_side") + 1])
-        )
+    """A side's step when named (`--torch_side DIR`, `--onnx2tf_side DIR`:
+    no absl there), else the comparison with its flags."""
+    for side, step in (
+        ("--torch_side", torch_side),
+        ("--onnx2tf_side", onnx2tf_side),
+    ):
+        if side in sys.argv:
+            return step(Path(sys.argv[sys.argv.index(side) + 1]))
     from absl import app
 
+    _define_flags()
     app.run(compare)
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string(
+        "torch_python", sys.executable, "Python with torch, timm, onnx."
+    )
+    flags.DEFINE_string(
+        "onnx2tf_python", sys.executable, "Python with onnx2tf."
+    )
+    flags.DEFINE_string("workdir", "runs/vs_onnx2tf", "Work folder.")
+    flags.DEFINE_string("output", None, "Also write the tables here.")
+    flags.DEFINE_integer(
+        "calibration", 100, "Calibration images.", lower_bound=1
+    )
+    flags.DEFINE_integer("images", 100, "Evaluation images.", lower_bound=1)
+    flags.DEFINE_list("threads", ["1", "2"], "XNNPACK thread counts.")
+    flags.DEFINE_integer("windows", 5, "Interleaved windows.", lower_bound=1)
+    flags.DEFINE_integer("runs", 20, "Invokes per window.", lower_bound=1)
+    flags.DEFINE_enum(
+        "fold_padding",
+        "none",
+        ["none", "peak", "all"],
+        "Our export's --fold_padding.",
+    )
 
 
 def compare(argv):
@@ -134,118 +163,41 @@ def compare(argv):
     import numpy as np
     from absl import flags
 
-    from repopt_tf.checkpoints import model_from_checkpoint
-    from repopt_tf.data import load_source
-    from repopt_tf.data import representative_images
-    from repopt_tf.export import convert_int8
-    from repopt_tf.export.device_form import device_model
-    from repopt_tf.export.litert_eval import TFLiteModel
     from repopt_tf.export.litert_eval import machine_info
     from repopt_tf.export.litert_eval import machine_line
-    from repopt_tf.export.litert_eval import output_agreement
-    from repopt_tf.export.litert_eval import quantize
-    from repopt_tf.export.litert_eval import time_invokes
-    from repopt_tf.export.tflite_graph import TFLiteGraph
 
     FLAGS = flags.FLAGS
     folder = Path(FLAGS.workdir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    train = load_source("fashion_mnist", "train")
-    test = load_source("fashion_mnist", "test", limit=FLAGS.images)
-    calibration = representative_images(
-        train, 224, FLAGS.calibration, channels=3
+    calibration, evaluation = write_images(
+        folder, FLAGS.calibration, FLAGS.images
     )
-    evaluation = representative_images(test, 224, FLAGS.images, channels=3)
-    np.save(folder / "calibration.npy", calibration)
-    np.save(folder / "eval.npy", evaluation)
-    root = Path(__file__).resolve().parents[1]
-    for python, side in (
-        (FLAGS.torch_python, "--torch_side"),
-        (FLAGS.onnx2tf_python, "--onnx2tf_side"),
-    ):
-        print(f"[vs_onnx2tf] {side[2:]} with {python}", flush=True)
-        subprocess.run(
-            [python, "-m", "benchmarks.vs_onnx2tf", side, str(folder)],
-            check=True,
-            cwd=root,
-        )
+    run_sides(folder, FLAGS.torch_python, FLAGS.onnx2tf_python)
+    ours, folded = our_int8(folder, calibration, FLAGS.fold_padding)
     theirs = next((folder / "onnx2tf").glob("*_full_integer_quant.tflite"))
-    model, _ = model_from_checkpoint(folder / CHECKPOINT, fuse=True)
-    device, folded = device_model(model, 1, FLAGS.fold_padding, conv_ops=True)
-    ours = convert_int8(device, calibration)
-    (folder / "ours_int8.tflite").write_bytes(ours)
     files = {"this library": ours, "onnx2tf": theirs.read_bytes()}
     inputs = {"this library": evaluation, "onnx2tf": _normalised(evaluation)}
-
     reference = np.load(folder / "torch_logits.npy")
+    table, graphs = graph_table(files, inputs, reference)
     lines = [
         f"Machine: {machine_line(machine_info())}. Folded convs: "
         f"{folded or 'none'}.",
         "",
-        "| export | .tflite KB | ops | PAD | CONV_2D SAME / VALID | "
-        "fused ReLU | int8 vs torch fp32: top-1 agreement | relative RMSE |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    graphs = {}
-    for name, content in files.items():
-        graph = graphs[name] = TFLiteGraph(content)
-        convs = [op for op in graph.ops if op.name == "CONV_2D"]
-        outputs = TFLiteModel(content)(inputs[name])
-        agreement = output_agreement(reference, outputs)
-        lines.append(
-            f"| {name} | {len(content) / 1024:.0f} | {len(graph.ops)} | "
-            f"{sum(op.name == 'PAD' for op in graph.ops)} | "
-            f"{sum(op.options[0] == 'SAME' for op in convs)} / "
-            f"{sum(op.options[0] == 'VALID' for op in convs)} | "
-            f"{sum(op.options[2] == 'RELU' for op in convs)} | "
-            f"{agreement['top1_agreement']:.4f} | "
-            f"{agreement['relative_rmse']:.4f} |"
-        )
-    lines += ["", "Ops in order (CONV_2D: padding, stride):", ""]
-    for name, graph in graphs.items():
-        lines.append(
-            f"- {name}: " + ", ".join(_op_label(op) for op in graph.ops)
-        )
-    lines += [
+        *table,
         "",
-        "Latency, batch 1, XNNPACK, ms over interleaved windows (min / median / max):",
+        "Ops in order (CONV_2D: padding, stride):",
         "",
-        "| threads | this library | onnx2tf | ours / theirs (median) |",
-        "| --- | --- | --- | --- |",
-    ]
-    # onnx2tf's model takes normalised input: the app normalises and
-    # quantizes each frame, which ours does inside the graph.
-    detail = TFLiteModel(files["onnx2tf"]).input_detail
-    frame = evaluation[0]
-
-    def app_preprocessing():
-        quantize(_normalised(frame), detail)
-
-    preprocessing = time_invokes(app_preprocessing, warmup=2, runs=50)
-    for threads in FLAGS.threads:
-        runners = {
-            name: TFLiteModel(content, num_threads=int(threads))
-            for name, content in files.items()
-        }
-        for name, runner in runners.items():
-            runner(inputs[name][:1])  # set the input once
-        windows = {name: [] for name in runners}
-        for _ in range(FLAGS.windows):
-            for name, runner in runners.items():
-                timing = time_invokes(
-                    runner.interpreter.invoke, warmup=2, runs=FLAGS.runs
-                )
-                windows[name].append(timing["median_ms"])
-        ours_ms, theirs_ms = windows["this library"], windows["onnx2tf"]
-        lines.append(
-            f"| {threads} | {_spread(ours_ms)} | {_spread(theirs_ms)} | "
-            f"{np.median(ours_ms) / np.median(theirs_ms):.2f} |"
-        )
-    lines += [
+        *(f"- {name}: {op_order(graph)}" for name, graph in graphs.items()),
+        "",
+        "Latency, batch 1, XNNPACK, ms over interleaved windows "
+        "(min / median / max):",
+        "",
+        *latency_table(files, inputs, FLAGS.threads, FLAGS.windows, FLAGS.runs),
         "",
         f"The onnx2tf model's input normalisation and quantization in numpy "
         f"(one 224x224x3 frame, the app's work) takes "
-        f"{preprocessing['median_ms']:.2f} ms more per frame.",
+        f"{app_preprocessing_ms(files['onnx2tf'], evaluation[0]):.2f} ms more "
+        "per frame.",
     ]
     text = "\n".join(lines)
     print(text)
@@ -253,11 +205,160 @@ def compare(argv):
         Path(FLAGS.output).write_text(text + "\n")
 
 
-def _op_label(op):
-    if op.name == "CONV_2D":
-        padding, stride, _ = op.options
-        return f"CONV_2D({padding[0]}{stride[0]})"
-    return op.name
+def write_images(folder, calibration, images):
+    """Step 1: `calibration.npy` and `eval.npy` in `folder` (Fashion-MNIST
+    at 224x224 RGB, raw pixels); returns both arrays."""
+    import numpy as np
+
+    from repopt_tf.data import load_source
+    from repopt_tf.data import representative_images
+
+    train = load_source("fashion_mnist", "train")
+    test = load_source("fashion_mnist", "test", limit=images)
+    arrays = (
+        representative_images(train, 224, calibration, channels=3),
+        representative_images(test, 224, images, channels=3),
+    )
+    for name, array in zip(("calibration", "eval"), arrays):
+        np.save(folder / f"{name}.npy", array)
+    return arrays
+
+
+def run_sides(folder, torch_python, onnx2tf_python):
+    """Steps 2 and 3, each in its own environment."""
+    root = Path(__file__).resolve().parents[1]
+    for python, side in (
+        (torch_python, "--torch_side"),
+        (onnx2tf_python, "--onnx2tf_side"),
+    ):
+        print(f"[vs_onnx2tf] {side[2:]} with {python}", flush=True)
+        subprocess.run(
+            [python, "-m", "benchmarks.vs_onnx2tf", side, str(folder)],
+            check=True,
+            cwd=root,
+        )
+
+
+def our_int8(folder, calibration, fold_padding):
+    """Step 4's export: the checkpoint through `export_tflite`'s path, as
+    `ours_int8.tflite`; returns its bytes and the folded convs."""
+    from repopt_tf.checkpoints import model_from_checkpoint
+    from repopt_tf.export import convert_int8
+    from repopt_tf.export.device_form import device_model
+
+    model, _ = model_from_checkpoint(folder / CHECKPOINT, fuse=True)
+    device, folded = device_model(model, 1, fold_padding, conv_ops=True)
+    ours = convert_int8(device, calibration)
+    (folder / "ours_int8.tflite").write_bytes(ours)
+    return ours, folded
+
+
+def graph_table(files, inputs, reference):
+    """The size, op counts and fidelity of each `.tflite` in `files` (name ->
+    bytes) on its `inputs` against the `reference` logits; returns the table
+    lines and each file's `TFLiteGraph`."""
+    from repopt_tf.export.litert_eval import TFLiteModel
+    from repopt_tf.export.litert_eval import output_agreement
+    from repopt_tf.export.tflite_graph import TFLiteGraph
+    from repopt_tf.markdown import table
+
+    graphs = {name: TFLiteGraph(content) for name, content in files.items()}
+    rows = []
+    for name, content in files.items():
+        ops = graphs[name].ops
+        convs = [op.options for op in ops if op.name == "CONV_2D"]
+        agreement = output_agreement(
+            reference, TFLiteModel(content)(inputs[name])
+        )
+        rows.append(
+            [
+                name,
+                f"{len(content) / 1024:.0f}",
+                len(ops),
+                sum(op.name == "PAD" for op in ops),
+                f"{sum(o[0] == 'SAME' for o in convs)} / "
+                f"{sum(o[0] == 'VALID' for o in convs)}",
+                sum(o[2] == "RELU" for o in convs),
+                f"{agreement['top1_agreement']:.4f}",
+                f"{agreement['relative_rmse']:.4f}",
+            ]
+        )
+    header = [
+        "export",
+        ".tflite KB",
+        "ops",
+        "PAD",
+        "CONV_2D SAME / VALID",
+        "fused ReLU",
+        "int8 vs torch fp32: top-1 agreement",
+        "relative RMSE",
+    ]
+    return table(header, rows), graphs
+
+
+def latency_table(files, inputs, threads, windows, runs):
+    """Batch-1 latency of `this library` against `onnx2tf` (keys of
+    `files`) at each thread count, over interleaved windows of `runs`
+    invokes: the table lines."""
+    import numpy as np
+
+    from repopt_tf.markdown import table
+
+    rows = []
+    for count in threads:
+        medians = _interleaved_medians(files, inputs, int(count), windows, runs)
+        ours, theirs = medians["this library"], medians["onnx2tf"]
+        ratio = np.median(ours) / np.median(theirs)
+        rows.append([count, _spread(ours), _spread(theirs), f"{ratio:.2f}"])
+    header = ["threads", "this library", "onnx2tf", "ours / theirs (median)"]
+    return table(header, rows)
+
+
+def _interleaved_medians(files, inputs, threads, windows, runs):
+    """Each file's median invoke time (ms) per window, the files taking
+    turns window by window."""
+    from repopt_tf.export.litert_eval import TFLiteModel
+    from repopt_tf.export.litert_eval import time_invokes
+
+    runners = {
+        name: TFLiteModel(content, num_threads=threads)
+        for name, content in files.items()
+    }
+    for name, runner in runners.items():
+        runner(inputs[name][:1])  # set the input once
+    medians = {name: [] for name in runners}
+    for _ in range(windows):
+        for name, runner in runners.items():
+            timing = time_invokes(
+                runner.interpreter.invoke, warmup=2, runs=runs
+            )
+            medians[name].append(timing["median_ms"])
+    return medians
+
+
+def app_preprocessing_ms(content, frame):
+    """What onnx2tf's model leaves to the app per frame, in ms (median):
+    normalising and quantizing its input, which ours does in the graph."""
+    from repopt_tf.export.litert_eval import TFLiteModel
+    from repopt_tf.export.litert_eval import quantize
+    from repopt_tf.export.litert_eval import time_invokes
+
+    detail = TFLiteModel(content).input_detail
+    timing = time_invokes(
+        lambda: quantize(_normalised(frame), detail), warmup=2, runs=50
+    )
+    return timing["median_ms"]
+
+
+def op_order(graph):
+    """The ops of `graph` in order, CONV_2D with its padding and stride
+    (`CONV_2D(S2)`: SAME, stride 2)."""
+    return ", ".join(
+        f"CONV_2D({op.options[0][0]}{op.options[1][0]})"
+        if op.name == "CONV_2D"
+        else op.name
+        for op in graph.ops
+    )
 
 
 def _spread(values):
@@ -267,30 +368,4 @@ def _spread(values):
 
 
 if __name__ == "__main__":
-    if not any(side in sys.argv for side in ("--torch_side", "--onnx2tf_side")):
-        from absl import flags
-
-        flags.DEFINE_string(
-            "torch_python", sys.executable, "Python with torch, timm, onnx."
-        )
-        flags.DEFINE_string(
-            "onnx2tf_python", sys.executable, "Python with onnx2tf."
-        )
-        flags.DEFINE_string("workdir", "runs/vs_onnx2tf", "Work folder.")
-        flags.DEFINE_string("output", None, "Also write the tables here.")
-        flags.DEFINE_integer(
-            "calibration", 100, "Calibration images.", lower_bound=1
-        )
-        flags.DEFINE_integer("images", 100, "Evaluation images.", lower_bound=1)
-        flags.DEFINE_list("threads", ["1", "2"], "XNNPACK thread counts.")
-        flags.DEFINE_integer(
-            "windows", 5, "Interleaved windows.", lower_bound=1
-        )
-        flags.DEFINE_integer("runs", 20, "Invokes per window.", lower_bound=1)
-        flags.DEFINE_enum(
-            "fold_padding",
-            "none",
-            ["none", "peak", "all"],
-            "Our export's --fold_padding.",
-        )
     main()

@@ -591,3 +591,101 @@ def test_gpu_proof_needs_the_jax_backend():
     assert process.returncode == 1
     assert "KERAS_BACKEND=jax" in process.stderr
     assert "Traceback" not in process.stderr
+
+
+FAKE_SIDES = """
+# Stands in for the throwaway torch and onnx2tf environments of
+# benchmarks/vs_onnx2tf.py: called as `python -m benchmarks.vs_onnx2tf
+# --torch_side DIR` (or --onnx2tf_side), it writes what that side writes.
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, {root!r})
+import numpy as np
+
+from benchmarks.vs_onnx2tf import _normalised
+from repopt_tf.checkpoints import model_from_checkpoint
+from repopt_tf.export import convert_int8
+from repopt_tf.export.device_form import device_model
+from repopt_tf.models import build_model
+
+side, folder = sys.argv[3], Path(sys.argv[4])
+checkpoint = folder / "repvgg_a0.safetensors"
+if side == "--torch_side":  # timm's checkpoint and its fp32 logits
+    shutil.copy({fixture!r}, checkpoint)
+    model, _ = model_from_checkpoint(checkpoint, fuse=True)
+    np.save(folder / "torch_logits.npy", model(np.load(folder / "eval.npy")))
+else:  # a model on normalised input, its paddings folded away
+    model, _ = model_from_checkpoint(checkpoint, fuse=True)
+    identity = model.identity
+    bare = build_model(
+        identity["variant"],
+        identity["num_classes"],
+        identity["input_shape"],
+        identity["kind"],
+        include_preprocessing=False,
+    )
+    bare.set_weights(model.get_weights())
+    device, _ = device_model(bare, 1, "all", conv_ops=True)
+    calibration = _normalised(np.load(folder / "calibration.npy"))
+    (folder / "onnx2tf").mkdir()
+    (folder / "onnx2tf/m_full_integer_quant.tflite").write_bytes(
+        convert_int8(device, calibration)
+    )
+"""
+
+
+def test_vs_onnx2tf_compares_two_int8_graphs_of_one_checkpoint(tmp_path):
+    fixture = ROOT / "tests/fixtures/checkpoints/timm_repvgg_tiny.safetensors"
+    (tmp_path / "fake_side.py").write_text(
+        FAKE_SIDES.format(root=str(ROOT), fixture=str(fixture))
+    )
+    python = tmp_path / "python"
+    python.write_text(
+        f'#!/bin/sh\nexec "{sys.executable}" "{tmp_path}/fake_side.py" "$@"\n'
+    )
+    python.chmod(0o755)
+    report = tmp_path / "report.md"
+    _run(
+        "vs_onnx2tf.py",
+        f"--torch_python={python}",
+        f"--onnx2tf_python={python}",
+        f"--workdir={tmp_path / 'work'}",
+        f"--output={report}",
+        "--images=12",
+        "--calibration=8",
+        "--windows=2",
+        "--runs=2",
+    )
+    text = report.read_text()
+    rows = {}
+    for name in ("this library", "onnx2tf"):
+        cells = re.search(rf"^\| {name} \|(.*)\|$", text, re.M).group(1)
+        rows[name] = [c.strip() for c in cells.split("|")]
+    ours, theirs = rows["this library"], rows["onnx2tf"]
+    kb, ops, pad, conv, relu, top1, rmse = range(7)  # cells after the name
+    # Same convs and ReLUs; ours pads explicitly (--fold_padding=none),
+    # theirs folded every pad into SAME convs, and ours normalises its raw
+    # pixels in the graph (RESHAPE, DEPTHWISE_CONV_2D, RESHAPE).
+    assert int(ours[pad]) > 0 and theirs[pad] == "0"
+    assert int(ours[ops]) == int(theirs[ops]) + int(ours[pad]) + 3
+    assert ours[relu] == theirs[relu] != "0"
+    assert sum(map(int, ours[conv].split(" / "))) == sum(
+        map(int, theirs[conv].split(" / "))
+    )
+    assert ours[conv] != theirs[conv]
+    for cells in rows.values():  # int8 of the checkpoint vs its fp32 logits
+        assert int(cells[kb]) > 0
+        assert float(cells[top1]) >= 0.9 and float(cells[rmse]) < 0.1
+    orders = dict(re.findall(r"^- (this library|onnx2tf): (.*)$", text, re.M))
+    assert orders["this library"].count("PAD") == int(ours[pad])
+    assert orders["this library"].startswith("RESHAPE, DEPTHWISE_CONV_2D")
+    assert "PAD" not in orders["onnx2tf"] and "CONV_2D(S2)" in orders["onnx2tf"]
+    for threads in ("1", "2"):
+        assert re.search(
+            rf"^\| {threads} \|( [\d.]+ / [\d.]+ / [\d.]+ \|){{2}} [\d.]+ \|$",
+            text,
+            re.M,
+        )
+    assert re.search(r"takes [\d.]+ ms more per frame", text)
