@@ -247,6 +247,17 @@ def test_without_the_extra_the_section_says_how_to_install(
     assert "TFLite Micro: not run" in deploy_markdown(section)
     with pytest.raises(ValueError, match="needs the tflite-micro package"):
         deploy_check(tiny_int8, _images(4), np.zeros(4, int), run_micro=True)
+    monkeypatch.setattr(micro, "micro_available", lambda: True)
+    section = deploy_check(
+        tiny_int8,
+        _images(4),
+        labels=np.zeros(4, int),
+        run_micro=False,
+        threads=(1,),
+        latency_runs=2,
+        log=lambda m: None,
+    )
+    assert section["micro"] == {"skipped": "switched off (--nodeploy_check)"}
 
 
 def test_shape_ops_and_dynamic_batch_are_flagged_and_a_fixed_batch_folds_them():

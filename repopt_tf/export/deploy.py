@@ -240,13 +240,8 @@ def deploy_check(
     xnnpack, accuracy, reference_raw = _litert_accuracy(
         content, images, score, rss, flags, log
     )
-    if run_micro is False or not available:
-        tflm = {
-            "skipped": "not installed: " + micro.INSTALL_HINT
-            if not available
-            else "switched off (--nodeploy_check)"
-        }
-    else:
+    tflm = _micro_skipped(run_micro, available)
+    if tflm is None:
         images_q = quantize(images, xnnpack.input_detail)
         tflm = _micro_section(
             path,
@@ -277,6 +272,15 @@ def deploy_check(
         # Named, not a path: the plot sits beside the report it is in.
         section["plot"] = Path(activation_plot(plan, plot_path, path.stem)).name
     return section
+
+
+def _micro_skipped(run_micro, available):
+    """The TFLM section when TFLM does not run (why), else None."""
+    if not available:
+        return {"skipped": "not installed: " + micro.INSTALL_HINT}
+    if run_micro is False:
+        return {"skipped": "switched off (--nodeploy_check)"}
+    return None
 
 
 def _check_request(images, labels, fp32_outputs, run_micro):
