@@ -274,11 +274,24 @@ def main(argv):
     seconds = alternating_step_times(
         models, (images, labels), FLAGS.warmup, FLAGS.windows, FLAGS.steps
     )
+    print(setting_line(tf, strategy))
+    memory = measure_memory() if FLAGS.memory else {}
+    print_rates(seconds, memory)
+    print_ratios(seconds, memory)
+    if FLAGS.input_wait:
+        share = input_wait_share(models["repopt"])
+        print(
+            f"RepOpt-VGG step time waiting on the Fashion-MNIST tf.data "
+            f"pipeline: {100 * share:.0f}%"
+        )
 
+
+def setting_line(tf, strategy):
+    """What was measured, and on what."""
     device = tf.config.list_logical_devices(
         "GPU"
     ) or tf.config.list_logical_devices("CPU")
-    print(
+    return (
         f"{FLAGS.model}, batch {FLAGS.batch}, {FLAGS.image_size}x"
         f"{FLAGS.image_size}x{FLAGS.channels}, {FLAGS.windows} windows x "
         f"{FLAGS.steps} steps, strategy {FLAGS.strategy} "
@@ -286,7 +299,10 @@ def main(argv):
         f"onednn {FLAGS.onednn}, threads {FLAGS.threads or 'default'}, "
         f"precision {FLAGS.precision}, XLA {'on' if FLAGS.jit_compile else 'off'}"
     )
-    memory = measure_memory() if FLAGS.memory else {}
+
+
+def print_rates(seconds, memory):
+    """Each form's img/s over the windows, and its memory when measured."""
     for form in FORMS:
         rates = sorted(FLAGS.batch / s for s in seconds[form])
         note = ""
@@ -301,6 +317,10 @@ def main(argv):
             f"{LABELS[form]:>11}: {statistics.median(rates):8.1f} img/s "
             f"(min {rates[0]:.1f}, max {rates[-1]:.1f}){note}"
         )
+
+
+def print_ratios(seconds, memory):
+    """RepOpt-VGG over RepVGG: img/s window by window, and peak memory."""
     ratios = sorted(b / a for a, b in zip(seconds["repopt"], seconds["repvgg"]))
     print(
         f"ratio RepOpt/RepVGG img/s: median {statistics.median(ratios):.2f} "
@@ -313,12 +333,6 @@ def main(argv):
             f"ratio RepOpt/RepVGG peak memory: {ours / theirs:.2f} "
             f"(above resting: {(ours - our_rest) / (theirs - their_rest):.2f}; "
             f"live tensors: {our_live / their_live:.2f})"
-        )
-    if FLAGS.input_wait:
-        share = input_wait_share(models["repopt"])
-        print(
-            f"RepOpt-VGG step time waiting on the Fashion-MNIST tf.data "
-            f"pipeline: {100 * share:.0f}%"
         )
 
 
