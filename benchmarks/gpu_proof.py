@@ -273,19 +273,7 @@ def main(argv):
     whole = Clock(FLAGS.deadline_s)
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
     images, labels = synthetic_batch(FLAGS.batch, shape)
-    results = {
-        "settings": {k: getattr(FLAGS, k) for k in (*DRY_RUN, "precisions")},
-        "jax": {
-            "version": jax.__version__,
-            "device": jax.devices()[0].device_kind,
-            "platform": jax.default_backend(),
-        },
-        "keras": keras.__version__,
-        "host": platform.processor() or platform.machine(),
-        "speed": {},
-        "max_batch": {},
-        "failed": {},
-    }
+    results = empty_results(jax, keras)
     print(f"[gpu_proof] {json.dumps(results['jax'])}", flush=True)
     keras_models = {
         (form, precision): compiled_form(
@@ -304,6 +292,23 @@ def main(argv):
     print(report(results))
     if FLAGS.out:
         Path(FLAGS.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def empty_results(jax, keras):
+    """The settings and the machine, before anything is measured."""
+    return {
+        "settings": {k: getattr(FLAGS, k) for k in (*DRY_RUN, "precisions")},
+        "jax": {
+            "version": jax.__version__,
+            "device": jax.devices()[0].device_kind,
+            "platform": jax.default_backend(),
+        },
+        "keras": keras.__version__,
+        "host": platform.processor() or platform.machine(),
+        "speed": {},
+        "max_batch": {},
+        "failed": {},
+    }
 
 
 def ratios(results):
