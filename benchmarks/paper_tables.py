@@ -313,29 +313,13 @@ def _table8_rows(ptq_rows):
 
 
 def report(seeds, ptq_rows, test_images):
+    """The Markdown report: how it was made, Table 4, Table 8 with the
+    kernel and activation statistics when PTQ ran, the reproduction."""
     found = accuracies(seeds)
     lines = [
         "# The paper's tables on Fashion-MNIST, with seeds",
         "",
-        f"Made by `python -m benchmarks.paper_tables --seeds="
-        f"{','.join(map(str, seeds))} --epochs={FLAGS.epochs} "
-        f"--hs_epochs={FLAGS.hs_epochs}"
-        + (
-            f" --compare_workdir={FLAGS.compare_workdir}"
-            if FLAGS.compare_workdir
-            else ""
-        )
-        + f"` ({FLAGS.model} at 28x28x1, "
-        f"Fashion-MNIST, {FLAGS.train_limit or 60000} training images of "
-        f"which 5 % are held out for validation, {test_images} test "
-        "images, batch 128, SGD Nesterov 0.9, "
-        "LR 0.1 cosine, L2 4e-5, pad-4 crop + flip, "
-        "`--config.deterministic=True`, whose cost is in docs/results.md, "
-        "Reliability). Each cell is test top-1 in %; "
-        "mean +- std over the seeds that finished; the paired columns are the "
-        "row minus `plain` (or RepVGG) seed by seed. A row labelled 2x "
-        "epochs trained twice as long as the others: it is there for its "
-        "int8 numbers, not as an equal-budget entry of Table 4.",
+        made_by(seeds, test_images),
         "",
         "## Table 4: ablation",
         "",
@@ -349,34 +333,68 @@ def report(seeds, ptq_rows, test_images):
     ]
     lines += table(header, _table4_rows(seeds, found))
     if ptq_rows:
-        lines += ["", "## Table 8: fp32 vs int8 PTQ", ""]
-        header = [
-            "row",
-            "fp32",
-            "int8 per-channel",
-            "int8 per-tensor",
-            "per-tensor minus fp32",
-        ]
-        lines += table(header, _table8_rows(ptq_rows))
-        lines += kernel_lines(ptq_rows) + activation_lines(seeds, ptq_rows)
-        lines += [
-            "",
-            "Per model (seed in the name), with the int8 diagnostics:",
-            "",
-            ptq_table(
-                [
-                    {**ptq_rows[row, seed], "model": f"{label}, seed {seed}"}
-                    for row, label in LABELS.items()
-                    for seed in seeds
-                    if (row, seed) in ptq_rows
-                ],
-                f"{FLAGS.representative} calibration images, {test_images} "
-                "test images; kernel statistics after BN folding (Table 11)",
-            ),
-        ]
+        lines += table8_lines(seeds, ptq_rows, test_images)
     if FLAGS.compare_workdir:
         lines += reproduction_lines(seeds, found)
     return "\n".join(lines) + "\n"
+
+
+def made_by(seeds, test_images):
+    """The paragraph that says how the study was run."""
+    compare = (
+        f" --compare_workdir={FLAGS.compare_workdir}"
+        if FLAGS.compare_workdir
+        else ""
+    )
+    return (
+        f"Made by `python -m benchmarks.paper_tables --seeds="
+        f"{','.join(map(str, seeds))} --epochs={FLAGS.epochs} "
+        f"--hs_epochs={FLAGS.hs_epochs}{compare}` ({FLAGS.model} at 28x28x1, "
+        f"Fashion-MNIST, {FLAGS.train_limit or 60000} training images of "
+        f"which 5 % are held out for validation, {test_images} test "
+        "images, batch 128, SGD Nesterov 0.9, "
+        "LR 0.1 cosine, L2 4e-5, pad-4 crop + flip, "
+        "`--config.deterministic=True`, whose cost is in docs/results.md, "
+        "Reliability). Each cell is test top-1 in %; "
+        "mean +- std over the seeds that finished; the paired columns are the "
+        "row minus `plain` (or RepVGG) seed by seed. A row labelled 2x "
+        "epochs trained twice as long as the others: it is there for its "
+        "int8 numbers, not as an equal-budget entry of Table 4."
+    )
+
+
+def table8_lines(seeds, ptq_rows, test_images):
+    """Table 8 (fp32 vs int8), the kernel and activation statistics, and
+    every model's PTQ row with its int8 diagnostics."""
+    header = [
+        "row",
+        "fp32",
+        "int8 per-channel",
+        "int8 per-tensor",
+        "per-tensor minus fp32",
+    ]
+    per_model = [
+        {**ptq_rows[row, seed], "model": f"{label}, seed {seed}"}
+        for row, label in LABELS.items()
+        for seed in seeds
+        if (row, seed) in ptq_rows
+    ]
+    return [
+        "",
+        "## Table 8: fp32 vs int8 PTQ",
+        "",
+        *table(header, _table8_rows(ptq_rows)),
+        *kernel_lines(ptq_rows),
+        *activation_lines(seeds, ptq_rows),
+        "",
+        "Per model (seed in the name), with the int8 diagnostics:",
+        "",
+        ptq_table(
+            per_model,
+            f"{FLAGS.representative} calibration images, {test_images} "
+            "test images; kernel statistics after BN folding (Table 11)",
+        ),
+    ]
 
 
 def reproduction_lines(seeds, found):
