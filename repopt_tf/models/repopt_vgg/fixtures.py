@@ -25,25 +25,8 @@ def synthetic_state_dict(
 ):
     """`{key: float32 array}` as the reference would save `variant` in `form`."""
     form = next((f for f in FORMS if f.name == form), None) or _unknown(form)
-    rng = np.random.default_rng(seed)
     spec = VARIANTS[variant]
-    state = {}
-
-    def conv(key, cout, cin, size, bias=False, groups=1):
-        bound = 1.0 / np.sqrt(cin // groups * size * size)
-        state[f"{key}.weight"] = rng.uniform(
-            -bound, bound, (cout, cin // groups, size, size)
-        )
-        if bias:
-            state[f"{key}.bias"] = rng.uniform(-bound, bound, cout)
-
-    def batch_norm(key, channels):
-        state[f"{key}.weight"] = rng.uniform(0.5, 1.5, channels)
-        state[f"{key}.bias"] = rng.uniform(-0.2, 0.2, channels)
-        state[f"{key}.running_mean"] = rng.uniform(-0.2, 0.2, channels)
-        state[f"{key}.running_var"] = rng.uniform(0.5, 1.5, channels)
-        state[f"{key}.num_batches_tracked"] = np.array(100, np.int64)
-
+    tensors = _RandomTensors(seed)
     for (name, cin, cout, stride, _), groups in zip(
         block_plan(spec, in_channels), block_groups(spec)
     ):
@@ -51,31 +34,69 @@ def synthetic_state_dict(
         prefix = torch_block_prefix(stage, index)
         identity = identity_fits(cin, cout, stride)
         for part, module in form.modules.items():
-            key = f"{prefix}.{module}"
             if part in _IDENTITY_PARTS and not identity:
                 continue
+            key = f"{prefix}.{module}"
             if part == "conv":
-                conv(
-                    key, cout, cin, 3, bias=form.kind == "deploy", groups=groups
-                )
+                deploy = form.kind == "deploy"
+                tensors.conv(key, cout, cin, 3, bias=deploy, groups=groups)
             elif part == "conv1x1":
-                conv(key, cout, cin, 1, groups=groups)
+                tensors.conv(key, cout, cin, 1, groups=groups)
             elif part.startswith("bn"):
-                batch_norm(key, cout)
+                tensors.batch_norm(key, cout)
             elif part.startswith("scale"):
-                state[f"{key}.weight"] = rng.uniform(0.2, 1.5, cout)
+                tensors.state[f"{key}.weight"] = tensors.rng.uniform(
+                    0.2, 1.5, cout
+                )
             elif spec.get("se") and part == "se_reduce":
-                conv(key, cout // 4, cout, 1, bias=True)
+                tensors.conv(key, cout // 4, cout, 1, bias=True)
             elif spec.get("se") and part == "se_expand":
-                conv(key, cout, cout // 4, 1, bias=True)
-    width = spec["widths"][-1]
-    bound = 1.0 / np.sqrt(width)
-    state[f"{HEAD}.weight"] = rng.uniform(-bound, bound, (num_classes, width))
-    state[f"{HEAD}.bias"] = rng.uniform(-bound, bound, num_classes)
-    return {
-        k: v if v.dtype == np.int64 else v.astype(np.float32)
-        for k, v in state.items()
-    }
+                tensors.conv(key, cout, cout // 4, 1, bias=True)
+    tensors.dense(HEAD, num_classes, spec["widths"][-1])
+    return tensors.float32()
+
+
+class _RandomTensors:
+    """A PyTorch-style state dict filled from one seeded generator, in the
+    order the tensors are asked for."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.state = {}
+
+    def conv(self, key, cout, cin, size, bias=False, groups=1):
+        """A conv's `weight` (OIHW) and optional `bias`, PyTorch's bound."""
+        bound = 1.0 / np.sqrt(cin // groups * size * size)
+        shape = (cout, cin // groups, size, size)
+        self.state[f"{key}.weight"] = self.rng.uniform(-bound, bound, shape)
+        if bias:
+            self.state[f"{key}.bias"] = self.rng.uniform(-bound, bound, cout)
+
+    def batch_norm(self, key, channels):
+        """A BN's affine parameters and running statistics."""
+        for name, low, high in (
+            ("weight", 0.5, 1.5),
+            ("bias", -0.2, 0.2),
+            ("running_mean", -0.2, 0.2),
+            ("running_var", 0.5, 1.5),
+        ):
+            self.state[f"{key}.{name}"] = self.rng.uniform(low, high, channels)
+        self.state[f"{key}.num_batches_tracked"] = np.array(100, np.int64)
+
+    def dense(self, key, units, width):
+        """A Linear layer's `weight` and `bias`."""
+        bound = 1.0 / np.sqrt(width)
+        self.state[f"{key}.weight"] = self.rng.uniform(
+            -bound, bound, (units, width)
+        )
+        self.state[f"{key}.bias"] = self.rng.uniform(-bound, bound, units)
+
+    def float32(self):
+        """The state dict, float tensors as float32 (counters stay int64)."""
+        return {
+            k: v if v.dtype == np.int64 else v.astype(np.float32)
+            for k, v in self.state.items()
+        }
 
 
 def _unknown(form):
