@@ -423,7 +423,10 @@ def _keras_application(name, path):
     return model
 
 
-@pytest.mark.parametrize("name", ["MobileNetV2", "ResNet50"])
+@pytest.mark.parametrize(
+    "name",
+    ["MobileNetV2", pytest.param("ResNet50", marks=pytest.mark.slow)],  # 70 s
+)
 def test_cli_exports_keras_applications_models(tmp_path, name, export_cli):
     model = _keras_application(name, tmp_path / f"{name}.keras")
     process = export_cli(
