@@ -45,9 +45,7 @@ def synthetic_state_dict(
             elif part.startswith("bn"):
                 tensors.batch_norm(key, cout)
             elif part.startswith("scale"):
-                tensors.state[f"{key}.weight"] = tensors.rng.uniform(
-                    0.2, 1.5, cout
-                )
+                tensors.uniform(f"{key}.weight", 0.2, 1.5, cout)
             elif spec.get("se") and part == "se_reduce":
                 tensors.conv(key, cout // 4, cout, 1, bias=True)
             elif spec.get("se") and part == "se_expand":
@@ -64,13 +62,17 @@ class _RandomTensors:
         self.rng = np.random.default_rng(seed)
         self.state = {}
 
+    def uniform(self, name, low, high, shape):
+        """Tensor `name`, uniform in [low, high)."""
+        self.state[name] = self.rng.uniform(low, high, shape)
+
     def conv(self, key, cout, cin, size, bias=False, groups=1):
         """A conv's `weight` (OIHW) and optional `bias`, PyTorch's bound."""
         bound = 1.0 / np.sqrt(cin // groups * size * size)
         shape = (cout, cin // groups, size, size)
-        self.state[f"{key}.weight"] = self.rng.uniform(-bound, bound, shape)
+        self.uniform(f"{key}.weight", -bound, bound, shape)
         if bias:
-            self.state[f"{key}.bias"] = self.rng.uniform(-bound, bound, cout)
+            self.uniform(f"{key}.bias", -bound, bound, cout)
 
     def batch_norm(self, key, channels):
         """A BN's affine parameters and running statistics."""
@@ -80,16 +82,14 @@ class _RandomTensors:
             ("running_mean", -0.2, 0.2),
             ("running_var", 0.5, 1.5),
         ):
-            self.state[f"{key}.{name}"] = self.rng.uniform(low, high, channels)
+            self.uniform(f"{key}.{name}", low, high, channels)
         self.state[f"{key}.num_batches_tracked"] = np.array(100, np.int64)
 
     def dense(self, key, units, width):
         """A Linear layer's `weight` and `bias`."""
         bound = 1.0 / np.sqrt(width)
-        self.state[f"{key}.weight"] = self.rng.uniform(
-            -bound, bound, (units, width)
-        )
-        self.state[f"{key}.bias"] = self.rng.uniform(-bound, bound, units)
+        self.uniform(f"{key}.weight", -bound, bound, (units, width))
+        self.uniform(f"{key}.bias", -bound, bound, units)
 
     def float32(self):
         """The state dict, float tensors as float32 (counters stay int64)."""
