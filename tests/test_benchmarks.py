@@ -416,7 +416,8 @@ def test_paper_tables_writes_a_resumable_report(tmp_path):
     # table; the slow test below compares a rerun from an empty workdir).
     again = _run(
         "paper_tables.py",
-        *args[:-1],
+        *PAPER_TABLES_ARGS,
+        f"--workdir={tmp_path / 'study'}",
         f"--output={tmp_path / 'again.md'}",
         f"--compare_workdir={tmp_path / 'study'}",
     )
